@@ -1,0 +1,232 @@
+// Package runner defines the job protocol between agentbot and agent-runner,
+// the program that runs inside every sandbox, and the Launcher interface that
+// starts sandboxes. The same protocol travels over a child process's pipes
+// (local launcher) and over pods/exec (Kubernetes launcher); docs/protocol.md
+// describes it for people.
+package runner
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"time"
+)
+
+// ProtocolVersion is the version of Job and Event. agent-runner refuses a job
+// whose version it does not speak.
+const ProtocolVersion = 1
+
+// Job is the one JSON document agent-runner reads on stdin.
+type Job struct {
+	Version int    `json:"version"`
+	TaskID  string `json:"task_id"`
+
+	// CloneURL is an https (or file, for local runs) URL without credentials.
+	CloneURL string `json:"clone_url"`
+	// Token is a read-only installation token for CloneURL's repository. It is
+	// used only for git's own commands and never reaches the agent.
+	Token string `json:"token,omitempty"`
+
+	// BaseBranch is the branch a new task starts from.
+	BaseBranch string `json:"base_branch,omitempty"`
+	// Branch is the branch to create (new task) or continue (follow-up).
+	Branch string `json:"branch"`
+	// FollowUp continues Branch, which must exist with head ExpectedHeadSHA.
+	FollowUp        bool   `json:"follow_up,omitempty"`
+	ExpectedHeadSHA string `json:"expected_head_sha,omitempty"`
+
+	Prompt   JobPrompt `json:"prompt"`
+	Template string    `json:"template,omitempty"`
+	Agent    AgentSpec `json:"agent"`
+
+	// TimeLimit bounds the whole job; agent-runner kills the agent's process
+	// group when it passes.
+	TimeLimit Duration `json:"time_limit"`
+
+	AuthorName  string `json:"author_name"`
+	AuthorEmail string `json:"author_email"`
+
+	// IssueNumber is named in the commit message.
+	IssueNumber int `json:"issue_number,omitempty"`
+
+	// Env is extra environment the operator allows into the agent's process
+	// (the model API key, for instance). Values are secrets: they are
+	// redacted from every event.
+	Env map[string]string `json:"env,omitempty"`
+}
+
+// JobPrompt is what the agent is asked to do.
+type JobPrompt struct {
+	Title        string `json:"title,omitempty"`
+	Body         string `json:"body,omitempty"`
+	Instructions string `json:"instructions,omitempty"`
+	// ReviewComments and DiffSummary are given to follow-ups.
+	ReviewComments []string `json:"review_comments,omitempty"`
+	DiffSummary    string   `json:"diff_summary,omitempty"`
+}
+
+// AgentSpec picks the coding agent and its options.
+type AgentSpec struct {
+	// Name is "claude", "codex" or "command".
+	Name     string `json:"name"`
+	Model    string `json:"model,omitempty"`
+	MaxTurns int    `json:"max_turns,omitempty"`
+	// Command is the executable (and arguments, split on spaces by a shell-free
+	// splitter) for the "command" agent.
+	Command string `json:"command,omitempty"`
+}
+
+// Duration is a time.Duration that encodes as a Go duration string ("30m").
+type Duration time.Duration
+
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return json.Marshal(time.Duration(d).String())
+}
+
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return err
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Event types written by agent-runner, one JSON object a line.
+const (
+	EventPhase    = "phase"
+	EventLog      = "log"
+	EventProgress = "progress"
+	EventResult   = "result"
+	EventError    = "error"
+)
+
+// Phases, in order.
+const (
+	PhaseCloning    = "cloning"
+	PhaseInit       = "init"
+	PhaseAgent      = "agent"
+	PhaseCommitting = "committing"
+	PhaseBundling   = "bundling"
+)
+
+// Event is one line of agent-runner's output. Seq numbers events from 1 so a
+// launcher that lost its connection can ask for the rest with
+// `agent-runner attach --from N`.
+type Event struct {
+	Seq  int       `json:"seq"`
+	Time time.Time `json:"time"`
+	Type string    `json:"type"`
+
+	// Phase is set on phase and error events.
+	Phase string `json:"phase,omitempty"`
+	// Message is the log line (log), what happened (progress) or what failed
+	// (error).
+	Message string `json:"message,omitempty"`
+	// Stream is "stdout" or "stderr" for log events.
+	Stream string `json:"stream,omitempty"`
+	// Tool and File describe a progress event when the agent reports them.
+	Tool string `json:"tool,omitempty"`
+	File string `json:"file,omitempty"`
+
+	Result *RunResult `json:"result,omitempty"`
+
+	// ExitCode and StderrTail are set on error events.
+	ExitCode   int      `json:"exit_code,omitempty"`
+	StderrTail []string `json:"stderr_tail,omitempty"`
+}
+
+// Result statuses.
+const (
+	StatusSucceeded = "succeeded"
+	StatusNoChanges = "no_changes"
+)
+
+// RunResult is the payload of the result event.
+type RunResult struct {
+	Status  string `json:"status"`
+	Branch  string `json:"branch,omitempty"`
+	BaseSHA string `json:"base_sha,omitempty"`
+	Commit  string `json:"commit,omitempty"`
+	// BundlePath is where the bundle lies inside the sandbox; launchers fetch
+	// it with `agent-runner bundle` instead of reading the path directly.
+	BundlePath   string             `json:"bundle_path,omitempty"`
+	Files        []FileChange       `json:"files,omitempty"`
+	Summary      string             `json:"summary,omitempty"`
+	CostUSD      float64            `json:"cost_usd,omitempty"`
+	Usage        *Usage             `json:"usage,omitempty"`
+	PhaseSeconds map[string]float64 `json:"phase_seconds,omitempty"`
+}
+
+// FileChange is one line of a diffstat.
+type FileChange struct {
+	Path    string `json:"path"`
+	Added   int    `json:"added"`
+	Deleted int    `json:"deleted"`
+}
+
+// Usage is token usage as the agent reported it.
+type Usage struct {
+	InputTokens              int `json:"input_tokens"`
+	OutputTokens             int `json:"output_tokens"`
+	CacheReadInputTokens     int `json:"cache_read_input_tokens,omitempty"`
+	CacheCreationInputTokens int `json:"cache_creation_input_tokens,omitempty"`
+}
+
+// Exit codes of agent-runner.
+const (
+	ExitOK        = 0
+	ExitBadJob    = 2
+	ExitClone     = 3
+	ExitInit      = 4
+	ExitAgent     = 5
+	ExitTimeout   = 6
+	ExitCommit    = 7
+	ExitBundle    = 8
+	ExitInternal  = 9
+	ExitCancelled = 10
+)
+
+// Launcher starts sandboxes and runs agent-runner in them. Implementations:
+// runner/local (child process, bubblewrap where present) and
+// runner/kubernetes (SandboxClaim + pods/exec).
+type Launcher interface {
+	// Name is "local" or "kubernetes", for logs and metrics.
+	Name() string
+	// Start creates (or, after a crash, finds) the sandbox for the task
+	// attempt and starts agent-runner in it with job on stdin. It returns
+	// once agent-runner is running.
+	Start(ctx context.Context, job Job) (Run, error)
+	// Attach re-attaches to a task attempt started before a restart,
+	// replaying events after fromSeq. It returns ErrGone when the sandbox no
+	// longer runs (local launcher: the child died with the old process).
+	Attach(ctx context.Context, taskID string, fromSeq int) (Run, error)
+	// Cleanup removes everything the launcher made for the task (workspace,
+	// claim). keep asks it to keep the workspace for debugging, where it can.
+	Cleanup(ctx context.Context, taskID string, keep bool) error
+}
+
+// Run is one running agent-runner.
+type Run interface {
+	// Events delivers events in order; it is closed when agent-runner's output
+	// ends. Wait reports how it ended.
+	Events() <-chan Event
+	// Wait blocks until agent-runner has exited and returns its exit code.
+	// A non-nil error means the launcher lost the run (not that the job
+	// failed: a failed job is a non-zero exit code and an error event).
+	Wait(ctx context.Context) (exitCode int, err error)
+	// Bundle streams the result's git bundle (agent-runner bundle) to w.
+	Bundle(ctx context.Context, w io.Writer) error
+	// Stop kills agent-runner and its agent (the whole process group, or the
+	// claim), for cancel.
+	Stop(ctx context.Context) error
+}
+
+// ErrGone is returned by Launcher.Attach when the sandbox of a task no longer
+// runs agent-runner, so the task must be re-queued or failed.
+var ErrGone = errors.New("runner: sandbox is gone")

@@ -1,0 +1,187 @@
+// Package agentbot holds the domain types every other package of agentbot
+// shares: tasks, their states, the triggers that create them and the control
+// commands that steer them. It imports nothing of ours, so webhook/, github/,
+// runner/, state/ and the dispatcher can all depend on it without cycles.
+package agentbot
+
+import (
+	"fmt"
+	"time"
+)
+
+// Repo names one GitHub repository.
+type Repo struct {
+	Owner string `json:"owner"`
+	Name  string `json:"name"`
+}
+
+// FullName is "owner/name".
+func (r Repo) FullName() string { return r.Owner + "/" + r.Name }
+
+func (r Repo) String() string { return r.FullName() }
+
+// IssueRef is the coordinate of an issue or pull request, "owner/repo#12".
+type IssueRef struct {
+	Repo   Repo `json:"repo"`
+	Number int  `json:"number"`
+}
+
+func (i IssueRef) String() string { return fmt.Sprintf("%s#%d", i.Repo.FullName(), i.Number) }
+
+// TaskKind says what a task asks for.
+type TaskKind string
+
+const (
+	// KindNew runs the agent on an issue and opens a new branch and PR.
+	KindNew TaskKind = "new"
+	// KindFollowUp runs the agent again on an existing agentbot PR's branch.
+	KindFollowUp TaskKind = "follow-up"
+	// KindControl is a control command (cancel, retry, status, help); it never
+	// runs an agent itself.
+	KindControl TaskKind = "control"
+)
+
+// Control is a control command given by comment (`/agent cancel`) or by a
+// check-run button.
+type Control string
+
+const (
+	ControlCancel Control = "cancel"
+	ControlRetry  Control = "retry"
+	ControlStatus Control = "status"
+	ControlHelp   Control = "help"
+)
+
+// TaskState is where a task is in its life.
+type TaskState string
+
+const (
+	StateQueued    TaskState = "queued"
+	StateRunning   TaskState = "running"
+	StateSucceeded TaskState = "succeeded"
+	StateFailed    TaskState = "failed"
+	StateCancelled TaskState = "cancelled"
+)
+
+// Terminal reports whether no further transition leaves s.
+func (s TaskState) Terminal() bool {
+	return s == StateSucceeded || s == StateFailed || s == StateCancelled
+}
+
+// Valid reports whether s is one of the known states.
+func (s TaskState) Valid() bool {
+	switch s {
+	case StateQueued, StateRunning, StateSucceeded, StateFailed, StateCancelled:
+		return true
+	}
+	return false
+}
+
+// allowed lists the legal transitions. A running task may go back to queued:
+// that is how a task interrupted by a restart is re-queued, and how retry
+// re-runs a task (a terminal task is never revived; retry makes a new one).
+var allowed = map[TaskState][]TaskState{
+	StateQueued:  {StateRunning, StateCancelled, StateFailed},
+	StateRunning: {StateSucceeded, StateFailed, StateCancelled, StateQueued},
+}
+
+// CanTransition reports whether a task may move from one state to another.
+func CanTransition(from, to TaskState) bool {
+	for _, s := range allowed[from] {
+		if s == to {
+			return true
+		}
+	}
+	return false
+}
+
+// Sender is who triggered a task, as GitHub reported it. Permission is
+// checked later through the API; author_association is only recorded.
+type Sender struct {
+	Login             string `json:"login"`
+	ID                int64  `json:"id,omitempty"`
+	AuthorAssociation string `json:"author_association,omitempty"`
+}
+
+// Prompt is the material the agent works from.
+type Prompt struct {
+	Title        string `json:"title,omitempty"`
+	Body         string `json:"body,omitempty"`
+	Instructions string `json:"instructions,omitempty"`
+}
+
+// Trigger is the pure decision taken from one webhook delivery: what, if
+// anything, it asks agentbot to do. A zero Kind means "ignore".
+type Trigger struct {
+	Kind           TaskKind `json:"kind"`
+	Control        Control  `json:"control,omitempty"`
+	InstallationID int64    `json:"installation_id"`
+	Issue          IssueRef `json:"issue"`
+	IsPullRequest  bool     `json:"is_pull_request,omitempty"`
+	// HeadBranch and HeadSHA are set for follow-ups once known (check runs
+	// carry them; a PR comment does not, the dispatcher looks them up).
+	HeadBranch string `json:"head_branch,omitempty"`
+	HeadSHA    string `json:"head_sha,omitempty"`
+	// CheckRunID is set for check_run deliveries.
+	CheckRunID int64 `json:"check_run_id,omitempty"`
+	// CommentID is the triggering comment (0 when an issue label triggered).
+	CommentID int64  `json:"comment_id,omitempty"`
+	Prompt    Prompt `json:"prompt"`
+	Sender    Sender `json:"sender"`
+	// Reason says, for logs, why an event was ignored or what it matched.
+	Reason string `json:"reason,omitempty"`
+}
+
+// Ignored reports whether the trigger asks for nothing.
+func (t Trigger) Ignored() bool { return t.Kind == "" }
+
+// Result is what a finished attempt produced.
+type Result struct {
+	Branch       string  `json:"branch,omitempty"`
+	BaseBranch   string  `json:"base_branch,omitempty"`
+	BaseSHA      string  `json:"base_sha,omitempty"`
+	Commit       string  `json:"commit,omitempty"`
+	PRNumber     int     `json:"pr_number,omitempty"`
+	PRURL        string  `json:"pr_url,omitempty"`
+	Summary      string  `json:"summary,omitempty"`
+	CostUSD      float64 `json:"cost_usd,omitempty"`
+	NoChanges    bool    `json:"no_changes,omitempty"`
+	FailedPhase  string  `json:"failed_phase,omitempty"`
+	Error        string  `json:"error,omitempty"`
+	FilesChanged int     `json:"files_changed,omitempty"`
+}
+
+// Task is one unit of work, stored durably before the delivery that created
+// it is acknowledged.
+type Task struct {
+	ID         string    `json:"id"`
+	DeliveryID string    `json:"delivery_id"`
+	Event      string    `json:"event,omitempty"`
+	Trigger    Trigger   `json:"trigger"`
+	State      TaskState `json:"state"`
+	// Attempt counts runs started; Requeues counts restarts that re-queued
+	// an interrupted run (at most once).
+	Attempt  int `json:"attempt"`
+	Requeues int `json:"requeues,omitempty"`
+	// RetryOf is the id of the failed task this one re-runs.
+	RetryOf string `json:"retry_of,omitempty"`
+
+	CreatedAt  time.Time `json:"created_at"`
+	UpdatedAt  time.Time `json:"updated_at"`
+	StartedAt  time.Time `json:"started_at,omitempty"`
+	FinishedAt time.Time `json:"finished_at,omitempty"`
+
+	// Conversation handles on GitHub, kept so that a restart edits the same
+	// comment and check run instead of creating new ones.
+	CommentID  int64 `json:"comment_id,omitempty"`
+	CheckRunID int64 `json:"check_run_id,omitempty"`
+
+	// Phase is the last phase agent-runner reported.
+	Phase  string `json:"phase,omitempty"`
+	Result Result `json:"result"`
+}
+
+// Ref is the task's issue or pull request.
+func (t *Task) Ref() IssueRef { return t.Trigger.Issue }
+
+func (t *Task) String() string { return fmt.Sprintf("task %s (%s)", t.ID, t.Trigger.Issue) }
