@@ -124,6 +124,9 @@ type Trigger struct {
 	HeadSHA    string `json:"head_sha,omitempty"`
 	// CheckRunID is set for check_run deliveries.
 	CheckRunID int64 `json:"check_run_id,omitempty"`
+	// Label is the label that triggered an issues.labeled task; the
+	// dispatcher checks it against the repository's configured trigger label.
+	Label string `json:"label,omitempty"`
 	// CommentID is the triggering comment (0 when an issue label triggered).
 	CommentID int64  `json:"comment_id,omitempty"`
 	Prompt    Prompt `json:"prompt"`

@@ -21,6 +21,8 @@ const ProtocolVersion = 1
 type Job struct {
 	Version int    `json:"version"`
 	TaskID  string `json:"task_id"`
+	// Repo is "owner/name", for labels and logs.
+	Repo string `json:"repo,omitempty"`
 
 	// CloneURL is an https (or file, for local runs) URL without credentials.
 	CloneURL string `json:"clone_url"`
