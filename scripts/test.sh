@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The test command of the README and of .ci/run: installs what the tests need
+# on a fresh machine (Debian packages, Claude Code from npm, the Kubernetes test
+# binaries built from the Go module proxy), then vets and runs every test with
+# the race detector. Built tools are cached under $AGENTBOT_CACHE and reused.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export AGENTBOT_CACHE="${AGENTBOT_CACHE:-$HOME/.cache/agentbot}"
+export AGENTBOT_TESTENV_DIR="${AGENTBOT_TESTENV_DIR:-$AGENTBOT_CACHE/testenv}"
+export AGENTBOT_TOOLS_DIR="${AGENTBOT_TOOLS_DIR:-$AGENTBOT_CACHE/tools}"
+CLAUDE_CODE_VERSION=2.1.330
+
+step() { printf '\n==> %s\n' "$*"; }
+
+need_pkgs=()
+for p in git bubblewrap chromium; do
+  dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
+done
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  step "apt-get install ${need_pkgs[*]}"
+  if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+
+claude_dir="$AGENTBOT_TOOLS_DIR/claude-$CLAUDE_CODE_VERSION"
+if [ ! -x "$claude_dir/node_modules/.bin/claude" ]; then
+  step "npm install @anthropic-ai/claude-code@$CLAUDE_CODE_VERSION"
+  mkdir -p "$claude_dir"
+  npm install --silent --no-audit --no-fund --prefix "$claude_dir" "@anthropic-ai/claude-code@$CLAUDE_CODE_VERSION"
+fi
+export AGENTBOT_CLAUDE_BIN="$claude_dir/node_modules/.bin/claude"
+
+if [ -x hack/testenv/build.sh ]; then
+  step "kube test environment (etcd, kube-apiserver, kube-controller-manager, agent-sandbox controller)"
+  hack/testenv/build.sh
+  export AGENTBOT_KUBE_TESTS=1
+fi
+
+# CI must run, not skip, the tests that need these tools.
+export AGENTBOT_REQUIRE_CLAUDE=1 AGENTBOT_REQUIRE_BWRAP=1 AGENTBOT_REQUIRE_CHROMIUM=1
+
+step "gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go'))
+if [ -n "$unformatted" ]; then echo "gofmt needed: $unformatted"; exit 1; fi
+
+step "go vet ./..."
+go vet ./...
+
+step "CGO_ENABLED=0 go build ./cmd/agent-runner (static)"
+CGO_ENABLED=0 go build -o /dev/null ./cmd/agent-runner
+
+step "go test -race ./..."
+go test -race -timeout 30m ./...
+
+step "fuzz briefly"
+for target in $(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do
+  for f in $(grep -h '^func Fuzz' "$target"/*_test.go | sed 's/func \(Fuzz[A-Za-z0-9_]*\).*/\1/'); do
+    go test -run '^$' -fuzz "^$f\$" -fuzztime 10s "$target"
+  done
+done
