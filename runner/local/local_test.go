@@ -1,0 +1,397 @@
+package local
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agentbot/agentbot/runner"
+)
+
+// The test binary doubles as a stand-in agent-runner (the real one lives in
+// cmd/agent-runner and has its own tests): with fakeRunnerEnv set it speaks
+// the CLI contract well enough to drive the launcher.
+const fakeRunnerEnv = "LOCAL_TEST_FAKE_AGENT_RUNNER"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(fakeRunnerEnv) == "1" {
+		os.Exit(fakeRunner(os.Args[1:]))
+	}
+	os.Exit(m.Run())
+}
+
+func fakeRunner(args []string) int {
+	if len(args) == 0 {
+		fmt.Fprintln(os.Stderr, "no subcommand")
+		return runner.ExitInternal
+	}
+	var ws string
+	from := 0
+	for i := 1; i+1 < len(args); i++ {
+		switch args[i] {
+		case "--workspace":
+			ws = args[i+1]
+		case "--from":
+			from, _ = strconv.Atoi(args[i+1])
+		}
+	}
+	meta := filepath.Join(ws, ".agentbot")
+	switch args[0] {
+	case "bundle":
+		b, err := os.ReadFile(filepath.Join(meta, "result.bundle"))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "no bundle")
+			return 1
+		}
+		os.Stdout.Write(b)
+		return 0
+	case "attach":
+		f, err := os.Open(filepath.Join(meta, "events.jsonl"))
+		if err != nil {
+			return runner.ExitInternal
+		}
+		defer f.Close()
+		r := bufio.NewReader(f)
+		for {
+			line, err := r.ReadString('\n')
+			if line != "" {
+				var ev runner.Event
+				if json.Unmarshal([]byte(line), &ev) == nil && ev.Seq > from {
+					os.Stdout.WriteString(line)
+				}
+				continue
+			}
+			if err != nil {
+				if code, err := os.ReadFile(filepath.Join(meta, "exit-code")); err == nil {
+					n, _ := strconv.Atoi(strings.TrimSpace(string(code)))
+					return n
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+	case "run":
+	default:
+		return runner.ExitInternal
+	}
+	var job runner.Job
+	if err := json.NewDecoder(os.Stdin).Decode(&job); err != nil {
+		fmt.Fprintln(os.Stderr, "bad job:", err)
+		return runner.ExitBadJob
+	}
+	if err := os.MkdirAll(meta, 0o755); err != nil {
+		return runner.ExitInternal
+	}
+	events, _ := os.OpenFile(filepath.Join(meta, "events.jsonl"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	seq := 0
+	emit := func(ev runner.Event) {
+		seq++
+		ev.Seq = seq
+		ev.Time = time.Now()
+		b, _ := json.Marshal(ev)
+		b = append(b, '\n')
+		os.Stdout.Write(b)
+		events.Write(b)
+	}
+	finish := func(code int) int {
+		os.WriteFile(filepath.Join(meta, "exit-code"), []byte(strconv.Itoa(code)), 0o644)
+		return code
+	}
+	emit(runner.Event{Type: runner.EventPhase, Phase: runner.PhaseCloning})
+	switch job.Prompt.Instructions {
+	case "ok":
+		emit(runner.Event{Type: runner.EventPhase, Phase: runner.PhaseAgent})
+		emit(runner.Event{Type: runner.EventLog, Message: "home=" + os.Getenv("HOME") + " secret=" + os.Getenv("LOCAL_TEST_SECRET"), Stream: "stdout"})
+		os.WriteFile(filepath.Join(meta, "result.bundle"), []byte("BUNDLE:"+job.TaskID), 0o644)
+		emit(runner.Event{Type: runner.EventResult, Result: &runner.RunResult{Status: runner.StatusSucceeded, Branch: job.Branch}})
+		return finish(runner.ExitOK)
+	case "fail":
+		fmt.Fprintln(os.Stderr, "agent exploded")
+		emit(runner.Event{Type: runner.EventError, Phase: runner.PhaseAgent, Message: "agent failed", ExitCode: 1})
+		return finish(runner.ExitAgent)
+	case "sleep":
+		emit(runner.Event{Type: runner.EventPhase, Phase: runner.PhaseAgent})
+		// A grandchild in the same process group, as an agent would be.
+		exec.Command("sleep", "300").Start()
+		time.Sleep(5 * time.Minute)
+		return finish(runner.ExitOK)
+	case "slow":
+		emit(runner.Event{Type: runner.EventPhase, Phase: runner.PhaseAgent})
+		time.Sleep(300 * time.Millisecond)
+		emit(runner.Event{Type: runner.EventPhase, Phase: runner.PhaseCommitting})
+		return finish(runner.ExitOK)
+	case "escape":
+		// Body names paths to try writing; report each outcome.
+		for _, p := range strings.Fields(job.Prompt.Body) {
+			err := os.WriteFile(p, []byte("x"), 0o644)
+			emit(runner.Event{Type: runner.EventLog, Message: fmt.Sprintf("write %s: %v", p, err)})
+		}
+		return finish(runner.ExitOK)
+	}
+	return finish(runner.ExitInternal)
+}
+
+func newLauncher(t *testing.T, isolation string) *Launcher {
+	t.Helper()
+	t.Setenv(fakeRunnerEnv, "1")
+	t.Setenv("LOCAL_TEST_SECRET", "s3cret")
+	// A race-enabled child otherwise sleeps a second before exiting.
+	t.Setenv("GORACE", "atexit_sleep_ms=0")
+	l, err := New(Options{
+		DataDir:     t.TempDir(),
+		AgentRunner: os.Args[0],
+		Isolation:   isolation,
+		PassEnv:     []string{fakeRunnerEnv, "GORACE"},
+		StopGrace:   time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func isolations(t *testing.T) []string {
+	modes := []string{IsolationNone}
+	if p, why := probeBwrap(); p != "" {
+		modes = append(modes, IsolationBwrap)
+	} else {
+		t.Logf("bubblewrap cases skipped: %s", why)
+	}
+	return modes
+}
+
+func collect(t *testing.T, r runner.Run) []runner.Event {
+	t.Helper()
+	var evs []runner.Event
+	for ev := range r.Events() {
+		evs = append(evs, ev)
+	}
+	return evs
+}
+
+func TestRunOutcomes(t *testing.T) {
+	for _, iso := range isolations(t) {
+		cases := []struct {
+			name       string
+			mode       string
+			wantCode   int
+			wantTypes  []string
+			wantBundle bool
+		}{
+			{"success", "ok", runner.ExitOK, []string{"phase", "phase", "log", "result"}, true},
+			{"agent failure", "fail", runner.ExitAgent, []string{"phase", "error"}, false},
+		}
+		for _, tc := range cases {
+			t.Run(iso+"/"+tc.name, func(t *testing.T) {
+				l := newLauncher(t, iso)
+				ctx := context.Background()
+				r, err := l.Start(ctx, runner.Job{Version: 1, TaskID: "t1", Branch: "b", Prompt: runner.JobPrompt{Instructions: tc.mode}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				evs := collect(t, r)
+				code, err := r.Wait(ctx)
+				if err != nil || code != tc.wantCode {
+					t.Fatalf("Wait = %d, %v; want %d (stderr %q)", code, err, tc.wantCode, l.StderrTail("t1", 5))
+				}
+				var types []string
+				for i, ev := range evs {
+					types = append(types, ev.Type)
+					if ev.Seq != i+1 {
+						t.Errorf("event %d has seq %d", i, ev.Seq)
+					}
+				}
+				if strings.Join(types, ",") != strings.Join(tc.wantTypes, ",") {
+					t.Errorf("event types %v, want %v", types, tc.wantTypes)
+				}
+				for _, ev := range evs {
+					if strings.Contains(ev.Message, "s3cret") {
+						t.Errorf("agentbot's environment leaked into the child: %q", ev.Message)
+					}
+					if ev.Type == runner.EventLog && !strings.Contains(ev.Message, "home="+l.Workspace("t1")) {
+						t.Errorf("HOME is not in the workspace: %q", ev.Message)
+					}
+				}
+				var buf bytes.Buffer
+				err = r.Bundle(ctx, &buf)
+				if tc.wantBundle && (err != nil || buf.String() != "BUNDLE:t1") {
+					t.Errorf("Bundle = %q, %v", buf.String(), err)
+				}
+				if !tc.wantBundle && err == nil {
+					t.Errorf("Bundle succeeded without a bundle")
+				}
+				if tc.wantCode != 0 {
+					if tail := l.StderrTail("t1", 5); len(tail) == 0 || tail[len(tail)-1] != "agent exploded" {
+						t.Errorf("StderrTail = %q", tail)
+					}
+				}
+			})
+		}
+	}
+}
+
+func TestStopKillsProcessGroup(t *testing.T) {
+	for _, iso := range isolations(t) {
+		t.Run(iso, func(t *testing.T) {
+			l := newLauncher(t, iso)
+			ctx := context.Background()
+			r, err := l.Start(ctx, runner.Job{Version: 1, TaskID: "long", Prompt: runner.JobPrompt{Instructions: "sleep"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Wait until the agent phase is reported, then cancel.
+			for ev := range r.Events() {
+				if ev.Phase == runner.PhaseAgent {
+					break
+				}
+			}
+			pid := r.(*Run).pid
+			stopErr := make(chan error, 1)
+			go func() { stopErr <- r.Stop(ctx) }()
+			for range r.Events() {
+			}
+			if err := <-stopErr; err != nil {
+				t.Fatal(err)
+			}
+			code, err := r.Wait(ctx)
+			if err != nil || code != runner.ExitCancelled {
+				t.Fatalf("Wait = %d, %v; want %d", code, err, runner.ExitCancelled)
+			}
+			// Nothing of the process group is left.
+			// (zombies wait for init to reap them and count as gone).
+			out, _ := exec.Command("ps", "-o", "stat=,pid=,args=", "-g", strconv.Itoa(pid)).Output()
+			for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+				if line != "" && !strings.HasPrefix(line, "Z") {
+					t.Errorf("process left in group %d: %s", pid, line)
+				}
+			}
+		})
+	}
+}
+
+func TestAttach(t *testing.T) {
+	l := newLauncher(t, IsolationNone)
+	ctx := context.Background()
+	if _, err := l.Attach(ctx, "never-started", 0); !errors.Is(err, runner.ErrGone) {
+		t.Fatalf("Attach of an unknown task = %v, want ErrGone", err)
+	}
+	r, err := l.Start(ctx, runner.Job{Version: 1, TaskID: "a1", Prompt: runner.JobPrompt{Instructions: "slow"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := <-r.Events()
+	a, err := l.Attach(ctx, "a1", first.Seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for range r.Events() {
+		}
+	}()
+	var seqs []int
+	for ev := range a.Events() {
+		seqs = append(seqs, ev.Seq)
+	}
+	if code, err := a.Wait(ctx); err != nil || code != 0 {
+		t.Fatalf("attach Wait = %d, %v", code, err)
+	}
+	if fmt.Sprint(seqs) != "[2 3]" {
+		t.Errorf("attached events %v, want [2 3]", seqs)
+	}
+	// Once the run is over, a fresh launcher on the same data dir (a
+	// restarted agentbot) finds it gone.
+	l2, err := New(Options{DataDir: l.opts.DataDir, AgentRunner: os.Args[0], Isolation: IsolationNone})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l2.Attach(ctx, "a1", 0); !errors.Is(err, runner.ErrGone) {
+		t.Fatalf("Attach after restart = %v, want ErrGone", err)
+	}
+}
+
+func TestCleanupKeepsFailedWorkspaces(t *testing.T) {
+	l := newLauncher(t, IsolationNone)
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	l.now = func() time.Time { return now }
+	ctx := context.Background()
+	for _, id := range []string{"kept", "removed"} {
+		r, err := l.Start(ctx, runner.Job{Version: 1, TaskID: id, Prompt: runner.JobPrompt{Instructions: "ok"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		collect(t, r)
+		r.Wait(ctx)
+	}
+	if err := l.Cleanup(ctx, "kept", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Cleanup(ctx, "removed", false); err != nil {
+		t.Fatal(err)
+	}
+	exists := func(id string) bool { _, err := os.Stat(l.taskDir(id)); return err == nil }
+	if !exists("kept") || exists("removed") {
+		t.Fatalf("after cleanup: kept=%v removed=%v", exists("kept"), exists("removed"))
+	}
+	now = now.Add(25 * time.Hour)
+	l.sweep()
+	if exists("kept") {
+		t.Fatal("kept workspace outlived its retention")
+	}
+}
+
+func TestBwrapConfinesWrites(t *testing.T) {
+	if p, why := probeBwrap(); p == "" {
+		if os.Getenv("AGENTBOT_REQUIRE_BWRAP") == "1" {
+			t.Fatalf("bubblewrap required: %s", why)
+		}
+		t.Skipf("bubblewrap unavailable: %s", why)
+	}
+	l := newLauncher(t, IsolationBwrap)
+	outside := t.TempDir() // under /tmp, which the sandbox replaces
+	home, _ := os.UserHomeDir()
+	ws := l.Workspace("esc")
+	targets := []string{
+		filepath.Join(ws, "inside.txt"),
+		filepath.Join(outside, "outside.txt"),
+		filepath.Join(home, "agentbot-escape.txt"),
+		filepath.Join(l.opts.DataDir, "store.txt"),
+		"/etc/agentbot-escape",
+	}
+	ctx := context.Background()
+	r, err := l.Start(ctx, runner.Job{Version: 1, TaskID: "esc", Prompt: runner.JobPrompt{Instructions: "escape", Body: strings.Join(targets, " ")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := collect(t, r)
+	if code, err := r.Wait(ctx); code != 0 || err != nil {
+		t.Fatalf("Wait = %d, %v", code, err)
+	}
+	if len(evs) != 1+len(targets) {
+		t.Fatalf("events: %+v", evs)
+	}
+	for i, p := range targets {
+		msg := evs[1+i].Message
+		succeeded := strings.HasSuffix(msg, ": <nil>")
+		if i == 0 && !succeeded {
+			t.Errorf("could not write inside the workspace: %s", msg)
+		}
+		if i > 0 {
+			if succeeded {
+				t.Errorf("wrote outside the workspace: %s", msg)
+			}
+			if _, err := os.Stat(p); err == nil {
+				t.Errorf("%s exists on the host", p)
+				os.Remove(p)
+			}
+		}
+	}
+}
