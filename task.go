@@ -180,8 +180,11 @@ type Task struct {
 	CheckRunID int64 `json:"check_run_id,omitempty"`
 
 	// Phase is the last phase agent-runner reported.
-	Phase  string `json:"phase,omitempty"`
-	Result Result `json:"result"`
+	Phase string `json:"phase,omitempty"`
+	// Reported is set once a terminal task's final state has been written
+	// to its comment and check run; a restart repairs those left unset.
+	Reported bool   `json:"reported,omitempty"`
+	Result   Result `json:"result"`
 }
 
 // Ref is the task's issue or pull request.
