@@ -124,6 +124,10 @@ type Trigger struct {
 	HeadSHA    string `json:"head_sha,omitempty"`
 	// CheckRunID is set for check_run deliveries.
 	CheckRunID int64 `json:"check_run_id,omitempty"`
+	// ExternalID is check_run.external_id of a check_run delivery: agentbot
+	// sets it to the task id when it creates a check run, so a button press
+	// maps back to its task even when GitHub lists no pull request.
+	ExternalID string `json:"external_id,omitempty"`
 	// Label is the label that triggered an issues.labeled task; the
 	// dispatcher checks it against the repository's configured trigger label.
 	Label string `json:"label,omitempty"`
