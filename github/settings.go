@@ -1,0 +1,281 @@
+package github
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	gh "github.com/google/go-github/v66/github"
+	"sigs.k8s.io/yaml"
+
+	"github.com/agentbot/agentbot"
+)
+
+// SettingsPath is where a repository configures agentbot, read from the
+// default branch only: a pull request cannot change how agentbot treats it.
+const SettingsPath = ".github/agentbot.yml"
+
+// maxSettingsBytes bounds the settings file.
+const maxSettingsBytes = 64 << 10
+
+// Settings are a repository's agentbot settings.
+type Settings struct {
+	TriggerLabel   string
+	BranchPrefix   string
+	Template       string
+	Agent          string
+	Model          string // "" = the agent's default
+	TimeLimit      time.Duration
+	DraftPR        bool
+	AllowedUsers   []string // with AllowedTeams: empty = anyone with write access
+	AllowedTeams   []string // "org/team-slug", or a slug in the owner's organisation
+	ProtectedPaths []string // patterns a pushed bundle must not touch
+	MaxTurns       int      // 0 = the agent's default
+}
+
+// DefaultSettings are the settings of a repository without a settings file.
+func DefaultSettings() Settings {
+	return Settings{
+		TriggerLabel:   "agent-task",
+		BranchPrefix:   "agentbot/",
+		Template:       "default",
+		Agent:          "claude",
+		TimeLimit:      30 * time.Minute,
+		DraftPR:        true,
+		ProtectedPaths: []string{".github/workflows/**"},
+	}
+}
+
+// MaxTimeLimit bounds time_limit.
+const MaxTimeLimit = 6 * time.Hour
+
+// SettingsError lists what is wrong with a settings file. Error() is meant
+// to be posted back on the issue as it is.
+type SettingsError struct {
+	Path     string
+	Problems []string
+}
+
+func (e *SettingsError) Error() string {
+	return fmt.Sprintf("%s: %s", e.Path, strings.Join(e.Problems, "; "))
+}
+
+// settingsKeys are the keys of the settings file, in documentation order.
+var settingsKeys = []string{
+	"trigger_label", "branch_prefix", "template", "agent", "model", "time_limit",
+	"draft_pr", "allowed_users", "allowed_teams", "protected_paths", "max_turns",
+}
+
+var (
+	templateName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+	agentName    = regexp.MustCompile(`^[a-z][a-z0-9-]*$`)
+	modelName    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:/@\[\]-]*$`)
+	loginName    = regexp.MustCompile(`^@?[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\[bot\])?$`)
+	teamName     = regexp.MustCompile(`^@?(?:[A-Za-z0-9][A-Za-z0-9-]*/)?[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+)
+
+// ParseSettings parses a settings file strictly: unknown keys, wrong types
+// and bad values are all reported in one *SettingsError. Keys left out keep
+// their defaults; an empty file is all defaults.
+func ParseSettings(data []byte) (Settings, error) {
+	s := DefaultSettings()
+	fail := func(problems ...string) (Settings, error) {
+		return Settings{}, &SettingsError{Path: SettingsPath, Problems: problems}
+	}
+	if len(data) > maxSettingsBytes {
+		return fail(fmt.Sprintf("file is %d bytes, more than the %d allowed", len(data), maxSettingsBytes))
+	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return s, nil
+	}
+	js, err := yaml.YAMLToJSONStrict(data)
+	if err != nil {
+		return fail("not valid YAML: " + strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	if bytes.Equal(bytes.TrimSpace(js), []byte("null")) {
+		return s, nil
+	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(js, &raw); err != nil {
+		return fail("the file must be a mapping of keys to values, such as `trigger_label: agent-task`")
+	}
+	var problems []string
+	keys := make([]string, 0, len(raw))
+	for k := range raw {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if !contains(settingsKeys, k) {
+			msg := fmt.Sprintf("unknown key %q", k)
+			if near := nearestKey(k); near != "" {
+				msg += fmt.Sprintf(" (did you mean %q?)", near)
+			}
+			problems = append(problems, msg+"; known keys are "+strings.Join(settingsKeys, ", "))
+		}
+	}
+	str := func(key string, dst *string, re *regexp.Regexp, what string, allowEmpty bool) {
+		v, ok := raw[key]
+		if !ok {
+			return
+		}
+		var x string
+		if err := json.Unmarshal(v, &x); err != nil {
+			problems = append(problems, fmt.Sprintf("%s must be a string", key))
+			return
+		}
+		if x == "" && allowEmpty {
+			*dst = ""
+			return
+		}
+		if x == "" || (re != nil && !re.MatchString(x)) || len(x) > 100 {
+			problems = append(problems, fmt.Sprintf("%s %q is not %s", key, x, what))
+			return
+		}
+		*dst = x
+	}
+	list := func(key string, dst *[]string, check func(string) bool, what string) {
+		v, ok := raw[key]
+		if !ok {
+			return
+		}
+		var x []string
+		if err := json.Unmarshal(v, &x); err != nil {
+			problems = append(problems, fmt.Sprintf("%s must be a list of strings", key))
+			return
+		}
+		for _, item := range x {
+			if !check(item) {
+				problems = append(problems, fmt.Sprintf("%s: %q is not %s", key, item, what))
+				return
+			}
+		}
+		if x == nil {
+			x = []string{}
+		}
+		*dst = x
+	}
+	str("trigger_label", &s.TriggerLabel, nil, "a label name", false)
+	if len(s.TriggerLabel) > 50 {
+		problems = append(problems, fmt.Sprintf("trigger_label %q is longer than GitHub's 50-character label limit", s.TriggerLabel))
+	}
+	str("branch_prefix", &s.BranchPrefix, nil, "", false)
+	if err := checkBranchPrefix(s.BranchPrefix); err != "" {
+		problems = append(problems, fmt.Sprintf("branch_prefix %q %s", s.BranchPrefix, err))
+	}
+	str("template", &s.Template, templateName, "a template name (letters, digits, . _ -)", false)
+	str("agent", &s.Agent, agentName, "an agent name such as claude", false)
+	str("model", &s.Model, modelName, "a model name", true)
+	if v, ok := raw["time_limit"]; ok {
+		var x string
+		if err := json.Unmarshal(v, &x); err != nil {
+			problems = append(problems, "time_limit must be a duration such as 30m or 1h30m")
+		} else if d, err := time.ParseDuration(x); err != nil || d < time.Minute || d > MaxTimeLimit {
+			problems = append(problems, fmt.Sprintf("time_limit %q must be a duration between 1m and %s, such as 30m", x, MaxTimeLimit))
+		} else {
+			s.TimeLimit = d
+		}
+	}
+	if v, ok := raw["draft_pr"]; ok {
+		if err := json.Unmarshal(v, &s.DraftPR); err != nil {
+			problems = append(problems, "draft_pr must be true or false")
+		}
+	}
+	list("allowed_users", &s.AllowedUsers, loginName.MatchString, "a GitHub login")
+	list("allowed_teams", &s.AllowedTeams, teamName.MatchString, "a team such as my-org/my-team")
+	list("protected_paths", &s.ProtectedPaths, func(p string) bool { return validPattern(p) == nil }, "a path pattern such as .github/workflows/**")
+	if v, ok := raw["max_turns"]; ok {
+		if err := json.Unmarshal(v, &s.MaxTurns); err != nil || s.MaxTurns < 0 || s.MaxTurns > 10000 {
+			problems = append(problems, "max_turns must be a whole number between 0 and 10000")
+		}
+	}
+	if len(problems) > 0 {
+		return fail(problems...)
+	}
+	return s, nil
+}
+
+// checkBranchPrefix returns why prefix cannot begin a git branch name, or "".
+func checkBranchPrefix(p string) string {
+	switch {
+	case p == "":
+		return "must not be empty"
+	case strings.HasPrefix(p, "/") || strings.HasPrefix(p, "-") || strings.HasPrefix(p, "."):
+		return "must not start with /, - or ."
+	case strings.Contains(p, "..") || strings.Contains(p, "//") || strings.Contains(p, "@{") || strings.Contains(p, "/."):
+		return "contains .., //, /. or @{"
+	case strings.ContainsAny(p, " ~^:?*[\\\t\n"):
+		return "contains a character git forbids in branch names"
+	case len(p) > 100:
+		return "is longer than 100 characters"
+	}
+	return ""
+}
+
+// nearestKey suggests a known key within edit distance 3.
+func nearestKey(k string) string {
+	best, bestD := "", 4
+	for _, known := range settingsKeys {
+		if d := editDistance(strings.ToLower(strings.ReplaceAll(k, "-", "_")), known); d < bestD {
+			best, bestD = known, d
+		}
+	}
+	return best
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+// Settings reads and parses SettingsPath from repo's default branch. A
+// missing file gives DefaultSettings; a bad one a *SettingsError.
+func (c *Client) Settings(ctx context.Context, installationID int64, repo agentbot.Repo) (Settings, error) {
+	info, err := c.Repository(ctx, installationID, repo)
+	if err != nil {
+		return Settings{}, err
+	}
+	if info.DefaultBranch == "" {
+		return Settings{}, fmt.Errorf("github: settings of %s: repository has no default branch", repo)
+	}
+	var file gh.RepositoryContent
+	path := repoPath(repo) + "/contents/" + SettingsPath + "?ref=" + url.QueryEscape(info.DefaultBranch)
+	if _, err := c.call(ctx, installationID, epContents, path, nil, &file); err != nil {
+		if IsNotFound(err) {
+			return DefaultSettings(), nil
+		}
+		return Settings{}, fmt.Errorf("github: settings of %s: %w", repo, err)
+	}
+	if file.GetType() != "file" {
+		return Settings{}, &SettingsError{Path: SettingsPath, Problems: []string{fmt.Sprintf("is a %s, not a file", file.GetType())}}
+	}
+	if file.GetSize() > maxSettingsBytes || file.GetEncoding() != "base64" {
+		return Settings{}, &SettingsError{Path: SettingsPath, Problems: []string{fmt.Sprintf("file is %d bytes, more than the %d allowed", file.GetSize(), maxSettingsBytes)}}
+	}
+	content, err := file.GetContent()
+	if err != nil {
+		return Settings{}, fmt.Errorf("github: settings of %s: content is not base64: %w", repo, err)
+	}
+	return ParseSettings([]byte(content))
+}
