@@ -85,8 +85,10 @@ type Launcher struct {
 	log   *slog.Logger
 	now   func() time.Time
 
-	mu   sync.Mutex
-	runs map[string]*Run // live runs started by this process
+	mu     sync.Mutex
+	runs   map[string]*Run // live runs started by this process
+	closed chan struct{}
+	once   sync.Once
 }
 
 var _ runner.Launcher = (*Launcher)(nil)
@@ -133,11 +135,12 @@ func New(opts Options) (*Launcher, error) {
 	}
 	opts.DataDir = dataDir
 	l := &Launcher{
-		opts: opts,
-		root: filepath.Join(dataDir, "workspaces"),
-		log:  opts.Logger,
-		now:  opts.Now,
-		runs: map[string]*Run{},
+		opts:   opts,
+		root:   filepath.Join(dataDir, "workspaces"),
+		log:    opts.Logger,
+		now:    opts.Now,
+		runs:   map[string]*Run{},
+		closed: make(chan struct{}),
 	}
 	if err := os.MkdirAll(l.root, 0o700); err != nil {
 		return nil, fmt.Errorf("local launcher: create %s: %w", l.root, err)
@@ -424,6 +427,28 @@ func (l *Launcher) killLeftovers(taskID string) {
 	_ = syscall.Kill(-meta.PID, syscall.SIGKILL)
 }
 
+// Close kills every run this launcher started and waits for them. An
+// in-process agentbot that stops (tests, `agentbot run` interrupted) leaves
+// no agents behind; a killed process relies on PR_SET_PDEATHSIG instead.
+func (l *Launcher) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	l.mu.Lock()
+	runs := make([]*Run, 0, len(l.runs))
+	for _, r := range l.runs {
+		runs = append(runs, r)
+	}
+	l.mu.Unlock()
+	for _, r := range runs {
+		if !r.exited() {
+			_ = syscall.Kill(-r.pid, syscall.SIGKILL)
+		}
+	}
+	for _, r := range runs {
+		<-r.done
+	}
+	return nil
+}
+
 // Cleanup implements runner.Launcher. With keep, the workspace stays for
 // Options.KeepFailed and is swept by a later Start or Cleanup.
 func (l *Launcher) Cleanup(ctx context.Context, taskID string, keep bool) error {
@@ -585,7 +610,12 @@ func (r *Run) follow(stdout io.Reader) {
 			r.l.log.Warn("agent-runner wrote a line that is not an event", "task_id", r.taskID, "err", err)
 			continue
 		}
-		r.events <- ev
+		select {
+		case r.events <- ev:
+		case <-r.l.closed:
+			// Nobody reads any more; keep draining so the child is not
+			// blocked on a full pipe while it is killed.
+		}
 	}
 	if err := sc.Err(); err != nil {
 		r.l.log.Warn("reading agent-runner output", "task_id", r.taskID, "err", err)

@@ -1,0 +1,252 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/agentbot/agentbot"
+	"github.com/agentbot/agentbot/github"
+)
+
+// HelpText answers `/agent help`.
+const HelpText = "**agentbot** commands, in a comment on an issue or on agentbot's pull request:\n\n" +
+	"| command | what it does |\n|---|---|\n" +
+	"| `/agent <instructions>` | run the agent on this issue (or, on agentbot's pull request, a follow-up on its branch) |\n" +
+	"| `/agent cancel` | stop the running or queued task |\n" +
+	"| `/agent retry` | run the last failed or cancelled task again |\n" +
+	"| `/agent status` | say what agentbot is doing here |\n" +
+	"| `/agent help` | this text |\n\n" +
+	"Labelling an issue with the repository's trigger label (default `agent-task`) also starts a task. " +
+	"Only people with write access may use agentbot; settings live in `.github/agentbot.yml`."
+
+// control carries out a control command task: it claims the task (queued
+// → running), acts, and ends it succeeded with what it answered.
+func (d *Dispatcher) control(ctx context.Context, t *agentbot.Task) {
+	log := d.taskLogger(t)
+	t, err := d.store.Transition(ctx, t.ID, agentbot.StateQueued, agentbot.StateRunning, nil)
+	if err != nil {
+		log.Debug("control task taken elsewhere", "err", err)
+		return
+	}
+	reply, outcome := d.execControl(ctx, t)
+	inst, ref := t.Trigger.InstallationID, t.Ref()
+	var commentID int64
+	if reply != "" && ref.Number != 0 {
+		if commentID, err = d.gh.CreateComment(ctx, inst, ref, reply); err != nil {
+			log.Warn("cannot answer control command", "err", err)
+		}
+	}
+	to := agentbot.StateSucceeded
+	if outcome != "succeeded" {
+		to = agentbot.StateFailed
+	}
+	if _, err := d.store.Transition(context.WithoutCancel(ctx), t.ID, agentbot.StateRunning, to, func(s *agentbot.Task) error {
+		s.Result.Summary = reply
+		s.CommentID = commentID
+		s.Reported = true
+		if outcome != "succeeded" {
+			s.Result.Error = outcome
+		}
+		return nil
+	}); err != nil {
+		log.Warn("cannot finish control task", "err", err)
+	}
+	log.Info("control command done", "control", string(t.Trigger.Control), "outcome", outcome)
+}
+
+// execControl acts on a control command and returns the answer to post
+// ("" for none) and the outcome.
+func (d *Dispatcher) execControl(ctx context.Context, t *agentbot.Task) (reply, outcome string) {
+	inst, ref, login := t.Trigger.InstallationID, t.Ref(), t.Trigger.Sender.Login
+	if isBot(login) {
+		return "", "ignored"
+	}
+	settings, err := d.gh.Settings(ctx, inst, ref.Repo)
+	var se *github.SettingsError
+	if errors.As(err, &se) {
+		// A broken settings file must not make a task uncancellable.
+		settings = github.DefaultSettings()
+	} else if err != nil {
+		return "", "error: cannot read settings: " + err.Error()
+	}
+	acc, err := d.gh.Authorize(ctx, inst, ref.Repo, login, settings)
+	if err != nil {
+		return "", "error: cannot check permission: " + err.Error()
+	}
+	if !acc.Allowed {
+		if t.Trigger.CommentID == 0 { // a button: GitHub shows it only to writers
+			return "", "refused"
+		}
+		return fmt.Sprintf("@%s agentbot did not act: %s.", login, strings.TrimSuffix(acc.Reason, ".")), "refused"
+	}
+	if t.Trigger.CommentID != 0 {
+		if err := d.gh.React(ctx, inst, ref, t.Trigger.CommentID, "eyes"); err != nil {
+			d.taskLogger(t).Warn("cannot react", "err", err)
+		}
+	}
+	switch t.Trigger.Control {
+	case agentbot.ControlHelp:
+		return HelpText, "succeeded"
+	case agentbot.ControlStatus:
+		return d.status(ctx, t), "succeeded"
+	case agentbot.ControlCancel:
+		return d.cancel(ctx, t), "succeeded"
+	case agentbot.ControlRetry:
+		return d.retry(ctx, t), "succeeded"
+	}
+	return fmt.Sprintf("agentbot does not know the command %q. %s", t.Trigger.Control, "Try `/agent help`."), "unknown"
+}
+
+// target finds the task a control command is about: the one whose check
+// run carried the button, else the newest agent task on the issue.
+func (d *Dispatcher) target(ctx context.Context, t *agentbot.Task) (*agentbot.Task, error) {
+	if id := t.Trigger.ExternalID; id != "" {
+		o, err := d.store.Get(ctx, id)
+		if err != nil {
+			return nil, fmt.Errorf("dispatch: task %s named by check run: %w", id, err)
+		}
+		return o, nil
+	}
+	var tasks []*agentbot.Task
+	var err error
+	if t.Ref().Number != 0 {
+		tasks, err = d.store.ListByIssue(ctx, t.Ref())
+	} else {
+		tasks, err = d.store.List(ctx, 1000)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("dispatch: tasks of %s: %w", t.Ref(), err)
+	}
+	if id := t.Trigger.CheckRunID; id != 0 {
+		for _, o := range tasks {
+			if o.CheckRunID == id && o.Trigger.Kind != agentbot.KindControl {
+				return o, nil
+			}
+		}
+		return nil, nil
+	}
+	var latest *agentbot.Task
+	for _, o := range tasks {
+		if o.Trigger.Kind == agentbot.KindControl || o.ID == t.ID {
+			continue
+		}
+		if latest == nil || o.ID > latest.ID {
+			latest = o
+		}
+	}
+	return latest, nil
+}
+
+func (d *Dispatcher) cancel(ctx context.Context, t *agentbot.Task) string {
+	login := t.Trigger.Sender.Login
+	tgt, err := d.target(ctx, t)
+	if err != nil {
+		return "agentbot could not look up the task to cancel: " + err.Error()
+	}
+	if tgt == nil || tgt.State.Terminal() {
+		return "There is no running or queued agentbot task here to cancel."
+	}
+	switch tgt.State {
+	case agentbot.StateRunning:
+		d.mu.Lock()
+		act := d.active[tgt.ID]
+		d.mu.Unlock()
+		if act != nil {
+			act.requestCancel(login)
+			return ""
+		}
+		// Running in the store but not here (between restart and
+		// recovery): end it directly.
+		if _, err := d.finish(ctx, tgt, agentbot.StateRunning, agentbot.StateCancelled, "cancelled", agentbot.Result{Error: "cancelled by @" + login, FailedPhase: tgt.Phase}, nil); err != nil {
+			return "agentbot could not cancel the task: " + err.Error()
+		}
+		d.cleanup(ctx, tgt, false)
+		return ""
+	case agentbot.StateQueued:
+		if _, err := d.finish(ctx, tgt, agentbot.StateQueued, agentbot.StateCancelled, "cancelled", agentbot.Result{Error: "cancelled by @" + login + " before it started"}, nil); err != nil {
+			var te interface{ Stale() bool }
+			if errors.As(err, &te) && te.Stale() {
+				// It started meanwhile: cancel the run instead.
+				d.mu.Lock()
+				act := d.active[tgt.ID]
+				d.mu.Unlock()
+				if act != nil {
+					act.requestCancel(login)
+					return ""
+				}
+			}
+			return "agentbot could not cancel the task: " + err.Error()
+		}
+		return ""
+	}
+	return ""
+}
+
+func (d *Dispatcher) retry(ctx context.Context, t *agentbot.Task) string {
+	tgt, err := d.target(ctx, t)
+	if err != nil {
+		return "agentbot could not look up the task to retry: " + err.Error()
+	}
+	if tgt == nil {
+		return "There is no agentbot task here to retry."
+	}
+	if !tgt.State.Terminal() {
+		return fmt.Sprintf("Task `%s` is still %s; there is nothing to retry yet.", tgt.ID, tgt.State)
+	}
+	if tgt.State == agentbot.StateSucceeded {
+		return fmt.Sprintf("The last task here (`%s`) succeeded; comment `/agent <instructions>` to ask for more.", tgt.ID)
+	}
+	trig := tgt.Trigger
+	trig.Sender = t.Trigger.Sender
+	trig.CommentID = t.Trigger.CommentID
+	trig.CheckRunID = 0
+	trig.Label = "" // the retry was asked for; no label to check
+	nt := &agentbot.Task{Event: t.Event, Trigger: trig, RetryOf: tgt.ID}
+	if _, err := d.store.CreateTask(ctx, "retry-"+t.ID, nt); err != nil {
+		return "agentbot could not queue the retry: " + err.Error()
+	}
+	d.poke()
+	return ""
+}
+
+func (d *Dispatcher) status(ctx context.Context, t *agentbot.Task) string {
+	tasks, err := d.store.ListByIssue(ctx, t.Ref())
+	if err != nil {
+		return "agentbot could not look up its tasks here: " + err.Error()
+	}
+	var b strings.Builder
+	b.WriteString("**agentbot status**\n\n| task | state | phase | result |\n|---|---|---|---|\n")
+	n := 0
+	for i := len(tasks) - 1; i >= 0 && n < 10; i-- {
+		o := tasks[i]
+		if o.Trigger.Kind == agentbot.KindControl {
+			continue
+		}
+		n++
+		id := "`" + o.ID + "`"
+		if u := d.TaskURL(o.ID); u != "" {
+			id = "[" + o.ID + "](" + u + ")"
+		}
+		result := o.Result.PRURL
+		if o.Result.Error != "" {
+			result = strings.ReplaceAll(firstLine(o.Result.Error), "|", "\\|")
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", id, o.State, o.Phase, result)
+	}
+	if n == 0 {
+		return "agentbot has no tasks on this issue."
+	}
+	d.mu.Lock()
+	fmt.Fprintf(&b, "\n%d of at most %d runs in progress on this agentbot.", d.running, d.opts.MaxConcurrent)
+	d.mu.Unlock()
+	return b.String()
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}

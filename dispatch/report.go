@@ -1,0 +1,250 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/agentbot/agentbot"
+	"github.com/agentbot/agentbot/github"
+)
+
+// reportTimeout bounds GitHub calls made after a task's own context ended
+// (cancel, shutdown), so its final state still reaches the conversation.
+const reportTimeout = 30 * time.Second
+
+// isBot reports whether a login is a GitHub App or another bot account;
+// agentbot never acts for bots and never answers them.
+func isBot(login string) bool {
+	return strings.HasSuffix(strings.ToLower(login), "[bot]")
+}
+
+// view builds what the comment and check run show for t.
+func (d *Dispatcher) view(t *agentbot.Task, logTail []string, behind string) github.ProgressView {
+	v := github.ProgressView{
+		TaskID:       t.ID,
+		State:        t.State,
+		Phase:        t.Phase,
+		TaskURL:      d.TaskURL(t.ID),
+		Summary:      t.Result.Summary,
+		Error:        t.Result.Error,
+		FailedPhase:  t.Result.FailedPhase,
+		LogTail:      logTail,
+		CostUSD:      t.Result.CostUSD,
+		PRURL:        t.Result.PRURL,
+		Branch:       t.Result.Branch,
+		QueuedBehind: behind,
+	}
+	switch {
+	case !t.StartedAt.IsZero() && !t.FinishedAt.IsZero():
+		v.Elapsed = t.FinishedAt.Sub(t.StartedAt)
+	case !t.StartedAt.IsZero():
+		v.Elapsed = d.now().Sub(t.StartedAt)
+	}
+	if t.Result.NoChanges {
+		v.Note = "The agent made no changes, so there is nothing to push."
+	}
+	if t.Requeues > 0 && !t.State.Terminal() {
+		v.Note = "agentbot restarted while this task ran; it was re-queued once and started again."
+	}
+	return v
+}
+
+// report writes v to the task's comment and check run. Failures are logged:
+// the conversation lags, the task goes on.
+func (d *Dispatcher) report(ctx context.Context, t *agentbot.Task, v github.ProgressView) {
+	log := d.taskLogger(t)
+	inst, ref := t.Trigger.InstallationID, t.Ref()
+	if t.CommentID != 0 {
+		if err := d.gh.EditComment(ctx, inst, ref.Repo, t.CommentID, github.RenderComment(v)); err != nil {
+			log.Warn("cannot update progress comment", "err", err)
+		}
+	}
+	if t.CheckRunID != 0 {
+		if err := d.gh.UpdateCheckRun(ctx, inst, ref.Repo, t.CheckRunID, github.RenderCheckRun(v)); err != nil {
+			log.Warn("cannot update check run", "err", err)
+		}
+	}
+}
+
+// finalReport writes a terminal task's result to its comment and check run
+// and records that it did, so a restart does not repeat it.
+func (d *Dispatcher) finalReport(ctx context.Context, t *agentbot.Task, logTail []string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), reportTimeout)
+	defer cancel()
+	d.report(ctx, t, d.view(t, logTail, ""))
+	// A new task's check run goes on the pushed commit, which only exists
+	// now; a follow-up's check run was created on the PR head earlier.
+	if t.CheckRunID == 0 && t.Result.Commit != "" {
+		cr := github.RenderCheckRun(d.view(t, logTail, ""))
+		cr.HeadSHA = t.Result.Commit
+		if id, err := d.gh.CreateCheckRun(ctx, t.Trigger.InstallationID, t.Ref().Repo, cr); err != nil {
+			d.taskLogger(t).Warn("cannot create check run", "err", err)
+		} else {
+			t.CheckRunID = id
+		}
+	}
+	checkRunID := t.CheckRunID
+	if _, err := d.store.Update(ctx, t.ID, func(s *agentbot.Task) error {
+		s.Reported = true
+		if s.CheckRunID == 0 {
+			s.CheckRunID = checkRunID
+		}
+		return nil
+	}); err != nil {
+		d.taskLogger(t).Warn("cannot record that the result was reported", "err", err)
+	}
+}
+
+// finish moves a task from one state to a terminal one with its result,
+// reports it and counts it. It returns the stored task.
+func (d *Dispatcher) finish(ctx context.Context, t *agentbot.Task, from, to agentbot.TaskState, outcome string, res agentbot.Result, logTail []string) (*agentbot.Task, error) {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), reportTimeout)
+	defer cancel()
+	done, err := d.store.Transition(sctx, t.ID, from, to, func(s *agentbot.Task) error {
+		s.Result = res
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dispatch: finish %s: %w", t, err)
+	}
+	d.metrics.finished.WithLabelValues(outcome).Inc()
+	if !done.StartedAt.IsZero() {
+		d.metrics.duration.WithLabelValues(outcome).Observe(done.FinishedAt.Sub(done.StartedAt).Seconds())
+	}
+	d.taskLogger(done).Info("task finished", "outcome", outcome, "phase", res.FailedPhase, "err", res.Error)
+	d.finalReport(ctx, done, logTail)
+	return done, nil
+}
+
+// refuse ends a queued task that must not run, with a comment saying why
+// (unless silent: bots and events that were never meant for agentbot).
+func (d *Dispatcher) refuse(ctx context.Context, t *agentbot.Task, outcome, phase, reason string, silent bool) {
+	log := d.taskLogger(t)
+	to := agentbot.StateFailed
+	if silent {
+		to = agentbot.StateCancelled
+	}
+	if !silent {
+		body := github.CommentMarker(t.ID) + "\n" + reason
+		if id, err := d.gh.CreateComment(ctx, t.Trigger.InstallationID, t.Ref(), body); err != nil {
+			log.Warn("cannot post refusal", "err", err)
+		} else {
+			t.CommentID = id
+		}
+	}
+	commentID := t.CommentID
+	_, err := d.store.Transition(ctx, t.ID, agentbot.StateQueued, to, func(s *agentbot.Task) error {
+		s.Result.Error = reason
+		s.Result.FailedPhase = phase
+		s.CommentID = commentID
+		s.Reported = true
+		return nil
+	})
+	if err != nil {
+		log.Warn("cannot record refusal", "err", err)
+		return
+	}
+	d.metrics.finished.WithLabelValues(outcome).Inc()
+	log.Info("task not run", "outcome", outcome, "reason", reason)
+}
+
+// acknowledge checks a new task before it may run — settings readable,
+// trigger label the configured one, sender allowed — then reacts 👀, opens
+// the progress comment (saying what it waits behind) and, on a pull
+// request, a queued check run. A task is runnable once it has its comment.
+// Errors talking to GitHub leave it queued for the next scan.
+func (d *Dispatcher) acknowledge(ctx context.Context, t *agentbot.Task) {
+	log := d.taskLogger(t)
+	inst, ref, login := t.Trigger.InstallationID, t.Ref(), t.Trigger.Sender.Login
+	if isBot(login) {
+		d.refuse(ctx, t, "ignored", "", "ignored: triggered by the bot account "+login, true)
+		return
+	}
+	settings, err := d.gh.Settings(ctx, inst, ref.Repo)
+	var se *github.SettingsError
+	switch {
+	case errors.As(err, &se):
+		d.refuse(ctx, t, "refused", "settings", fmt.Sprintf("agentbot did not run: the repository's settings file has problems.\n\n```\n%s\n```", se.Error()), false)
+		return
+	case err != nil:
+		log.Warn("cannot read settings; will retry", "err", err)
+		return
+	}
+	if t.Trigger.Label != "" && !strings.EqualFold(t.Trigger.Label, settings.TriggerLabel) {
+		d.refuse(ctx, t, "ignored", "", fmt.Sprintf("ignored: label %q is not the trigger label %q", t.Trigger.Label, settings.TriggerLabel), true)
+		return
+	}
+	acc, err := d.gh.Authorize(ctx, inst, ref.Repo, login, settings)
+	if err != nil {
+		log.Warn("cannot check permission; will retry", "err", err)
+		return
+	}
+	if !acc.Allowed {
+		d.refuse(ctx, t, "refused", "permission", fmt.Sprintf("@%s agentbot did not run: %s.", login, strings.TrimSuffix(acc.Reason, ".")), false)
+		return
+	}
+	if err := d.gh.React(ctx, inst, ref, t.Trigger.CommentID, "eyes"); err != nil {
+		log.Warn("cannot react", "err", err)
+	}
+	behind := d.queuedBehind(ctx, t)
+	commentID, err := d.gh.CreateComment(ctx, inst, ref, github.RenderComment(d.view(t, nil, behind)))
+	if err != nil {
+		log.Warn("cannot open progress comment; will retry", "err", err)
+		return
+	}
+	var checkRunID int64
+	if t.Trigger.Kind == agentbot.KindFollowUp {
+		head := t.Trigger.HeadSHA
+		if head == "" {
+			if pr, err := d.gh.PullRequest(ctx, inst, ref); err == nil {
+				head = pr.HeadSHA
+			} else {
+				log.Warn("cannot read pull request for its check run", "err", err)
+			}
+		}
+		if head != "" {
+			cr := github.RenderCheckRun(d.view(t, nil, behind))
+			cr.HeadSHA = head
+			if checkRunID, err = d.gh.CreateCheckRun(ctx, inst, ref.Repo, cr); err != nil {
+				log.Warn("cannot create check run", "err", err)
+			}
+		}
+	}
+	if _, err := d.store.Update(ctx, t.ID, func(s *agentbot.Task) error {
+		s.CommentID = commentID
+		if s.CheckRunID == 0 {
+			s.CheckRunID = checkRunID
+		}
+		return nil
+	}); err != nil {
+		log.Error("cannot record progress comment", "err", err)
+		return
+	}
+	log.Info("task acknowledged", "comment_id", commentID, "queued_behind", behind)
+}
+
+// queuedBehind names the task t waits for on its issue, if any.
+func (d *Dispatcher) queuedBehind(ctx context.Context, t *agentbot.Task) string {
+	d.mu.Lock()
+	id := d.busy[issueKey(t.Ref())]
+	d.mu.Unlock()
+	if id != "" {
+		return id
+	}
+	tasks, err := d.store.ListByIssue(ctx, t.Ref())
+	if err != nil {
+		return ""
+	}
+	for _, o := range tasks {
+		if o.ID == t.ID {
+			break
+		}
+		if o.Trigger.Kind != agentbot.KindControl && !o.State.Terminal() {
+			id = o.ID
+		}
+	}
+	return id
+}
