@@ -1,0 +1,181 @@
+package agentrun
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/agentbot/agentbot/runner"
+)
+
+// syncBuffer is a bytes.Buffer safe for one writer and one reader.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func TestAttachReplaysAFinishedRun(t *testing.T) {
+	f := newFixture(t)
+	o := runJob(t, t.Context(), f.job("scripted: write a.txt x"))
+	if o.code != 0 {
+		t.Fatalf("exit %d", o.code)
+	}
+	lines := strings.SplitAfter(string(o.stdout), "\n")
+	lines = lines[:len(lines)-1]
+	for _, from := range []int{0, 3, len(lines)} {
+		var out bytes.Buffer
+		code, err := Attach(t.Context(), o.ws, from, &out)
+		if err != nil || code != 0 {
+			t.Fatalf("from %d: Attach = %d, %v", from, code, err)
+		}
+		if want := strings.Join(lines[from:], ""); out.String() != want {
+			t.Errorf("from %d: got\n%s\nwant\n%s", from, out.String(), want)
+		}
+	}
+}
+
+func TestAttachFollowsALiveRun(t *testing.T) {
+	f := newFixture(t)
+	ws := Workspace{Dir: t.TempDir()}
+	job := f.job("scripted: stdout-lines 200; sleep 0.5; stdout-lines 200; sleep 0.5; write a.txt x; fail 4 late failure")
+	in, err := json.Marshal(job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runDone := make(chan int, 1)
+	go func() {
+		runDone <- Run(t.Context(), Options{Workspace: ws, Stdin: bytes.NewReader(in), Stdout: nil})
+	}()
+	// Attach once the runner has made its events file (and so holds the lock).
+	for {
+		if _, err := os.Stat(ws.EventsFile()); err == nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	var out syncBuffer
+	code, err := Attach(t.Context(), ws, 0, &out)
+	runCode := <-runDone
+	if err != nil || code != runCode || code != runner.ExitAgent {
+		t.Fatalf("Attach = %d, %v; Run = %d; want both %d", code, err, runCode, runner.ExitAgent)
+	}
+	file, err := os.ReadFile(ws.EventsFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.String() != string(file) {
+		t.Errorf("attach wrote %d bytes, the file holds %d", len(out.String()), len(file))
+	}
+	if !strings.Contains(out.String(), `"line 200"`) || !strings.Contains(out.String(), "late failure") {
+		t.Error("attach missed events")
+	}
+}
+
+func TestAttachWaitsForWholeLines(t *testing.T) {
+	ws := Workspace{Dir: t.TempDir()}
+	lock, err := ws.lock() // this test plays the running agent-runner
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	ev1 := `{"seq":1,"time":"2026-01-01T00:00:00Z","type":"phase","phase":"cloning"}` + "\n"
+	ev2 := `{"seq":2,"time":"2026-01-01T00:00:01Z","type":"log","message":"half and half"}` + "\n"
+	ev3 := `{"seq":3,"time":"2026-01-01T00:00:02Z","type":"phase","phase":"agent"}` + "\n"
+	file, err := os.OpenFile(ws.EventsFile(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer file.Close()
+	write := func(s string) {
+		if _, err := file.WriteString(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(ev1 + ev2[:20])
+
+	var out syncBuffer
+	type result struct {
+		code int
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		code, err := Attach(t.Context(), ws, 0, &out)
+		done <- result{code, err}
+	}()
+	waitFor := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for out.String() != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("attach wrote %q, want %q", out.String(), want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitFor(ev1)
+	write(ev2[20:])
+	waitFor(ev1 + ev2)
+	write(ev3)
+	if err := ws.writeExitCode(5); err != nil {
+		t.Fatal(err)
+	}
+	r := <-done
+	if r.code != 5 || r.err != nil {
+		t.Fatalf("Attach = %d, %v; want 5", r.code, r.err)
+	}
+	if out.String() != ev1+ev2+ev3 {
+		t.Errorf("attach wrote %q", out.String())
+	}
+}
+
+func TestAttachReportsAGoneRunner(t *testing.T) {
+	tests := []struct {
+		name   string
+		events string
+	}{
+		{"died mid-run", `{"seq":1,"type":"phase","phase":"cloning"}` + "\n" + `{"seq":2,"type":"phase","phase":"agent"}` + "\n"},
+		{"never started", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ws := Workspace{Dir: t.TempDir()}
+			if tc.events != "" {
+				// A runner took the lock, wrote events and died.
+				lock, err := ws.lock()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(ws.EventsFile(), []byte(tc.events), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				lock.Close()
+			}
+			var out bytes.Buffer
+			code, err := Attach(t.Context(), ws, 1, &out)
+			if code != runner.ExitInternal || !errors.Is(err, ErrRunnerGone) {
+				t.Fatalf("Attach = %d, %v; want %d, ErrRunnerGone", code, err, runner.ExitInternal)
+			}
+			if tc.events != "" && out.String() != `{"seq":2,"type":"phase","phase":"agent"}`+"\n" {
+				t.Errorf("attach wrote %q", out.String())
+			}
+		})
+	}
+}

@@ -1,0 +1,193 @@
+package agentrun
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+	"time"
+)
+
+const (
+	// maxLine bounds one output line kept in memory; the rest of a longer
+	// line is read and dropped so the process never blocks on a full pipe.
+	maxLine = 1 << 20
+	// stderrTailLines is how many last lines of standard error an error
+	// event carries.
+	stderrTailLines = 20
+	// drainWait bounds how long output is still read after the process
+	// group was killed: a process that escaped the group (setsid) may hold
+	// the pipes open for ever.
+	drainWait = 5 * time.Second
+)
+
+// proc is one program agent-runner starts: git, the template's init or the
+// agent. It runs in its own process group, which is killed as a whole when
+// ctx ends and again when the program exits, so no grandchild outlives it.
+type proc struct {
+	Dir   string
+	Path  string
+	Args  []string
+	Env   []string
+	Stdin string // a file fed to standard input; "" for none
+
+	// Stdout and Stderr receive output lines (without newlines); either may
+	// be nil to drop them. They are called from two goroutines.
+	Stdout func(line string)
+	Stderr func(line string)
+}
+
+// procResult is how a proc ended.
+type procResult struct {
+	ExitCode   int // -1 when killed by a signal
+	StderrTail []string
+}
+
+// errStart wraps failures to start the program at all.
+var errStart = errors.New("cannot start")
+
+func (p proc) run(ctx context.Context) (procResult, error) {
+	var res procResult
+	cmd := exec.Command(p.Path, p.Args...)
+	cmd.Dir = p.Dir
+	cmd.Env = p.Env
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if p.Stdin != "" {
+		f, err := os.Open(p.Stdin)
+		if err != nil {
+			return res, fmt.Errorf("%w %s: %w", errStart, p.Path, err)
+		}
+		defer f.Close()
+		cmd.Stdin = f
+	}
+	// Pipes made here rather than by exec.Cmd: Cmd.Wait would otherwise wait
+	// for every holder of the pipes, including grandchildren.
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return res, fmt.Errorf("%w %s: %w", errStart, p.Path, err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return res, fmt.Errorf("%w %s: %w", errStart, p.Path, err)
+	}
+	cmd.Stdout, cmd.Stderr = outW, errW
+	startErr := cmd.Start()
+	outW.Close()
+	errW.Close()
+	if startErr != nil {
+		outR.Close()
+		errR.Close()
+		return res, fmt.Errorf("%w %s: %w", errStart, p.Path, startErr)
+	}
+	pgid := cmd.Process.Pid
+
+	var tailMu sync.Mutex
+	tail := make([]string, 0, stderrTailLines)
+	var readers sync.WaitGroup
+	readers.Add(2)
+	go func() {
+		defer readers.Done()
+		readLines(outR, p.Stdout)
+	}()
+	go func() {
+		defer readers.Done()
+		readLines(errR, func(line string) {
+			tailMu.Lock()
+			if len(tail) == stderrTailLines {
+				tail = append(tail[:0], tail[1:]...)
+			}
+			tail = append(tail, line)
+			tailMu.Unlock()
+			if p.Stderr != nil {
+				p.Stderr(line)
+			}
+		})
+	}()
+
+	exited := make(chan struct{})
+	killerDone := make(chan struct{})
+	go func() {
+		defer close(killerDone)
+		select {
+		case <-ctx.Done():
+			killGroup(pgid)
+		case <-exited:
+		}
+	}()
+	waitErr := cmd.Wait()
+	close(exited)
+	<-killerDone
+	// Whatever the leader left running in its group goes with it.
+	killGroup(pgid)
+
+	drained := make(chan struct{})
+	go func() {
+		readers.Wait()
+		close(drained)
+	}()
+	select {
+	case <-drained:
+	case <-time.After(drainWait):
+		// Closing the read ends unblocks the readers.
+		outR.Close()
+		errR.Close()
+		<-drained
+	}
+	outR.Close()
+	errR.Close()
+
+	tailMu.Lock()
+	res.StderrTail = append([]string(nil), tail...)
+	tailMu.Unlock()
+	res.ExitCode = cmd.ProcessState.ExitCode()
+	if ctx.Err() != nil {
+		return res, context.Cause(ctx)
+	}
+	var exitErr *exec.ExitError
+	if waitErr != nil && !errors.As(waitErr, &exitErr) {
+		return res, fmt.Errorf("%s: %w", p.Path, waitErr)
+	}
+	return res, nil
+}
+
+func killGroup(pgid int) {
+	// ESRCH (nobody left) is the usual, fine answer.
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+}
+
+// readLines calls fn for each line of r, cutting lines longer than maxLine,
+// until r ends.
+func readLines(r io.Reader, fn func(string)) {
+	br := bufio.NewReaderSize(r, 64<<10)
+	var buf []byte
+	for {
+		chunk, isPrefix, err := br.ReadLine()
+		if len(chunk) > 0 && len(buf) < maxLine {
+			room := maxLine - len(buf)
+			if len(chunk) > room {
+				chunk = chunk[:room]
+			}
+			buf = append(buf, chunk...)
+		}
+		if err != nil {
+			if len(buf) > 0 && fn != nil {
+				fn(string(buf))
+			}
+			return
+		}
+		if isPrefix {
+			continue
+		}
+		if fn != nil {
+			fn(string(buf))
+		}
+		buf = buf[:0]
+	}
+}

@@ -1,0 +1,125 @@
+package agentrun
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// DefaultWorkspace is used when neither --workspace nor $AGENTBOT_WORKSPACE
+// names one.
+const DefaultWorkspace = "/workspace"
+
+// Workspace is the directory layout agent-runner works in:
+//
+//	DIR/repo                        the clone the agent edits
+//	DIR/.agentbot/events.jsonl      every event, one JSON object a line
+//	DIR/.agentbot/exit-code         agent-runner's exit code, once finished
+//	DIR/.agentbot/result.bundle     the result's git bundle
+//	DIR/.agentbot/prompt.md         the prompt given to the agent
+//	DIR/.agentbot/summary.md        where a command agent may leave a summary
+//	DIR/.agentbot/lock              held (flock) while agent-runner runs
+type Workspace struct {
+	Dir string
+}
+
+func (w Workspace) RepoDir() string      { return filepath.Join(w.Dir, "repo") }
+func (w Workspace) StateDir() string     { return filepath.Join(w.Dir, ".agentbot") }
+func (w Workspace) EventsFile() string   { return filepath.Join(w.StateDir(), "events.jsonl") }
+func (w Workspace) ExitCodeFile() string { return filepath.Join(w.StateDir(), "exit-code") }
+func (w Workspace) BundleFile() string   { return filepath.Join(w.StateDir(), "result.bundle") }
+func (w Workspace) PromptFile() string   { return filepath.Join(w.StateDir(), "prompt.md") }
+func (w Workspace) SummaryFile() string  { return filepath.Join(w.StateDir(), "summary.md") }
+func (w Workspace) LockFile() string     { return filepath.Join(w.StateDir(), "lock") }
+
+// ResolveWorkspace picks the workspace directory: flag, then
+// $AGENTBOT_WORKSPACE, then DefaultWorkspace.
+func ResolveWorkspace(flag string) Workspace {
+	if flag != "" {
+		return Workspace{Dir: flag}
+	}
+	if env := os.Getenv("AGENTBOT_WORKSPACE"); env != "" {
+		return Workspace{Dir: env}
+	}
+	return Workspace{Dir: DefaultWorkspace}
+}
+
+// errBusy means another agent-runner holds the workspace.
+var errBusy = errors.New("another agent-runner is running in this workspace")
+
+// lock takes the workspace's lock for the life of this process: the kernel
+// drops it when the process dies, however it dies, which is how attach tells
+// a running agent-runner from one that is gone.
+func (w Workspace) lock() (*os.File, error) {
+	if err := os.MkdirAll(w.StateDir(), 0o755); err != nil {
+		return nil, fmt.Errorf("agentrun: workspace %s: %w", w.Dir, err)
+	}
+	f, err := os.OpenFile(w.LockFile(), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("agentrun: workspace %s: %w", w.Dir, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("agentrun: workspace %s: %w", w.Dir, errBusy)
+		}
+		return nil, fmt.Errorf("agentrun: workspace %s: lock: %w", w.Dir, err)
+	}
+	return f, nil
+}
+
+// running reports whether an agent-runner holds the workspace's lock.
+func (w Workspace) running() bool {
+	f, err := os.Open(w.LockFile())
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB); err != nil {
+		return errors.Is(err, syscall.EWOULDBLOCK)
+	}
+	// Taken: nobody held it. Release at once so a starting runner can take it.
+	_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	return false
+}
+
+// readExitCode returns the recorded exit code and whether there is one.
+func (w Workspace) readExitCode() (int, bool, error) {
+	b, err := os.ReadFile(w.ExitCodeFile())
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	code, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return 0, false, fmt.Errorf("agentrun: %s: %w", w.ExitCodeFile(), err)
+	}
+	return code, true, nil
+}
+
+// writeExitCode records code atomically (write, then rename), so attach never
+// reads half a number.
+func (w Workspace) writeExitCode(code int) error {
+	tmp := w.ExitCodeFile() + ".tmp"
+	if err := os.WriteFile(tmp, []byte(strconv.Itoa(code)+"\n"), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, w.ExitCodeFile())
+}
+
+// reset removes what an earlier run in this workspace left, so every run
+// starts from seq 1 with no stale result.
+func (w Workspace) reset() error {
+	for _, p := range []string{w.RepoDir(), w.EventsFile(), w.ExitCodeFile(), w.BundleFile(), w.PromptFile(), w.SummaryFile()} {
+		if err := os.RemoveAll(p); err != nil {
+			return fmt.Errorf("agentrun: workspace %s: %w", w.Dir, err)
+		}
+	}
+	return nil
+}
