@@ -110,6 +110,7 @@ func (d *Dispatcher) finish(ctx context.Context, t *agentbot.Task, from, to agen
 	if err != nil {
 		return nil, fmt.Errorf("dispatch: finish %s: %w", t, err)
 	}
+	_ = d.logs.Note(t.ID, d.now(), "agentbot: task "+string(to))
 	d.metrics.finished.WithLabelValues(outcome).Inc()
 	if !done.StartedAt.IsZero() {
 		d.metrics.duration.WithLabelValues(outcome).Observe(done.FinishedAt.Sub(done.StartedAt).Seconds())
