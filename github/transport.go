@@ -146,10 +146,11 @@ func (p *retryPolicy) decide(attempt int, resp *http.Response, err error) (time.
 
 // backoff is capped exponential backoff with jitter over [d/2, d].
 func (p *retryPolicy) backoff(attempt int) time.Duration {
-	d := p.base << (attempt - 1)
-	if d <= 0 || d > p.cap {
-		d = p.cap
+	d := p.base
+	for i := 1; i < attempt && d < p.cap; i++ {
+		d *= 2
 	}
+	d = min(d, p.cap)
 	half := d / 2
 	return half + time.Duration(rand.Int64N(int64(half)+1))
 }

@@ -1,0 +1,685 @@
+package githubtest
+
+import (
+	"encoding/base64"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os/exec"
+	"sort"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/agentbot/agentbot"
+)
+
+// maxBody is GitHub's limit on comment and PR bodies, in characters.
+const maxBody = 65536
+
+func (s *Server) mintToken(q *req) {
+	id, ok := q.intParam("id")
+	if !ok {
+		return
+	}
+	in := s.installations[id]
+	if in == nil {
+		writeError(q.w, http.StatusNotFound, "Not Found")
+		return
+	}
+	var body struct {
+		Repositories  []string          `json:"repositories"`
+		RepositoryIDs []int64           `json:"repository_ids"`
+		Permissions   map[string]string `json:"permissions"`
+	}
+	if len(q.body) > 0 && !q.decodeStrict(&body) {
+		return
+	}
+	if len(body.RepositoryIDs) > 0 {
+		validationError(q.w, "githubtest does not model repository_ids; name repositories")
+		return
+	}
+	tok := &Token{Value: newTokenValue(), Installation: id, ExpiresAt: s.now().Add(s.tokenLifetime)}
+	selection := "all"
+	if len(body.Repositories) > 0 {
+		selection = "selected"
+		for _, name := range body.Repositories {
+			full := ""
+			for _, r := range in.repos {
+				if _, n, _ := strings.Cut(r, "/"); n == name || r == name {
+					full = r
+				}
+			}
+			if full == "" {
+				validationError(q.w, "There is at least one repository that does not exist or is not accessible to the parent installation.")
+				return
+			}
+			tok.Repos = append(tok.Repos, full)
+		}
+	} else {
+		tok.Repos = append([]string(nil), in.repos...)
+	}
+	if len(body.Permissions) > 0 {
+		tok.Permissions = map[string]string{"metadata": "read"}
+		for name, level := range body.Permissions {
+			if rank(level) == 0 {
+				validationError(q.w, fmt.Sprintf("The permission level %q for %q is not valid.", level, name))
+				return
+			}
+			if rank(in.perms[name]) < rank(level) {
+				validationError(q.w, "The permissions requested are not granted to this installation.")
+				return
+			}
+			tok.Permissions[name] = level
+		}
+	} else {
+		tok.Permissions = copyMap(in.perms)
+	}
+	s.tokens[tok.Value] = tok
+	var repos []map[string]any
+	for _, full := range tok.Repos {
+		owner, name, _ := strings.Cut(full, "/")
+		r := map[string]any{"name": name, "full_name": full, "owner": map[string]any{"login": owner}}
+		if rp := s.repos[full]; rp != nil {
+			r["id"] = rp.id
+		}
+		repos = append(repos, r)
+	}
+	writeJSON(q.w, http.StatusCreated, map[string]any{
+		"token":                tok.Value,
+		"expires_at":           tok.ExpiresAt.UTC().Format("2006-01-02T15:04:05Z"),
+		"permissions":          tok.Permissions,
+		"repository_selection": selection,
+		"repositories":         repos,
+	})
+}
+
+func (s *Server) revokeToken(q *req) {
+	q.tok.Revoked = true
+	q.w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) repoJSON(rp *repo) map[string]any {
+	return map[string]any{
+		"id":             rp.id,
+		"name":           rp.ref.Name,
+		"full_name":      rp.ref.FullName(),
+		"owner":          map[string]any{"login": rp.ref.Owner, "type": "Organization"},
+		"private":        rp.private,
+		"default_branch": rp.defaultBranch,
+		"clone_url":      rp.git.CloneURL(rp.ref.Owner, rp.ref.Name),
+		"html_url":       HTMLBase + "/" + rp.ref.FullName(),
+		"url":            s.URL + "repos/" + rp.ref.FullName(),
+	}
+}
+
+func (s *Server) getRepo(q *req) { writeJSON(q.w, http.StatusOK, s.repoJSON(q.repo)) }
+
+func (s *Server) getBranch(q *req) {
+	branch := q.r.PathValue("branch")
+	sha := q.repo.branchHead(branch)
+	if sha == "" {
+		writeError(q.w, http.StatusNotFound, "Branch not found")
+		return
+	}
+	writeJSON(q.w, http.StatusOK, map[string]any{"name": branch, "commit": map[string]any{"sha": sha}, "protected": false})
+}
+
+func (s *Server) getContents(q *req) {
+	rp := q.repo
+	filePath := strings.Trim(q.r.PathValue("path"), "/")
+	ref := q.r.URL.Query().Get("ref")
+	if ref == "" {
+		ref = rp.defaultBranch
+	}
+	commit := revParse(rp.bare(), ref)
+	if commit == "" || strings.HasPrefix(ref, "-") {
+		writeError(q.w, http.StatusNotFound, "No commit found for the ref "+ref)
+		return
+	}
+	obj := commit + ":" + filePath
+	kind, err := exec.Command("git", "--git-dir", rp.bare(), "cat-file", "-t", obj).Output()
+	if err != nil {
+		writeError(q.w, http.StatusNotFound, "Not Found")
+		return
+	}
+	name := filePath[strings.LastIndex(filePath, "/")+1:]
+	switch strings.TrimSpace(string(kind)) {
+	case "blob":
+		data, err := exec.Command("git", "--git-dir", rp.bare(), "cat-file", "blob", obj).Output()
+		if err != nil {
+			writeError(q.w, http.StatusInternalServerError, err.Error())
+			return
+		}
+		enc := base64.StdEncoding.EncodeToString(data)
+		var lines []string
+		for len(enc) > 60 {
+			lines = append(lines, enc[:60])
+			enc = enc[60:]
+		}
+		lines = append(lines, enc)
+		writeJSON(q.w, http.StatusOK, map[string]any{
+			"type": "file", "encoding": "base64", "size": len(data), "name": name, "path": filePath,
+			"content": strings.Join(lines, "\n") + "\n",
+		})
+	case "tree":
+		out, _ := exec.Command("git", "--git-dir", rp.bare(), "ls-tree", "--name-only", obj).Output()
+		var entries []map[string]any
+		for _, n := range strings.Fields(string(out)) {
+			entries = append(entries, map[string]any{"name": n, "path": strings.TrimPrefix(filePath+"/"+n, "/")})
+		}
+		writeJSON(q.w, http.StatusOK, entries)
+	default:
+		writeError(q.w, http.StatusNotFound, "Not Found")
+	}
+}
+
+func (s *Server) getPermission(q *req) {
+	login := q.r.PathValue("username")
+	level, ok := q.repo.perms[login]
+	if !ok {
+		writeError(q.w, http.StatusNotFound, "Not Found")
+		return
+	}
+	perm := map[string]string{"admin": "admin", "maintain": "write", "write": "write", "triage": "read", "read": "read", "none": "none"}[level]
+	writeJSON(q.w, http.StatusOK, map[string]any{"permission": perm, "role_name": level, "user": map[string]any{"login": login}})
+}
+
+func (s *Server) getMembership(q *req) {
+	key := q.r.PathValue("org") + "/" + q.r.PathValue("team")
+	if !s.teams[key][q.r.PathValue("username")] {
+		writeError(q.w, http.StatusNotFound, "Not Found")
+		return
+	}
+	writeJSON(q.w, http.StatusOK, map[string]any{"state": "active", "role": "member"})
+}
+
+func userJSON(login string) map[string]any {
+	typ := "User"
+	if strings.HasSuffix(login, "[bot]") {
+		typ = "Bot"
+	}
+	return map[string]any{"login": login, "type": typ}
+}
+
+// issueOf resolves {number}; it answers 404 itself.
+func (q *req) issueOf() (*issue, bool) {
+	n, ok := q.intParam("number")
+	if !ok {
+		return nil, false
+	}
+	is := q.repo.issues[int(n)]
+	if is == nil {
+		writeError(q.w, http.StatusNotFound, "Not Found")
+		return nil, false
+	}
+	return is, true
+}
+
+func (s *Server) getIssue(q *req) {
+	is, ok := q.issueOf()
+	if !ok {
+		return
+	}
+	out := map[string]any{
+		"id": is.number, "number": is.number, "title": is.title, "body": is.body, "state": "open",
+		"html_url": fmt.Sprintf("%s/%s/issues/%d", HTMLBase, q.repo.ref.FullName(), is.number),
+		"user":     userJSON(is.user),
+	}
+	if is.isPR {
+		out["pull_request"] = map[string]any{"url": fmt.Sprintf("%srepos/%s/pulls/%d", s.URL, q.repo.ref.FullName(), is.number)}
+		out["html_url"] = fmt.Sprintf("%s/%s/pull/%d", HTMLBase, q.repo.ref.FullName(), is.number)
+	}
+	writeJSON(q.w, http.StatusOK, out)
+}
+
+// commentBody decodes {"body": …} and checks it as GitHub does.
+func (q *req) commentBody() (string, bool) {
+	var body struct {
+		Body *string `json:"body"`
+	}
+	if !q.decodeStrict(&body) {
+		return "", false
+	}
+	if body.Body == nil || strings.TrimSpace(*body.Body) == "" {
+		validationError(q.w, "Validation Failed", map[string]string{"resource": "IssueComment", "field": "body", "code": "missing_field"})
+		return "", false
+	}
+	if n := utf8.RuneCountInString(*body.Body); n > maxBody {
+		validationError(q.w, "Validation Failed", map[string]string{"resource": "IssueComment", "code": "custom", "field": "body",
+			"message": fmt.Sprintf("body is too long (maximum is %d characters)", maxBody)})
+		return "", false
+	}
+	return *body.Body, true
+}
+
+func (s *Server) commentJSON(c *Comment) map[string]any {
+	return map[string]any{
+		"id": c.ID, "body": c.Body, "user": userJSON(c.Author),
+		"html_url": fmt.Sprintf("%s/%s/issues/%d#issuecomment-%d", HTMLBase, c.Ref.Repo.FullName(), c.Ref.Number, c.ID),
+	}
+}
+
+func (s *Server) createComment(q *req) {
+	is, ok := q.issueOf()
+	if !ok {
+		return
+	}
+	body, ok := q.commentBody()
+	if !ok {
+		return
+	}
+	c := &Comment{ID: s.newID(), Ref: agentbot.IssueRef{Repo: q.repo.ref, Number: is.number}, Author: BotLogin, Body: body}
+	q.repo.comments = append(q.repo.comments, c)
+	writeJSON(q.w, http.StatusCreated, s.commentJSON(c))
+}
+
+func (q *req) commentOf() (*Comment, bool) {
+	id, ok := q.intParam("id")
+	if !ok {
+		return nil, false
+	}
+	for _, c := range q.repo.comments {
+		if c.ID == id {
+			return c, true
+		}
+	}
+	writeError(q.w, http.StatusNotFound, "Not Found")
+	return nil, false
+}
+
+func (s *Server) editComment(q *req) {
+	c, ok := q.commentOf()
+	if !ok {
+		return
+	}
+	body, ok := q.commentBody()
+	if !ok {
+		return
+	}
+	c.Edits = append(c.Edits, c.Body)
+	c.Body = body
+	writeJSON(q.w, http.StatusOK, s.commentJSON(c))
+}
+
+var reactions = map[string]bool{"+1": true, "-1": true, "laugh": true, "confused": true, "heart": true, "hooray": true, "rocket": true, "eyes": true}
+
+func (s *Server) react(q *req, ref agentbot.IssueRef, commentID int64) {
+	var body struct {
+		Content string `json:"content"`
+	}
+	if !q.decodeStrict(&body) {
+		return
+	}
+	if !reactions[body.Content] {
+		validationError(q.w, "Validation Failed", map[string]string{"resource": "Reaction", "field": "content", "code": "invalid"})
+		return
+	}
+	r := Reaction{Ref: ref, CommentID: commentID, Content: body.Content}
+	for _, old := range q.repo.reactions {
+		if old == r {
+			writeJSON(q.w, http.StatusOK, map[string]any{"id": 1, "content": r.Content, "user": userJSON(BotLogin)})
+			return
+		}
+	}
+	q.repo.reactions = append(q.repo.reactions, r)
+	writeJSON(q.w, http.StatusCreated, map[string]any{"id": s.newID(), "content": r.Content, "user": userJSON(BotLogin)})
+}
+
+func (s *Server) reactIssue(q *req) {
+	is, ok := q.issueOf()
+	if !ok {
+		return
+	}
+	s.react(q, agentbot.IssueRef{Repo: q.repo.ref, Number: is.number}, 0)
+}
+
+func (s *Server) reactComment(q *req) {
+	c, ok := q.commentOf()
+	if !ok {
+		return
+	}
+	s.react(q, c.Ref, c.ID)
+}
+
+func (s *Server) prJSON(rp *repo, pr *PullRequest) map[string]any {
+	head := rp.branchHead(pr.Head)
+	if head == "" || pr.State != "open" {
+		head = pr.HeadSHA
+	}
+	var reviewers []map[string]any
+	for _, r := range pr.Reviewers {
+		reviewers = append(reviewers, userJSON(r))
+	}
+	return map[string]any{
+		"id": pr.Number, "number": pr.Number, "state": pr.State, "title": pr.Title, "body": pr.Body, "draft": pr.Draft,
+		"url":                 fmt.Sprintf("%srepos/%s/pulls/%d", s.URL, rp.ref.FullName(), pr.Number),
+		"html_url":            fmt.Sprintf("%s/%s/pull/%d", HTMLBase, rp.ref.FullName(), pr.Number),
+		"user":                userJSON(pr.Author),
+		"head":                map[string]any{"ref": pr.Head, "sha": head, "label": rp.ref.Owner + ":" + pr.Head, "repo": s.repoJSON(rp)},
+		"base":                map[string]any{"ref": pr.Base, "sha": rp.branchHead(pr.Base), "repo": s.repoJSON(rp)},
+		"requested_reviewers": reviewers,
+	}
+}
+
+func (s *Server) prOf(q *req) (*PullRequest, bool) {
+	n, ok := q.intParam("number")
+	if !ok {
+		return nil, false
+	}
+	pr := q.repo.prs[int(n)]
+	if pr == nil {
+		writeError(q.w, http.StatusNotFound, "Not Found")
+		return nil, false
+	}
+	return pr, true
+}
+
+func (s *Server) getPull(q *req) {
+	if pr, ok := s.prOf(q); ok {
+		writeJSON(q.w, http.StatusOK, s.prJSON(q.repo, pr))
+	}
+}
+
+func (s *Server) listPulls(q *req) {
+	query := q.r.URL.Query()
+	state := query.Get("state")
+	if state == "" {
+		state = "open"
+	}
+	head := query.Get("head")
+	if head != "" {
+		owner, branch, ok := strings.Cut(head, ":")
+		if !ok || owner != q.repo.ref.Owner {
+			writeJSON(q.w, http.StatusOK, []any{})
+			return
+		}
+		head = branch
+	}
+	var nums []int
+	for n, pr := range q.repo.prs {
+		if (state == "all" || pr.State == state) && (head == "" || pr.Head == head) && (query.Get("base") == "" || pr.Base == query.Get("base")) {
+			nums = append(nums, n)
+		}
+	}
+	sort.Sort(sort.Reverse(sort.IntSlice(nums)))
+	out := []any{}
+	for _, n := range nums {
+		out = append(out, s.prJSON(q.repo, q.repo.prs[n]))
+	}
+	writeJSON(q.w, http.StatusOK, out)
+}
+
+func (s *Server) createPull(q *req) {
+	var body struct {
+		Title               *string `json:"title"`
+		Head                string  `json:"head"`
+		Base                string  `json:"base"`
+		Body                string  `json:"body"`
+		Draft               bool    `json:"draft"`
+		MaintainerCanModify *bool   `json:"maintainer_can_modify"`
+	}
+	if !q.decodeStrict(&body) {
+		return
+	}
+	rp := q.repo
+	if body.Title == nil || strings.TrimSpace(*body.Title) == "" {
+		validationError(q.w, "Validation Failed", map[string]string{"resource": "PullRequest", "field": "title", "code": "missing_field"})
+		return
+	}
+	if utf8.RuneCountInString(body.Body) > maxBody {
+		validationError(q.w, "Validation Failed", map[string]string{"resource": "PullRequest", "field": "body", "code": "custom", "message": "body is too long (maximum is 65536 characters)"})
+		return
+	}
+	head := body.Head
+	if owner, branch, ok := strings.Cut(head, ":"); ok {
+		if owner != rp.ref.Owner {
+			validationError(q.w, "Validation Failed", map[string]string{"resource": "PullRequest", "field": "head", "code": "invalid"})
+			return
+		}
+		head = branch
+	}
+	if rp.branchHead(body.Base) == "" {
+		validationError(q.w, "Validation Failed", map[string]string{"resource": "PullRequest", "field": "base", "code": "invalid"})
+		return
+	}
+	headSHA := rp.branchHead(head)
+	if headSHA == "" {
+		validationError(q.w, "Validation Failed", map[string]string{"resource": "PullRequest", "field": "head", "code": "invalid"})
+		return
+	}
+	out, err := exec.Command("git", "--git-dir", rp.bare(), "rev-list", "--count", "refs/heads/"+body.Base+"..refs/heads/"+head).Output()
+	if n, _ := strconv.Atoi(strings.TrimSpace(string(out))); err != nil || n == 0 {
+		validationError(q.w, "Validation Failed", map[string]string{"resource": "PullRequest", "code": "custom",
+			"message": fmt.Sprintf("No commits between %s and %s", body.Base, head)})
+		return
+	}
+	for _, pr := range rp.prs {
+		if pr.State == "open" && pr.Head == head {
+			validationError(q.w, "Validation Failed", map[string]string{"resource": "PullRequest", "code": "custom",
+				"message": fmt.Sprintf("A pull request already exists for %s:%s.", rp.ref.Owner, head)})
+			return
+		}
+	}
+	pr := &PullRequest{Title: *body.Title, Body: body.Body, Head: head, Base: body.Base, HeadSHA: headSHA, Draft: body.Draft, State: "open", Author: BotLogin}
+	rp.addPR(pr)
+	writeJSON(q.w, http.StatusCreated, s.prJSON(rp, pr))
+}
+
+func (s *Server) requestReviewers(q *req) {
+	pr, ok := s.prOf(q)
+	if !ok {
+		return
+	}
+	var body struct {
+		Reviewers     []string `json:"reviewers"`
+		TeamReviewers []string `json:"team_reviewers"`
+	}
+	if !q.decodeStrict(&body) {
+		return
+	}
+	for _, r := range body.Reviewers {
+		if r == pr.Author {
+			validationError(q.w, "Review cannot be requested from pull request author.")
+			return
+		}
+		if lvl, ok := q.repo.perms[r]; !ok || lvl == "none" {
+			validationError(q.w, fmt.Sprintf("Reviews may only be requested from collaborators. One or more of the users or teams you specified is not a collaborator of the %s repository.", q.repo.ref.FullName()))
+			return
+		}
+	}
+	for _, r := range body.Reviewers {
+		if !contains(pr.Reviewers, r) {
+			pr.Reviewers = append(pr.Reviewers, r)
+		}
+	}
+	writeJSON(q.w, http.StatusCreated, s.prJSON(q.repo, pr))
+}
+
+func (s *Server) listReviews(q *req) {
+	pr, ok := s.prOf(q)
+	if !ok {
+		return
+	}
+	out := []any{}
+	for i, rv := range q.repo.reviews[pr.Number] {
+		u := userJSON(rv.User)
+		if rv.Bot {
+			u["type"] = "Bot"
+		}
+		out = append(out, map[string]any{"id": i + 1, "user": u, "state": rv.State, "body": rv.Body})
+	}
+	writeJSON(q.w, http.StatusOK, out)
+}
+
+func (s *Server) listReviewComments(q *req) {
+	pr, ok := s.prOf(q)
+	if !ok {
+		return
+	}
+	out := []any{}
+	for i, c := range q.repo.reviewCmts[pr.Number] {
+		u := userJSON(c.User)
+		if c.Bot {
+			u["type"] = "Bot"
+		}
+		out = append(out, map[string]any{"id": i + 1, "user": u, "path": c.Path, "line": c.Line, "body": c.Body})
+	}
+	writeJSON(q.w, http.StatusOK, out)
+}
+
+type checkRunRequest struct {
+	Name        *string `json:"name"`
+	HeadSHA     *string `json:"head_sha"`
+	Status      *string `json:"status"`
+	Conclusion  *string `json:"conclusion"`
+	DetailsURL  *string `json:"details_url"`
+	ExternalID  *string `json:"external_id"`
+	StartedAt   *string `json:"started_at"`
+	CompletedAt *string `json:"completed_at"`
+	Output      *struct {
+		Title   *string `json:"title"`
+		Summary *string `json:"summary"`
+		Text    *string `json:"text"`
+	} `json:"output"`
+	Actions *[]Action `json:"actions"`
+}
+
+var (
+	checkStatuses    = map[string]bool{"queued": true, "in_progress": true, "completed": true}
+	checkConclusions = map[string]bool{"action_required": true, "cancelled": true, "failure": true, "neutral": true, "success": true, "skipped": true, "stale": true, "timed_out": true}
+)
+
+// applyCheckRun validates body and applies it to cr, answering 422 itself.
+func (q *req) applyCheckRun(cr *CheckRun, body *checkRunRequest) bool {
+	bad := func(field, msg string) bool {
+		validationError(q.w, "Invalid request.\n\n"+msg, map[string]string{"resource": "CheckRun", "field": field, "code": "invalid"})
+		return false
+	}
+	if body.Status != nil {
+		if !checkStatuses[*body.Status] {
+			return bad("status", fmt.Sprintf("%q is not a valid status", *body.Status))
+		}
+		cr.Status = *body.Status
+	}
+	if body.Conclusion != nil {
+		if !checkConclusions[*body.Conclusion] {
+			return bad("conclusion", fmt.Sprintf("%q is not a valid conclusion", *body.Conclusion))
+		}
+		if body.Status != nil && *body.Status != "completed" {
+			return bad("conclusion", "a conclusion needs status completed")
+		}
+		cr.Conclusion, cr.Status = *body.Conclusion, "completed"
+	}
+	if cr.Status == "completed" && cr.Conclusion == "" {
+		return bad("conclusion", "conclusion is required when status is completed")
+	}
+	if cr.Status != "completed" {
+		cr.Conclusion = ""
+	}
+	if body.DetailsURL != nil {
+		if u, err := url.Parse(*body.DetailsURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") {
+			return bad("details_url", "details_url is not a URL")
+		}
+		cr.DetailsURL = *body.DetailsURL
+	}
+	if body.ExternalID != nil {
+		cr.ExternalID = *body.ExternalID
+	}
+	if o := body.Output; o != nil {
+		if o.Title == nil || o.Summary == nil || *o.Summary == "" {
+			return bad("output", "output needs a title and a summary")
+		}
+		for _, s := range []*string{o.Summary, o.Text} {
+			if s != nil && utf8.RuneCountInString(*s) > 65535 {
+				return bad("output", "output summary and text are limited to 65535 characters")
+			}
+		}
+		cr.Title, cr.Summary, cr.Text = *o.Title, *o.Summary, ""
+		if o.Text != nil {
+			cr.Text = *o.Text
+		}
+	}
+	if body.Actions != nil {
+		if len(*body.Actions) > 3 {
+			return bad("actions", "at most 3 actions")
+		}
+		for _, a := range *body.Actions {
+			if a.Label == "" || a.Identifier == "" || a.Description == "" ||
+				utf8.RuneCountInString(a.Label) > 20 || utf8.RuneCountInString(a.Description) > 40 || utf8.RuneCountInString(a.Identifier) > 20 {
+				return bad("actions", "action label ≤ 20, description ≤ 40, identifier ≤ 20 characters, all required")
+			}
+		}
+		cr.Actions = append([]Action(nil), (*body.Actions)...)
+	}
+	return true
+}
+
+func (s *Server) checkRunJSON(cr *CheckRun) map[string]any {
+	var conclusion any
+	if cr.Conclusion != "" {
+		conclusion = cr.Conclusion
+	}
+	return map[string]any{
+		"id": cr.ID, "name": cr.Name, "head_sha": cr.HeadSHA, "status": cr.Status, "conclusion": conclusion,
+		"details_url": cr.DetailsURL, "external_id": cr.ExternalID,
+		"output":  map[string]any{"title": cr.Title, "summary": cr.Summary, "text": cr.Text},
+		"actions": cr.Actions,
+	}
+}
+
+func (s *Server) createCheckRun(q *req) {
+	var body checkRunRequest
+	if !q.decodeStrict(&body) {
+		return
+	}
+	if body.Name == nil || *body.Name == "" || body.HeadSHA == nil {
+		validationError(q.w, "Invalid request.\n\nname and head_sha are required")
+		return
+	}
+	if err := exec.Command("git", "--git-dir", q.repo.bare(), "cat-file", "-e", *body.HeadSHA+"^{commit}").Run(); err != nil || len(*body.HeadSHA) != 40 {
+		validationError(q.w, "No commit found for SHA: "+*body.HeadSHA)
+		return
+	}
+	cr := &CheckRun{ID: s.newID(), Name: *body.Name, HeadSHA: *body.HeadSHA, Status: "queued"}
+	if !q.applyCheckRun(cr, &body) {
+		return
+	}
+	q.repo.checkRuns = append(q.repo.checkRuns, cr)
+	writeJSON(q.w, http.StatusCreated, s.checkRunJSON(cr))
+}
+
+func (s *Server) updateCheckRun(q *req) {
+	id, ok := q.intParam("id")
+	if !ok {
+		return
+	}
+	var cr *CheckRun
+	for _, c := range q.repo.checkRuns {
+		if c.ID == id {
+			cr = c
+		}
+	}
+	if cr == nil {
+		writeError(q.w, http.StatusNotFound, "Not Found")
+		return
+	}
+	var body checkRunRequest
+	if !q.decodeStrict(&body) {
+		return
+	}
+	if body.HeadSHA != nil {
+		validationError(q.w, "Invalid request.\n\nhead_sha cannot be changed")
+		return
+	}
+	next := *cr
+	if !q.applyCheckRun(&next, &body) {
+		return
+	}
+	if body.Name != nil {
+		next.Name = *body.Name
+	}
+	next.Updates++
+	*cr = next
+	writeJSON(q.w, http.StatusOK, s.checkRunJSON(cr))
+}
