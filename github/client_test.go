@@ -269,7 +269,9 @@ func TestRetriesAndRateLimits(t *testing.T) {
 			name:      "502 twice then success",
 			failures:  []failure{{2, 502, nil}},
 			wantCalls: 3,
-			wantWaits: func(w []time.Duration) bool { return len(w) == 2 && w[0] <= time.Millisecond && w[1] <= 2*time.Millisecond },
+			wantWaits: func(w []time.Duration) bool {
+				return len(w) == 2 && w[0] <= time.Millisecond && w[1] <= 2*time.Millisecond
+			},
 			wantRetry: "server_error",
 		},
 		{
