@@ -98,6 +98,8 @@ var defaultPassEnv = []string{
 	"PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "USER", "LOGNAME",
 	"HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
 	"SSL_CERT_FILE", "SSL_CERT_DIR", "GIT_SSL_CAINFO",
+	// agent-runner's own settings: where the agents' CLIs are.
+	"AGENTBOT_CLAUDE_BIN", "AGENTBOT_CODEX_BIN",
 }
 
 // New checks the options, picks the isolation mode and creates the
@@ -354,6 +356,9 @@ func (l *Launcher) readOnlyPaths(job runner.Job) []string {
 		add(u.Path)
 	} else if filepath.IsAbs(job.CloneURL) {
 		add(job.CloneURL)
+	}
+	for _, k := range []string{"AGENTBOT_CLAUDE_BIN", "AGENTBOT_CODEX_BIN"} {
+		add(os.Getenv(k))
 	}
 	for _, p := range l.opts.ReadOnlyPaths {
 		add(p)

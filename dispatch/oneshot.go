@@ -1,0 +1,445 @@
+package dispatch
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/agentbot/agentbot/github"
+	"github.com/agentbot/agentbot/runner"
+)
+
+// OneShot is one task run outside GitHub (`agentbot run`): against a local
+// repository, whose new branch is left in it, or any git URL, whose result
+// bundle is left on disk.
+type OneShot struct {
+	// Repo is a local path (a work tree or a bare repository) or a git URL.
+	Repo string
+	// Prompt is what the agent is asked; its first line titles the branch.
+	Prompt string
+	// Base is the branch to start from ("" = the repository's current or
+	// default branch).
+	Base string
+	// Branch is the branch to create ("" = agentbot/run-<slug>).
+	Branch string
+	Agent  runner.AgentSpec
+	// AgentEnv goes into the job's environment (model API keys).
+	AgentEnv  map[string]string
+	TimeLimit time.Duration
+	// ProtectedPaths are checked before the branch is taken in (default
+	// .github/workflows/**, as on GitHub).
+	ProtectedPaths []string
+	// BundleDir keeps the bundle of a URL repository ("" = the working
+	// directory).
+	BundleDir string
+	// Progress receives the live phase line and the agent's output; a
+	// terminal gets a redrawn status line with the elapsed time.
+	Progress io.Writer
+	// Quiet drops the agent's output lines, keeping phases.
+	Quiet bool
+}
+
+// OneShotResult is how a one-shot run ended.
+type OneShotResult struct {
+	TaskID    string
+	Branch    string
+	Base      string
+	BaseSHA   string
+	Commit    string
+	Summary   string
+	CostUSD   float64
+	Files     []runner.FileChange
+	NoChanges bool
+	// LocalRepo is set when the branch was created in a local repository;
+	// BundlePath when the bundle was left on disk instead.
+	LocalRepo  string
+	BundlePath string
+	Elapsed    time.Duration
+}
+
+// OneShotError is a run that failed, with where and why.
+type OneShotError struct {
+	Phase    string
+	Message  string
+	ExitCode int
+	Tail     []string
+}
+
+func (e *OneShotError) Error() string {
+	msg := fmt.Sprintf("failed during %s: %s", e.Phase, e.Message)
+	if len(e.Tail) > 0 {
+		msg += "\n  last output:\n    " + strings.Join(e.Tail, "\n    ")
+	}
+	return msg
+}
+
+// RunOne runs one task through launcher l and takes its result in.
+func RunOne(ctx context.Context, l runner.Launcher, o OneShot) (*OneShotResult, error) {
+	start := time.Now()
+	if o.Progress == nil {
+		o.Progress = io.Discard
+	}
+	if strings.TrimSpace(o.Prompt) == "" {
+		return nil, errors.New("agentbot run: --prompt is empty")
+	}
+	if o.TimeLimit <= 0 {
+		o.TimeLimit = 30 * time.Minute
+	}
+	if o.ProtectedPaths == nil {
+		o.ProtectedPaths = github.DefaultSettings().ProtectedPaths
+	}
+	src, err := resolveSource(ctx, o.Repo, o.Base)
+	if err != nil {
+		return nil, err
+	}
+	title := strings.TrimSpace(strings.SplitN(strings.TrimSpace(o.Prompt), "\n", 2)[0])
+	id := newRunID(start)
+	branch := o.Branch
+	if branch == "" {
+		branch = github.BranchName("agentbot/", 0, title)
+		branch = "agentbot/run-" + strings.TrimPrefix(branch, "agentbot/issue-0-")
+		if branch == "agentbot/run-" || strings.HasSuffix(branch, "issue-0") {
+			branch = "agentbot/run-" + id
+		}
+		if src.gitDir != "" {
+			branch = freeBranch(ctx, src.gitDir, branch)
+		}
+	}
+	job := runner.Job{
+		Version:     runner.ProtocolVersion,
+		TaskID:      id,
+		Repo:        src.name,
+		CloneURL:    src.cloneURL,
+		BaseBranch:  src.base,
+		Branch:      branch,
+		Prompt:      runner.JobPrompt{Title: title, Instructions: o.Prompt},
+		Agent:       o.Agent,
+		TimeLimit:   runner.Duration(o.TimeLimit),
+		AuthorName:  "agentbot",
+		AuthorEmail: "agentbot@users.noreply.github.com",
+		Env:         o.AgentEnv,
+	}
+	ui := newStatusLine(o.Progress)
+	defer ui.close()
+	ui.printf("agentbot run %s: %s → branch %s (agent %s)", id, src.display, branch, o.Agent.Name)
+	run, err := l.Start(ctx, job)
+	if err != nil {
+		return nil, fmt.Errorf("agentbot run: start: %w", err)
+	}
+	keep := true
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), reportTimeout)
+		defer cancel()
+		_ = l.Cleanup(cctx, id, keep)
+	}()
+
+	var (
+		res      *runner.RunResult
+		errEv    *runner.Event
+		tail     []string
+		phase    = "starting"
+		stopOnce sync.Once
+	)
+	events := run.Events()
+	for events != nil {
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				events = nil
+				continue
+			}
+			switch ev.Type {
+			case runner.EventPhase:
+				phase = ev.Phase
+				ui.phase(phase)
+			case runner.EventLog:
+				tail = appendTail(tail, ev.Message)
+				if !o.Quiet {
+					ui.printf("  │ %s", ev.Message)
+				}
+			case runner.EventProgress:
+				ui.detail(strings.TrimSpace(ev.Tool + " " + ev.File + " " + ev.Message))
+			case runner.EventResult:
+				res = ev.Result
+			case runner.EventError:
+				e := ev
+				errEv = &e
+			}
+		case <-ctx.Done():
+			stopOnce.Do(func() {
+				ui.printf("interrupted; stopping the agent…")
+				sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stopTimeout)
+				defer cancel()
+				_ = run.Stop(sctx)
+			})
+		}
+	}
+	code, err := run.Wait(context.WithoutCancel(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("agentbot run: lost the runner: %w", err)
+	}
+	if ctx.Err() != nil {
+		return nil, fmt.Errorf("agentbot run: %w", ctx.Err())
+	}
+	if code != runner.ExitOK || res == nil {
+		oe := &OneShotError{Phase: phase, Message: exitMeaning(code), ExitCode: code, Tail: tail}
+		if errEv != nil {
+			if errEv.Phase != "" {
+				oe.Phase = errEv.Phase
+			}
+			oe.Message = errEv.Message + " (" + exitMeaning(code) + ")"
+			if len(errEv.StderrTail) > 0 {
+				oe.Tail = errEv.StderrTail
+			}
+		}
+		if len(oe.Tail) > 10 {
+			oe.Tail = oe.Tail[len(oe.Tail)-10:]
+		}
+		if len(oe.Tail) == 0 {
+			if s, ok := l.(interface{ StderrTail(string, int) []string }); ok {
+				oe.Tail = s.StderrTail(id, 10)
+			}
+		}
+		return nil, oe
+	}
+	out := &OneShotResult{
+		TaskID: id, Branch: res.Branch, Base: src.base, BaseSHA: res.BaseSHA, Commit: res.Commit,
+		Summary: res.Summary, CostUSD: res.CostUSD, Files: res.Files,
+		NoChanges: res.Status == runner.StatusNoChanges,
+	}
+	if out.Branch == "" {
+		out.Branch = branch
+	}
+	if out.NoChanges {
+		keep = false
+		out.Elapsed = time.Since(start)
+		return out, nil
+	}
+	ui.phase("taking the result in")
+	bundleDir := o.BundleDir
+	if src.gitDir != "" {
+		bundleDir = os.TempDir()
+	} else if bundleDir == "" {
+		bundleDir = "."
+	}
+	bundlePath := filepath.Join(bundleDir, "agentbot-"+id+".bundle")
+	f, err := os.Create(bundlePath)
+	if err != nil {
+		return nil, fmt.Errorf("agentbot run: %w", err)
+	}
+	berr := run.Bundle(ctx, f)
+	if cerr := f.Close(); berr == nil {
+		berr = cerr
+	}
+	if berr != nil {
+		os.Remove(bundlePath)
+		return nil, fmt.Errorf("agentbot run: fetch the bundle: %w", berr)
+	}
+	if src.gitDir == "" {
+		out.BundlePath, _ = filepath.Abs(bundlePath)
+		keep = false
+		out.Elapsed = time.Since(start)
+		return out, nil
+	}
+	defer os.Remove(bundlePath)
+	// The same checks the bot makes before pushing to GitHub.
+	head, err := github.VerifyBundle(ctx, "git", bundlePath, github.BundleCheck{
+		Branch: out.Branch, BranchPrefix: "agentbot/", BaseSHA: res.BaseSHA,
+		ProtectedPaths: o.ProtectedPaths, ObjectsFrom: src.gitDir,
+	})
+	if err != nil {
+		return nil, &OneShotError{Phase: "verifying", Message: err.Error()}
+	}
+	if _, err := git(ctx, src.gitDir, "fetch", "--quiet", "--no-tags", bundlePath, "refs/heads/"+out.Branch+":refs/heads/"+out.Branch); err != nil {
+		return nil, fmt.Errorf("agentbot run: take branch %s into %s: %w", out.Branch, src.display, err)
+	}
+	out.Commit = head
+	out.LocalRepo = src.display
+	keep = false
+	out.Elapsed = time.Since(start)
+	return out, nil
+}
+
+// source is where a one-shot run clones from.
+type source struct {
+	cloneURL string
+	display  string
+	name     string
+	base     string
+	// gitDir is the local repository's git directory ("" for a URL).
+	gitDir string
+}
+
+func resolveSource(ctx context.Context, repo, base string) (*source, error) {
+	if repo == "" {
+		return nil, errors.New("agentbot run: --repo is empty")
+	}
+	if fi, err := os.Stat(repo); err == nil && fi.IsDir() {
+		abs, err := filepath.Abs(repo)
+		if err != nil {
+			return nil, fmt.Errorf("agentbot run: %s: %w", repo, err)
+		}
+		gitDir, err := git(ctx, abs, "rev-parse", "--absolute-git-dir")
+		if err != nil {
+			return nil, fmt.Errorf("agentbot run: %s is not a git repository: %w", repo, err)
+		}
+		if base == "" {
+			if base, err = git(ctx, abs, "symbolic-ref", "--short", "HEAD"); err != nil {
+				return nil, fmt.Errorf("agentbot run: %s: cannot tell the current branch (detached HEAD?); pass --base: %w", repo, err)
+			}
+		}
+		if _, err := git(ctx, abs, "rev-parse", "--verify", "--quiet", "refs/heads/"+base+"^{commit}"); err != nil {
+			return nil, fmt.Errorf("agentbot run: %s has no branch %q with a commit", repo, base)
+		}
+		return &source{cloneURL: "file://" + abs, display: abs, name: filepath.Base(abs), base: base, gitDir: gitDir}, nil
+	}
+	if !strings.Contains(repo, "://") && !strings.Contains(repo, "@") {
+		return nil, fmt.Errorf("agentbot run: %s is neither a local directory nor a git URL", repo)
+	}
+	name := strings.TrimSuffix(filepath.Base(repo), ".git")
+	return &source{cloneURL: repo, display: repo, name: name, base: base}, nil
+}
+
+// freeBranch returns name, or name-2, name-3… if the repository has it.
+func freeBranch(ctx context.Context, gitDir, name string) string {
+	cand := name
+	for i := 2; i < 1000; i++ {
+		if _, err := git(ctx, gitDir, "rev-parse", "--verify", "--quiet", "refs/heads/"+cand); err != nil {
+			return cand
+		}
+		cand = fmt.Sprintf("%s-%d", name, i)
+	}
+	return cand
+}
+
+func git(ctx context.Context, dir string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, "git", args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GIT_TERMINAL_PROMPT=0")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("git %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+func newRunID(now time.Time) string {
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	return "run-" + now.UTC().Format("20060102-150405") + "-" + hex.EncodeToString(b[:])
+}
+
+// statusLine prints progress: on a terminal, a status line redrawn every
+// second with the phase and elapsed time under the scrolling output;
+// elsewhere, plain lines.
+type statusLine struct {
+	w     io.Writer
+	tty   bool
+	start time.Time
+
+	mu     sync.Mutex
+	cur    string
+	extra  string
+	shown  bool
+	stop   chan struct{}
+	ticker sync.WaitGroup
+}
+
+func newStatusLine(w io.Writer) *statusLine {
+	s := &statusLine{w: w, start: time.Now(), stop: make(chan struct{})}
+	if f, ok := w.(*os.File); ok {
+		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 && os.Getenv("TERM") != "dumb" {
+			s.tty = true
+		}
+	}
+	if s.tty {
+		s.ticker.Add(1)
+		go func() {
+			defer s.ticker.Done()
+			t := time.NewTicker(time.Second)
+			defer t.Stop()
+			for {
+				select {
+				case <-s.stop:
+					return
+				case <-t.C:
+					s.mu.Lock()
+					s.redraw()
+					s.mu.Unlock()
+				}
+			}
+		}()
+	}
+	return s
+}
+
+func (s *statusLine) elapsed() string {
+	d := time.Since(s.start).Round(time.Second)
+	return fmt.Sprintf("%02d:%02d", int(d.Minutes()), int(d.Seconds())%60)
+}
+
+// redraw draws the status line; callers hold mu.
+func (s *statusLine) redraw() {
+	if !s.tty || s.cur == "" {
+		return
+	}
+	line := fmt.Sprintf("⏱ %s  %s", s.elapsed(), s.cur)
+	if s.extra != "" {
+		line += " · " + s.extra
+	}
+	if len(line) > 120 {
+		line = line[:120]
+	}
+	fmt.Fprintf(s.w, "\r\033[K%s", line)
+	s.shown = true
+}
+
+func (s *statusLine) clear() {
+	if s.shown {
+		fmt.Fprint(s.w, "\r\033[K")
+		s.shown = false
+	}
+}
+
+func (s *statusLine) printf(format string, args ...any) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.clear()
+	fmt.Fprintf(s.w, format+"\n", args...)
+	s.redraw()
+}
+
+func (s *statusLine) phase(p string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.clear()
+	fmt.Fprintf(s.w, "▸ [%s] %s\n", s.elapsed(), p)
+	s.cur, s.extra = p, ""
+	s.redraw()
+}
+
+func (s *statusLine) detail(d string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.extra = d
+	s.redraw()
+}
+
+func (s *statusLine) close() {
+	close(s.stop)
+	s.ticker.Wait()
+	s.mu.Lock()
+	s.clear()
+	s.mu.Unlock()
+}

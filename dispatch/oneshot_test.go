@@ -1,0 +1,100 @@
+package dispatch
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agentbot/agentbot/runner"
+	"github.com/agentbot/agentbot/runner/local"
+)
+
+func gitT(t *testing.T, dir string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("git", args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@example.com", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@example.com")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("git %v: %v\n%s", args, err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func sampleRepo(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	gitT(t, dir, "init", "-q", "--initial-branch=main")
+	os.WriteFile(filepath.Join(dir, "README.md"), []byte("# sample\n"), 0o644)
+	gitT(t, dir, "add", "-A")
+	gitT(t, dir, "commit", "-q", "-m", "seed")
+	return dir
+}
+
+func TestRunOne(t *testing.T) {
+	l, err := local.New(local.Options{DataDir: t.TempDir(), AgentRunner: agentRunnerBin, Isolation: local.IsolationNone})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	agent := runner.AgentSpec{Name: "command", Command: scriptedAgentBin}
+	cases := []struct {
+		name       string
+		prompt     string
+		wantBranch string
+		wantFile   string
+		wantErr    string
+		noChanges  bool
+	}{
+		{"edits land as a branch", "Say hello\nscripted: write hello.txt hi there; summary Added hello.txt", "agentbot/run-say-hello", "hi there\n", "", false},
+		{"second run gets a fresh branch", "Say hello\nscripted: write hello.txt again", "agentbot/run-say-hello-2", "again\n", "", false},
+		{"no changes", "Nothing\nscripted: stdout looked around", "", "", "", true},
+		{"agent failure says why", "Break\nscripted: stderr about to fail; fail 3 the agent gave up", "", "", "the agent gave up", false},
+		{"workflow edits refused", "Sneak\nscripted: write .github/workflows/x.yml on: push", "", "", ".github/workflows", false},
+	}
+	repo := sampleRepo(t)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var out bytes.Buffer
+			res, err := RunOne(context.Background(), l, OneShot{Repo: repo, Prompt: tc.prompt, Agent: agent, TimeLimit: time.Minute, Progress: &out})
+			if tc.wantErr != "" {
+				var oe *OneShotError
+				if !errors.As(err, &oe) || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want a OneShotError mentioning %q\n%s", err, tc.wantErr, out.String())
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("RunOne: %v\n%s", err, out.String())
+			}
+			if res.NoChanges != tc.noChanges {
+				t.Fatalf("NoChanges = %v", res.NoChanges)
+			}
+			if tc.noChanges {
+				return
+			}
+			if res.Branch != tc.wantBranch || res.LocalRepo != repo {
+				t.Fatalf("result %+v", res)
+			}
+			if got := gitT(t, repo, "show", tc.wantBranch+":hello.txt"); got+"\n" != tc.wantFile {
+				t.Errorf("hello.txt on %s = %q, want %q", tc.wantBranch, got, tc.wantFile)
+			}
+			if got := gitT(t, repo, "rev-parse", tc.wantBranch); got != res.Commit {
+				t.Errorf("branch at %s, result says %s", got, res.Commit)
+			}
+			if !strings.Contains(out.String(), "▸") || !strings.Contains(out.String(), "agent") {
+				t.Errorf("no phase lines in progress output:\n%s", out.String())
+			}
+		})
+	}
+	// The work tree was left alone.
+	if st := gitT(t, repo, "status", "--porcelain"); st != "" {
+		t.Errorf("work tree changed: %s", st)
+	}
+}
