@@ -78,6 +78,12 @@ type streamMessage struct {
 	TotalCostUSD float64       `json:"total_cost_usd"`
 	Usage        *runner.Usage `json:"usage"`
 	Errors       []string      `json:"errors"`
+	// PermissionDenials are tool uses Claude Code refused to run in its
+	// permission mode (Bash under acceptEdits, for instance).
+	PermissionDenials []struct {
+		ToolName  string    `json:"tool_name"`
+		ToolInput toolInput `json:"tool_input"`
+	} `json:"permission_denials"`
 }
 
 type contentBlock struct {
@@ -128,6 +134,12 @@ func (p *claudeParser) Line(line string) []Output {
 	case "result":
 		r := m
 		p.result = &r
+		var out []Output
+		for _, d := range m.PermissionDenials {
+			detail := firstNonEmpty(oneLine(d.ToolInput.Command, 200), p.rel(d.ToolInput.FilePath))
+			out = append(out, Output{Type: runner.EventLog, Message: strings.TrimSpace("claude was not permitted to use " + d.ToolName + " " + detail)})
+		}
+		return out
 	}
 	return nil
 }
