@@ -62,6 +62,9 @@ func newFixture(t *testing.T) *fixture {
 		"src/app.go": "package app\n",
 		".gitignore": "*.log\n",
 	})
+	// Serve partial clones as GitHub does, so the blob filter is real and
+	// any lazy fetch after the clone (which would have no token) shows.
+	mustGit(t, "", "--git-dir", srv.BarePath(owner, repoName), "config", "uploadpack.allowFilter", "true")
 	return &fixture{srv: srv, base: base}
 }
 

@@ -96,6 +96,9 @@ func TestRunNewTask(t *testing.T) {
 		t.Errorf("the agent's stdout is not in the log events:\n%s", o.logs())
 	}
 
+	if got := mustGit(t, o.ws.RepoDir(), "config", "remote.origin.partialclonefilter"); got != "blob:none" {
+		t.Errorf("the clone is not partial: filter %q", got)
+	}
 	prereqs, refs := bundleHeader(t, o.ws.BundleFile())
 	if !slices.Equal(prereqs, []string{f.base}) || refs["refs/heads/"+job.Branch] != res.Commit || len(refs) != 1 {
 		t.Errorf("bundle: prerequisites %v refs %v; want [%s] and %s at %s", prereqs, refs, f.base, job.Branch, res.Commit)
