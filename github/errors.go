@@ -119,3 +119,11 @@ func errorMessage(er *gh.ErrorResponse) string {
 	}
 	return msg
 }
+
+// IsValidation reports whether err is GitHub refusing a request as invalid
+// (422), such as a pull request from a branch that does not exist.
+func IsValidation(err error) bool { return errors.Is(err, ErrValidation) }
+
+// IsRateLimited reports whether err is a rate limit agentbot gave up
+// waiting for.
+func IsRateLimited(err error) bool { return errors.Is(err, ErrRateLimited) }

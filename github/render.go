@@ -243,7 +243,11 @@ var nonSlug = regexp.MustCompile(`[^a-z0-9]+`)
 func BranchName(prefix string, issueNumber int, title string) string {
 	slug := strings.Trim(nonSlug.ReplaceAllString(strings.ToLower(title), "-"), "-")
 	if len(slug) > 40 {
-		slug = strings.TrimRight(slug[:40], "-")
+		cut := slug[:40]
+		if i := strings.LastIndexByte(cut, '-'); i > 20 && slug[40] != '-' {
+			cut = cut[:i] // end on a whole word
+		}
+		slug = strings.TrimRight(cut, "-")
 	}
 	name := fmt.Sprintf("%sissue-%d", prefix, issueNumber)
 	if slug != "" {

@@ -133,6 +133,9 @@ type Token struct {
 	Permissions  map[string]string
 	ExpiresAt    time.Time
 	Revoked      bool
+	// Scoped is set when the request named repositories or permissions
+	// (a down-scoped token rather than the installation's own).
+	Scoped bool
 }
 
 // Comment is an issue or pull request comment. Edits holds earlier bodies,

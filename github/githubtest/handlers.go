@@ -39,7 +39,8 @@ func (s *Server) mintToken(q *req) {
 		validationError(q.w, "githubtest does not model repository_ids; name repositories")
 		return
 	}
-	tok := &Token{Value: newTokenValue(), Installation: id, ExpiresAt: s.now().Add(s.tokenLifetime)}
+	tok := &Token{Value: newTokenValue(), Installation: id, ExpiresAt: s.now().Add(s.tokenLifetime),
+		Scoped: len(body.Repositories) > 0 || len(body.Permissions) > 0}
 	selection := "all"
 	if len(body.Repositories) > 0 {
 		selection = "selected"

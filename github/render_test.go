@@ -1,0 +1,199 @@
+package github
+
+import (
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/agentbot/agentbot"
+)
+
+func TestRenderCommentStates(t *testing.T) {
+	tests := []struct {
+		name    string
+		view    ProgressView
+		want    []string
+		notWant []string
+	}{
+		{"queued", ProgressView{TaskID: "t1", State: agentbot.StateQueued, TaskURL: "https://bot/t1"},
+			[]string{"<!-- agentbot task=t1 -->", "queued", "[task page](https://bot/t1)", "/agent cancel"}, []string{"retry"}},
+		{"queued behind another task", ProgressView{TaskID: "t2", State: agentbot.StateQueued, QueuedBehind: "t1"},
+			[]string{"Waiting for task `t1`"}, nil},
+		{"running", ProgressView{TaskID: "t1", State: agentbot.StateRunning, Phase: "agent", Elapsed: 192 * time.Second, TaskURL: "https://bot/t1", LogTail: []string{"step one", "step two"}},
+			[]string{"running", "phase `agent`", "3m12s elapsed", "step one\nstep two\n", "<details open>"}, []string{"retry"}},
+		{"succeeded with PR", ProgressView{TaskID: "t1", State: agentbot.StateSucceeded, Elapsed: 5 * time.Minute, CostUSD: 0.4234, PRURL: "https://github.test/acme/widgets/pull/9", Summary: "Changed **two** files.", LogTail: []string{"noise"}},
+			[]string{"done", "in 5m0s", "agent cost $0.42", "Pull request: https://github.test/acme/widgets/pull/9", "Changed **two** files."}, []string{"noise", "/agent retry", "/agent cancel"}},
+		{"succeeded with branch only", ProgressView{TaskID: "t1", State: agentbot.StateSucceeded, Branch: "agentbot/issue-1-x", Note: "Draft PRs are off for this repository."},
+			[]string{"Branch: `agentbot/issue-1-x`", "Draft PRs are off"}, nil},
+		{"failed", ProgressView{TaskID: "t1", State: agentbot.StateFailed, FailedPhase: "init", Elapsed: time.Minute, Error: "scripts/init.sh exited 1", LogTail: []string{"npm ERR!"}},
+			[]string{"failed", "during `init`", "after 1m0s", "scripts/init.sh exited 1", "npm ERR!", "/agent retry"}, []string{"<details open>"}},
+		{"cancelled", ProgressView{TaskID: "t1", State: agentbot.StateCancelled, Elapsed: 2 * time.Second},
+			[]string{"cancelled", "after 2s", "/agent retry"}, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := RenderComment(tc.view)
+			for _, w := range tc.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("comment lacks %q:\n%s", w, got)
+				}
+			}
+			for _, w := range tc.notWant {
+				if strings.Contains(got, w) {
+					t.Errorf("comment has %q:\n%s", w, got)
+				}
+			}
+			if openFence(got) != "" {
+				t.Errorf("unbalanced fence:\n%s", got)
+			}
+		})
+	}
+}
+
+func TestRenderCommentStaysWithinGitHubsLimit(t *testing.T) {
+	many := func(line string, n int) []string {
+		out := make([]string, n)
+		for i := range out {
+			out[i] = line
+		}
+		return out
+	}
+	tests := []struct {
+		name string
+		view ProgressView
+	}{
+		{"huge summary with an open fence", ProgressView{State: agentbot.StateSucceeded, Summary: "Intro\n```go\n" + strings.Repeat("fmt.Println(\"é\")\n", 20000)}},
+		{"huge log tail", ProgressView{State: agentbot.StateRunning, LogTail: many(strings.Repeat("x", 3000), 5000)}},
+		{"log lines that try to close the fence", ProgressView{State: agentbot.StateFailed, LogTail: []string{"before", "```", "````", "# heading outside?", "`````` after"}, Error: "```\nboom\n```"}},
+		{"terminal escapes", ProgressView{State: agentbot.StateRunning, LogTail: []string{"\x1b[31mred\x1b[0m text\r", "bell\a"}}},
+		{"everything huge", ProgressView{
+			TaskID: strings.Repeat("id", 500), State: agentbot.StateFailed, Phase: strings.Repeat("p", 5000), TaskURL: "https://x/" + strings.Repeat("u", 5000),
+			Summary: strings.Repeat("~~~\nwords ", 30000), Error: strings.Repeat("日本語のエラー ", 20000), FailedPhase: strings.Repeat("f", 900),
+			LogTail: many(strings.Repeat("ü", 2000), 3000), Note: strings.Repeat("note ", 10000), Branch: strings.Repeat("b", 900),
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, out := range []string{RenderComment(tc.view), RenderCheckRun(tc.view).Summary, RenderCheckRun(tc.view).Text} {
+				if len(out) > MaxCommentBytes {
+					t.Fatalf("%d bytes, over the limit", len(out))
+				}
+				if !utf8.ValidString(out) {
+					t.Fatal("cut inside a character")
+				}
+				if f := openFence(out); f != "" {
+					t.Fatalf("fence %q left open", f)
+				}
+				if strings.ContainsAny(out, "\x1b\a\r") {
+					t.Fatalf("control characters leaked: %q", out)
+				}
+			}
+		})
+	}
+}
+
+func TestLogTailCannotEscapeItsFence(t *testing.T) {
+	v := ProgressView{State: agentbot.StateFailed, LogTail: []string{"ok", "```", "**bold outside?**", "`````"}}
+	out := RenderComment(v)
+	lines := strings.Split(out, "\n")
+	start := -1
+	for i, l := range lines {
+		if strings.HasPrefix(l, "``````text") {
+			start = i
+			break
+		}
+	}
+	if start < 0 {
+		t.Fatalf("no fence longer than the longest backtick run:\n%s", out)
+	}
+	for i := start + 1; i < len(lines) && lines[i] != "``````"; i++ {
+		if openFence(strings.Join(lines[:i+1], "\n")) == "" {
+			t.Fatalf("line %q closed the log block:\n%s", lines[i], out)
+		}
+	}
+}
+
+func TestTruncateMarkdown(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		max  int
+	}{
+		{"short stays", "hello", 100},
+		{"cut at a line", strings.Repeat("line\n", 100), 120},
+		{"cut inside a backtick fence", "a\n```\n" + strings.Repeat("code\n", 100), 150},
+		{"cut inside a tilde fence", "a\n~~~~\n" + strings.Repeat("code\n", 100), 150},
+		{"closed fences stay closed", "```\nx\n```\n" + strings.Repeat("text ", 100), 150},
+		{"multibyte", strings.Repeat("é", 500), 101},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := truncateMarkdown(tc.in, tc.max)
+			if len(got) > tc.max || !utf8.ValidString(got) || openFence(got) != "" {
+				t.Fatalf("truncateMarkdown = %d bytes, fence %q: %q", len(got), openFence(got), got)
+			}
+			if len(tc.in) <= tc.max && got != tc.in {
+				t.Fatalf("changed a short text: %q", got)
+			}
+			if len(tc.in) > tc.max && !strings.HasSuffix(got, "*…(truncated)*") {
+				t.Fatalf("does not say it cut: %q", got)
+			}
+		})
+	}
+}
+
+func TestRenderCheckRunStates(t *testing.T) {
+	tests := []struct {
+		state      agentbot.TaskState
+		status     string
+		conclusion string
+		action     string
+	}{
+		{agentbot.StateQueued, "queued", "", ActionCancel},
+		{agentbot.StateRunning, "in_progress", "", ActionCancel},
+		{agentbot.StateSucceeded, "completed", "success", ""},
+		{agentbot.StateFailed, "completed", "failure", ActionRetry},
+		{agentbot.StateCancelled, "completed", "cancelled", ActionRetry},
+	}
+	for _, tc := range tests {
+		t.Run(string(tc.state), func(t *testing.T) {
+			r := RenderCheckRun(ProgressView{TaskID: "t9", State: tc.state, TaskURL: "https://bot/t9"})
+			var ids []string
+			for _, a := range r.Actions {
+				ids = append(ids, a.Identifier)
+			}
+			if r.Status != tc.status || r.Conclusion != tc.conclusion || strings.Join(ids, ",") != tc.action ||
+				r.ExternalID != "t9" || r.DetailsURL != "https://bot/t9" || r.Title == "" || r.Summary == "" {
+				t.Fatalf("check run = %+v", r)
+			}
+			r.HeadSHA = strings.Repeat("a", 40)
+			if _, err := r.body(true); err != nil {
+				t.Fatalf("rendered check run is not valid: %v", err)
+			}
+		})
+	}
+}
+
+func TestBranchNameAndPRBody(t *testing.T) {
+	tests := []struct {
+		title, want string
+	}{
+		{"Crash on start!", "agentbot/issue-12-crash-on-start"},
+		{"  Ünïcode — and   spaces ", "agentbot/issue-12-n-code-and-spaces"},
+		{"", "agentbot/issue-12"},
+		{"A very long title that goes on and on and on beyond forty characters", "agentbot/issue-12-a-very-long-title-that-goes-on-and-on"},
+	}
+	for _, tc := range tests {
+		if got := BranchName("agentbot/", 12, tc.title); got != tc.want {
+			t.Errorf("BranchName(%q) = %q, want %q", tc.title, got, tc.want)
+		}
+		if err := checkBranchPrefix(BranchName("agentbot/", 12, tc.title) + "/"); err != "" {
+			t.Errorf("BranchName(%q) is not a valid ref: %s", tc.title, err)
+		}
+	}
+	body := PullRequestBody(12, strings.Repeat("s", 100000), "https://bot/t")
+	if !strings.HasPrefix(body, "Fixes #12\n") || len(body) > MaxCommentBytes || !strings.Contains(body, "(truncated)") {
+		t.Fatalf("PR body: %d bytes, prefix %q", len(body), body[:20])
+	}
+}
