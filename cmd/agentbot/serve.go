@@ -1,0 +1,163 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"runtime/debug"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/agentbot/agentbot/state"
+	"github.com/agentbot/agentbot/webhook"
+)
+
+// pruneInterval is how often serve forgets expired delivery IDs.
+const pruneInterval = time.Hour
+
+// serve opens the store, runs the hooks, builds the router and starts
+// listening. It returns once the listener accepts.
+func (m *Main) serve(ctx context.Context) error {
+	cfg := m.Config
+	if m.Logger == nil {
+		m.Logger = slog.New(slog.NewJSONHandler(m.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	}
+	if m.Registry == nil {
+		m.Registry = newRegistry()
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	store, err := state.Open(m.DBPath(), state.Options{
+		Timeout:           cfg.StoreTimeout,
+		DeliveryRetention: cfg.DeliveryRetention,
+		Registry:          m.Registry,
+	})
+	if err != nil {
+		return err
+	}
+	m.Store = store
+
+	for _, hook := range m.Hooks {
+		stop, err := hook(ctx, m)
+		if err != nil {
+			return err
+		}
+		if stop != nil {
+			m.stops = append(m.stops, stop)
+		}
+	}
+
+	hook, err := webhook.New(webhook.Config{
+		Secret:        cfg.WebhookSecret,
+		Store:         m.Store,
+		TriggerLabels: cfg.TriggerLabels,
+		MaxBody:       cfg.MaxBody,
+		Logger:        m.Logger,
+		Registry:      m.Registry,
+		Enqueued:      m.Enqueued,
+	})
+	if err != nil {
+		return err
+	}
+	m.Router = m.router(hook)
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	m.listener = ln
+	m.server = &http.Server{
+		Handler:           m.Router,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(m.Logger.Handler(), slog.LevelWarn),
+	}
+	bgCtx, stopBG := context.WithCancel(context.WithoutCancel(ctx))
+	m.stopBG = stopBG
+	m.bg.Add(2)
+	go func() {
+		defer m.bg.Done()
+		if err := m.server.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			m.serveErr <- err
+		}
+	}()
+	go func() {
+		defer m.bg.Done()
+		m.pruneLoop(bgCtx)
+	}()
+	m.ready.Store(true)
+	m.Logger.Info("listening", slog.String("addr", ln.Addr().String()), slog.String("db", m.DBPath()), slog.Any("config", cfg))
+	return nil
+}
+
+// router is the HTTP surface: the webhook, probes, metrics, then any
+// extension routes.
+func (m *Main) router(hook http.Handler) chi.Router {
+	r := chi.NewRouter()
+	r.Use(m.recoverPanics)
+	r.Handle("/webhook", hook)
+	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		io.WriteString(w, "ok\n")
+	})
+	r.Get("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !m.ready.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ready\n")
+	})
+	r.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry}))
+	for _, add := range m.Routes {
+		add(r)
+	}
+	return r
+}
+
+// recoverPanics turns a handler panic into a logged 500 instead of a
+// dropped connection.
+func (m *Main) recoverPanics(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				m.Logger.ErrorContext(r.Context(), "panic in handler", slog.String("path", r.URL.Path),
+					slog.Any("panic", v), slog.String("stack", string(debug.Stack())))
+				http.Error(w, "internal error", http.StatusInternalServerError)
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// pruneLoop forgets expired delivery IDs at start and then hourly.
+func (m *Main) pruneLoop(ctx context.Context) {
+	t := time.NewTicker(pruneInterval)
+	defer t.Stop()
+	for {
+		n, err := m.Store.PruneDeliveries(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			m.Logger.Error("prune deliveries", slog.Any("error", err))
+		case n > 0:
+			m.Logger.Info("pruned deliveries", slog.Int("count", n))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,135 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/agentbot/agentbot"
+	"github.com/agentbot/agentbot/state"
+)
+
+// TasksOptions are the flags of `agentbot tasks`.
+type TasksOptions struct {
+	JSON   bool
+	Limit  int
+	States string
+
+	states       []agentbot.TaskState
+	storeTimeout time.Duration
+}
+
+func (o *TasksOptions) bind(fs *flag.FlagSet) {
+	fs.BoolVar(&o.JSON, "json", false, "print the tasks as a JSON array")
+	fs.IntVar(&o.Limit, "limit", 50, "print at most this many tasks, newest first (0: all)")
+	fs.StringVar(&o.States, "state", "", "comma-separated states to list (queued, running, succeeded, failed, cancelled)")
+}
+
+func (o *TasksOptions) validate(opts *Options) error {
+	var errs []error
+	if opts.DataDir == "" {
+		errs = append(errs, errors.New("--data-dir ($AGENTBOT_DATA_DIR): empty"))
+	}
+	d, err := time.ParseDuration(opts.StoreTimeout)
+	if err != nil || d <= 0 {
+		errs = append(errs, fmt.Errorf("--store-timeout ($AGENTBOT_STORE_TIMEOUT): %q is not a positive duration", opts.StoreTimeout))
+	}
+	o.storeTimeout = d
+	if o.Limit < 0 {
+		errs = append(errs, fmt.Errorf("--limit: %d is negative", o.Limit))
+	}
+	for _, s := range strings.Split(o.States, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		st := agentbot.TaskState(s)
+		if !st.Valid() {
+			errs = append(errs, fmt.Errorf("--state: %q is not a task state", s))
+			continue
+		}
+		o.states = append(o.states, st)
+	}
+	return errors.Join(errs...)
+}
+
+// listTasks prints stored tasks, newest first. It opens the file read-only,
+// so it works while serve is stopped and fails with a clear lock error
+// while serve runs.
+func (m *Main) listTasks(ctx context.Context) error {
+	store, err := state.Open(m.DBPath(), state.Options{ReadOnly: true, Timeout: m.Tasks.storeTimeout})
+	switch {
+	case state.IsNotExist(err):
+		fmt.Fprintf(m.Stderr, "agentbot: no tasks yet: %s does not exist\n", m.DBPath())
+		return m.printTasks(nil)
+	case errors.Is(err, state.ErrLocked):
+		return fmt.Errorf("%w (stop agentbot serve to list tasks)", err)
+	case err != nil:
+		return err
+	}
+	defer store.Close()
+
+	var tasks []*agentbot.Task
+	if len(m.Tasks.states) > 0 {
+		tasks, err = store.ListByState(ctx, m.Tasks.states...)
+		slices.Reverse(tasks)
+		if m.Tasks.Limit > 0 && len(tasks) > m.Tasks.Limit {
+			tasks = tasks[:m.Tasks.Limit]
+		}
+	} else {
+		tasks, err = store.List(ctx, m.Tasks.Limit)
+	}
+	if err != nil {
+		return err
+	}
+	return m.printTasks(tasks)
+}
+
+func (m *Main) printTasks(tasks []*agentbot.Task) error {
+	if m.Tasks.JSON {
+		if tasks == nil {
+			tasks = []*agentbot.Task{}
+		}
+		enc := json.NewEncoder(m.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(tasks)
+	}
+	tw := tabwriter.NewWriter(m.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSTATE\tKIND\tISSUE\tSENDER\tCREATED\tDETAIL")
+	for _, t := range tasks {
+		kind := string(t.Trigger.Kind)
+		if t.Trigger.Kind == agentbot.KindControl {
+			kind += ":" + string(t.Trigger.Control)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.State, kind, t.Ref(), t.Trigger.Sender.Login,
+			t.CreatedAt.UTC().Format(time.RFC3339), detail(t))
+	}
+	return tw.Flush()
+}
+
+// detail is the most telling thing about a task, on one short line.
+func detail(t *agentbot.Task) string {
+	var s string
+	switch {
+	case t.Result.Error != "":
+		s = "error: " + t.Result.Error
+	case t.Result.PRURL != "":
+		s = t.Result.PRURL
+	case t.Result.Branch != "":
+		s = "branch " + t.Result.Branch
+	case t.Trigger.Prompt.Instructions != "":
+		s = t.Trigger.Prompt.Instructions
+	default:
+		s = t.Trigger.Prompt.Title
+	}
+	s = strings.Join(strings.Fields(s), " ")
+	if r := []rune(s); len(r) > 60 {
+		s = string(r[:59]) + "…"
+	}
+	return s
+}
