@@ -322,3 +322,27 @@ func TestAttachToAKilledRunner(t *testing.T) {
 		t.Errorf("attach output:\n%s", out.String())
 	}
 }
+
+// An exec stream may not be able to close standard input: the job is one
+// JSON document, and the run starts once it has arrived.
+func TestRunNeedsNoEOFAfterTheJob(t *testing.T) {
+	src, _ := localRepo(t)
+	ws := t.TempDir()
+	cmd := agentRunnerCmd(ws, nil)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdin.Close()
+	var stdout bytes.Buffer
+	cmd.Stdout = &stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stdin.Write(jobJSON(t, src, "scripted: write a.txt x")); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil || !strings.Contains(stdout.String(), `"status":"succeeded"`) {
+		t.Fatalf("run: %v\n%s", err, stdout.String())
+	}
+}

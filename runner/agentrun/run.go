@@ -247,14 +247,12 @@ func readJob(stdin io.Reader) (runner.Job, error) {
 	if stdin == nil {
 		return job, fail(runner.ExitBadJob, "bad job: no standard input")
 	}
-	b, err := io.ReadAll(io.LimitReader(stdin, maxJob+1))
-	if err != nil {
-		return job, fail(runner.ExitBadJob, "bad job: read standard input: %v", err)
-	}
-	if len(b) > maxJob {
-		return job, fail(runner.ExitBadJob, "bad job: larger than %d bytes", maxJob)
-	}
-	if err := json.Unmarshal(b, &job); err != nil {
+	// One JSON document, decoded as it arrives: a launcher need not close
+	// standard input (an exec stream may not be able to) for the run to start.
+	if err := json.NewDecoder(io.LimitReader(stdin, maxJob)).Decode(&job); err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+			return job, fail(runner.ExitBadJob, "bad job: standard input ended before one whole JSON job (at most %d bytes)", maxJob)
+		}
 		return job, fail(runner.ExitBadJob, "bad job: %v", err)
 	}
 	var problems []string
