@@ -139,49 +139,77 @@ func (d *Dispatcher) target(ctx context.Context, t *agentbot.Task) (*agentbot.Ta
 	return latest, nil
 }
 
+// cancel stops what a cancel is about: the task whose check run carried
+// the button, or every running and queued task on the issue for a comment.
 func (d *Dispatcher) cancel(ctx context.Context, t *agentbot.Task) string {
 	login := t.Trigger.Sender.Login
-	tgt, err := d.target(ctx, t)
-	if err != nil {
-		return "agentbot could not look up the task to cancel: " + err.Error()
+	var targets []*agentbot.Task
+	if t.Trigger.ExternalID != "" || t.Trigger.CheckRunID != 0 {
+		tgt, err := d.target(ctx, t)
+		if err != nil {
+			return "agentbot could not look up the task to cancel: " + err.Error()
+		}
+		if tgt != nil && !tgt.State.Terminal() {
+			targets = append(targets, tgt)
+		}
+	} else {
+		tasks, err := d.store.ListByIssue(ctx, t.Ref())
+		if err != nil {
+			return "agentbot could not look up the tasks to cancel: " + err.Error()
+		}
+		for _, o := range tasks {
+			if o.Trigger.Kind != agentbot.KindControl && !o.State.Terminal() {
+				targets = append(targets, o)
+			}
+		}
 	}
-	if tgt == nil || tgt.State.Terminal() {
+	if len(targets) == 0 {
 		return "There is no running or queued agentbot task here to cancel."
 	}
-	switch tgt.State {
-	case agentbot.StateRunning:
+	var problems []string
+	for _, tgt := range targets {
+		if err := d.cancelOne(ctx, tgt, login); err != nil {
+			problems = append(problems, err.Error())
+		}
+	}
+	if len(problems) > 0 {
+		return "agentbot could not cancel everything: " + strings.Join(problems, "; ")
+	}
+	return ""
+}
+
+// cancelOne cancels a queued task, or asks the worker of a running one to
+// stop it (the worker reports the cancellation).
+func (d *Dispatcher) cancelOne(ctx context.Context, tgt *agentbot.Task, login string) error {
+	askWorker := func() bool {
 		d.mu.Lock()
 		act := d.active[tgt.ID]
 		d.mu.Unlock()
 		if act != nil {
 			act.requestCancel(login)
-			return ""
+		}
+		return act != nil
+	}
+	switch tgt.State {
+	case agentbot.StateRunning:
+		if askWorker() {
+			return nil
 		}
 		// Running in the store but not here (between restart and
 		// recovery): end it directly.
 		if _, err := d.finish(ctx, tgt, agentbot.StateRunning, agentbot.StateCancelled, "cancelled", agentbot.Result{Error: "cancelled by @" + login, FailedPhase: tgt.Phase}, nil); err != nil {
-			return "agentbot could not cancel the task: " + err.Error()
+			return err
 		}
 		d.cleanup(ctx, tgt, false)
-		return ""
 	case agentbot.StateQueued:
-		if _, err := d.finish(ctx, tgt, agentbot.StateQueued, agentbot.StateCancelled, "cancelled", agentbot.Result{Error: "cancelled by @" + login + " before it started"}, nil); err != nil {
-			var te interface{ Stale() bool }
-			if errors.As(err, &te) && te.Stale() {
-				// It started meanwhile: cancel the run instead.
-				d.mu.Lock()
-				act := d.active[tgt.ID]
-				d.mu.Unlock()
-				if act != nil {
-					act.requestCancel(login)
-					return ""
-				}
-			}
-			return "agentbot could not cancel the task: " + err.Error()
+		_, err := d.finish(ctx, tgt, agentbot.StateQueued, agentbot.StateCancelled, "cancelled", agentbot.Result{Error: "cancelled by @" + login + " before it started"}, nil)
+		var te interface{ Stale() bool }
+		if errors.As(err, &te) && te.Stale() && askWorker() {
+			return nil // it started meanwhile: its worker stops it
 		}
-		return ""
+		return err
 	}
-	return ""
+	return nil
 }
 
 func (d *Dispatcher) retry(ctx context.Context, t *agentbot.Task) string {

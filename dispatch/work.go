@@ -153,7 +153,9 @@ func runFailure(t *agentbot.Task, out followed, stderr []string) *failure {
 			f.phase = out.errEvent.Phase
 		}
 		f.msg = out.errEvent.Message
-		if len(out.errEvent.StderrTail) > 0 {
+		// The log tail interleaves stdout and stderr as the agent wrote
+		// them; the error's stderr tail is the fallback.
+		if len(f.tail) == 0 {
 			f.tail = out.errEvent.StderrTail
 		}
 	}

@@ -1,0 +1,495 @@
+package dispatch
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/agentbot/agentbot"
+	"github.com/agentbot/agentbot/github"
+	"github.com/agentbot/agentbot/github/githubtest"
+	"github.com/agentbot/agentbot/internal/gitserver"
+	"github.com/agentbot/agentbot/runner"
+	"github.com/agentbot/agentbot/runner/local"
+	"github.com/agentbot/agentbot/state"
+)
+
+var testRepo = agentbot.Repo{Owner: "octo", Name: "demo"}
+
+const testInstallation = 77
+
+// harness is the dispatcher with real parts: a bbolt store, the fake GitHub
+// over a real git server, the local launcher running the real agent-runner
+// and the scripted agent.
+type harness struct {
+	t        *testing.T
+	dir      string
+	gh       *githubtest.Server
+	git      *gitserver.Server
+	client   *github.Client
+	store    *state.Store
+	logs     *Logs
+	launcher *local.Launcher
+	reg      *prometheus.Registry
+	d        *Dispatcher
+
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func newHarness(t *testing.T) *harness {
+	t.Helper()
+	h := &harness{t: t, dir: t.TempDir()}
+	h.gh = githubtest.New(t)
+	h.git = gitserver.New(t, h.gh.GitAuthorize())
+	h.gh.AddInstallation(testInstallation, testRepo)
+	h.gh.AddRepo(testRepo, h.git, "main")
+	h.gh.SetPermission(testRepo, "alice", "write")
+	h.gh.SetPermission(testRepo, "mallory", "read")
+	var err error
+	h.client, err = github.New(github.Config{BaseURL: h.gh.URL, AppID: h.gh.AppID, PrivateKey: h.gh.PrivateKeyPEM, MaxAttempts: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.open()
+	return h
+}
+
+// open (re)creates the store, launcher and dispatcher over the same data
+// directory, as a restarted agentbot would.
+func (h *harness) open() {
+	t := h.t
+	var err error
+	h.store, err = state.Open(filepath.Join(h.dir, "agentbot.db"), state.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.logs, err = NewLogs(filepath.Join(h.dir, "logs"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.launcher, err = local.New(local.Options{DataDir: h.dir, AgentRunner: agentRunnerBin, Isolation: local.IsolationNone, StopGrace: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.reg = prometheus.NewRegistry()
+	h.d, err = New(Options{
+		Store: h.store, GitHub: h.client, Launcher: h.launcher, Logs: h.logs,
+		MaxConcurrent: 2, PublicURL: "http://agentbot.test",
+		Agent:    runner.AgentSpec{Name: "command", Command: scriptedAgentBin},
+		TempDir:  h.dir, Registry: h.reg, RescanInterval: 200 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Repositories choose the command agent the operator configured.
+	h.gh.SetFile(testRepo, github.SettingsPath, "agent: command\n")
+}
+
+func (h *harness) start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel = cancel
+	h.done = make(chan error, 1)
+	go func() { h.done <- h.d.Run(ctx) }()
+	h.t.Cleanup(h.stop)
+}
+
+func (h *harness) stop() {
+	if h.cancel == nil {
+		return
+	}
+	h.cancel()
+	h.launcher.Close()
+	if err := <-h.done; err != nil {
+		h.t.Errorf("Run: %v", err)
+	}
+	h.cancel = nil
+	h.store.Close()
+}
+
+// metric reads a counter (by its one label value) or a histogram's sample
+// count from the registry.
+func (h *harness) metric(name, label string) float64 {
+	h.t.Helper()
+	mfs, err := h.reg.Gather()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if label != "" && (len(m.GetLabel()) == 0 || m.GetLabel()[0].GetValue() != label) {
+				continue
+			}
+			if m.GetHistogram() != nil {
+				return float64(m.GetHistogram().GetSampleCount())
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	return 0
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(b []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimRight(string(b), "\n"))
+	return len(b), nil
+}
+
+var deliveries struct {
+	mu sync.Mutex
+	n  int
+}
+
+// enqueue stores a task as webhook/ would and wakes the dispatcher.
+func (h *harness) enqueue(trig agentbot.Trigger) *agentbot.Task {
+	h.t.Helper()
+	deliveries.mu.Lock()
+	deliveries.n++
+	id := fmt.Sprintf("delivery-%d", deliveries.n)
+	deliveries.mu.Unlock()
+	if trig.InstallationID == 0 {
+		trig.InstallationID = testInstallation
+	}
+	if trig.Issue.Repo.Name == "" {
+		trig.Issue.Repo = testRepo
+	}
+	if trig.Sender.Login == "" {
+		trig.Sender.Login = "alice"
+	}
+	task := &agentbot.Task{Trigger: trig, Event: "issues"}
+	if _, err := h.store.CreateTask(context.Background(), id, task); err != nil {
+		h.t.Fatal(err)
+	}
+	h.d.Notify(task)
+	return task
+}
+
+func (h *harness) issue(n int, title, body string) agentbot.Trigger {
+	h.gh.AddIssue(testRepo, n, title, body, "alice")
+	return agentbot.Trigger{
+		Kind: agentbot.KindNew, Label: "agent-task",
+		Issue:  agentbot.IssueRef{Repo: testRepo, Number: n},
+		Prompt: agentbot.Prompt{Title: title, Body: body},
+	}
+}
+
+// wait polls the store until the task satisfies cond (the dispatcher runs
+// real processes; there is nothing to synchronise on but the store).
+func (h *harness) wait(id string, what string, cond func(*agentbot.Task) bool) *agentbot.Task {
+	h.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		task, err := h.store.Get(context.Background(), id)
+		if err == nil && cond(task) {
+			return task
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("task %s never became %s; last: %+v (err %v)", id, what, task, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (h *harness) waitState(id string, st agentbot.TaskState) *agentbot.Task {
+	h.t.Helper()
+	return h.wait(id, string(st), func(t *agentbot.Task) bool { return t.State == st && (!st.Terminal() || t.Reported) })
+}
+
+func (h *harness) comment(task *agentbot.Task) githubtest.Comment {
+	h.t.Helper()
+	id := task.CommentID
+	for _, c := range h.gh.Comments(task.Ref()) {
+		if c.ID == id {
+			return c
+		}
+	}
+	h.t.Fatalf("no comment %d", id)
+	return githubtest.Comment{}
+}
+
+func (h *harness) commentsOn(n int) []githubtest.Comment {
+	return h.gh.Comments(agentbot.IssueRef{Repo: testRepo, Number: n})
+}
+
+func TestNewTaskOpensDraftPR(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	task := h.enqueue(h.issue(1, "Add a greeting", "scripted: write greeting.txt hello; summary Added greeting.txt"))
+	done := h.waitState(task.ID, agentbot.StateSucceeded)
+
+	branch := "agentbot/issue-1-add-a-greeting"
+	if done.Result.Branch != branch || done.Result.PRNumber == 0 {
+		t.Fatalf("result %+v", done.Result)
+	}
+	if got, err := h.git.Show("octo", "demo", branch, "greeting.txt"); err != nil || got != "hello\n" {
+		t.Fatalf("greeting.txt on %s = %q, %v", branch, got, err)
+	}
+	prs := h.gh.PullRequests(testRepo)
+	if len(prs) != 1 || !prs[0].Draft || !strings.Contains(prs[0].Body, "Fixes #1") || prs[0].Head != branch {
+		t.Fatalf("pull requests %+v", prs)
+	}
+	reactions := h.gh.Reactions(agentbot.IssueRef{Repo: testRepo, Number: 1})
+	if len(reactions) != 1 || reactions[0].Content != "eyes" {
+		t.Errorf("reactions %+v", reactions)
+	}
+	comments := h.commentsOn(1)
+	if len(comments) != 1 || comments[0].ID != done.CommentID {
+		t.Fatalf("want one progress comment, got %+v", comments)
+	}
+	body := comments[0].Body
+	for _, want := range []string{prs[0].Title, "http://agentbot.test/tasks/" + task.ID, "Added greeting.txt"} {
+		if want != "" && !strings.Contains(body, want) && !strings.Contains(body, fmt.Sprint(done.Result.PRURL)) {
+			t.Errorf("final comment lacks %q:\n%s", want, body)
+		}
+	}
+	if len(comments[0].Edits) < 3 {
+		t.Errorf("comment edited %d times; want one edit per phase at least", len(comments[0].Edits))
+	}
+	runs := h.gh.CheckRuns(testRepo)
+	if len(runs) != 1 || runs[0].Status != "completed" || runs[0].Conclusion != "success" || runs[0].HeadSHA != done.Result.Commit {
+		t.Fatalf("check runs %+v", runs)
+	}
+	if v := h.metric("agentbot_dispatch_tasks_finished_total", "succeeded"); v != 1 {
+		t.Errorf("finished{succeeded} = %v", v)
+	}
+	if v := h.metric("agentbot_dispatch_time_to_start_seconds", ""); v != 1 {
+		t.Errorf("time-to-start observations: %v", v)
+	}
+
+	// A follow-up on the PR commits on the same branch.
+	prRef := agentbot.IssueRef{Repo: testRepo, Number: prs[0].Number}
+	first := done.Result.Commit
+	fu := h.enqueue(agentbot.Trigger{
+		Kind: agentbot.KindFollowUp, Issue: prRef, IsPullRequest: true, CommentID: 0,
+		Prompt: agentbot.Prompt{Instructions: "scripted: append greeting.txt again"},
+	})
+	fdone := h.waitState(fu.ID, agentbot.StateSucceeded)
+	if got, _ := h.git.Show("octo", "demo", branch, "greeting.txt"); got != "hello\nagain\n" {
+		t.Fatalf("after follow-up greeting.txt = %q", got)
+	}
+	if parent := h.git.RevParse("octo", "demo", branch+"^"); parent != first {
+		t.Errorf("follow-up commit's parent %s, want %s", parent, first)
+	}
+	if len(h.gh.PullRequests(testRepo)) != 1 {
+		t.Errorf("follow-up opened another PR")
+	}
+	var fuRun *githubtest.CheckRun
+	for _, r := range h.gh.CheckRuns(testRepo) {
+		if r.ID == fdone.CheckRunID {
+			r := r
+			fuRun = &r
+		}
+	}
+	if fuRun == nil || fuRun.HeadSHA != first || fuRun.Conclusion != "success" || fuRun.Updates < 2 {
+		t.Errorf("follow-up check run %+v", fuRun)
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	cases := []struct {
+		name      string
+		sender    string
+		label     string
+		wantState agentbot.TaskState
+		wantReply string
+	}{
+		{"reader is refused", "mallory", "agent-task", agentbot.StateFailed, "@mallory agentbot did not run"},
+		{"bot is ignored", "dependabot[bot]", "agent-task", agentbot.StateCancelled, ""},
+		{"other label is ignored", "alice", "bug", agentbot.StateCancelled, ""},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			n := 10 + i
+			trig := h.issue(n, "Do something", "scripted: write x.txt x")
+			trig.Sender.Login, trig.Label = tc.sender, tc.label
+			task := h.enqueue(trig)
+			done := h.waitState(task.ID, tc.wantState)
+			comments := h.commentsOn(n)
+			if tc.wantReply == "" && len(comments) != 0 {
+				t.Fatalf("ignored trigger got comments %+v", comments)
+			}
+			if tc.wantReply != "" && (len(comments) != 1 || !strings.Contains(comments[0].Body, tc.wantReply)) {
+				t.Fatalf("comments %+v, want one saying %q", comments, tc.wantReply)
+			}
+			if done.Attempt != 0 || len(h.gh.Reactions(agentbot.IssueRef{Repo: testRepo, Number: n})) != 0 {
+				t.Fatalf("something ran: %+v", done)
+			}
+		})
+	}
+}
+
+func TestSerialisationAndControl(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	trig := h.issue(3, "Slow work", "scripted: sleep 30; write slow.txt done")
+	first := h.enqueue(trig)
+	h.wait(first.ID, "in the agent phase", func(t *agentbot.Task) bool { return t.Phase == runner.PhaseAgent })
+
+	// A second trigger on the same issue waits behind the first and says so.
+	trig2 := trig
+	trig2.Prompt.Body = "scripted: write second.txt 2"
+	second := h.enqueue(trig2)
+	queued := h.wait(second.ID, "acknowledged", func(t *agentbot.Task) bool { return t.CommentID != 0 })
+	if c := h.comment(queued); !strings.Contains(c.Body, first.ID) {
+		t.Errorf("queued comment does not name the task it waits for:\n%s", c.Body)
+	}
+	if st, _ := h.store.Get(context.Background(), second.ID); st.State != agentbot.StateQueued {
+		t.Fatalf("second task ran beside the first: %s", st.State)
+	}
+
+	// status answers; cancel stops the running agent.
+	status := h.enqueue(agentbot.Trigger{Kind: agentbot.KindControl, Control: agentbot.ControlStatus, Issue: trig.Issue, CommentID: 5001})
+	h.waitState(status.ID, agentbot.StateSucceeded)
+	cancel := h.enqueue(agentbot.Trigger{Kind: agentbot.KindControl, Control: agentbot.ControlCancel, Issue: trig.Issue, CommentID: 5002})
+	h.waitState(cancel.ID, agentbot.StateSucceeded)
+	stopped := h.waitState(first.ID, agentbot.StateCancelled)
+	if !strings.Contains(stopped.Result.Error, "cancelled by @alice") {
+		t.Errorf("cancelled task says %q", stopped.Result.Error)
+	}
+	if c := h.comment(stopped); !strings.Contains(strings.ToLower(c.Body), "cancel") {
+		t.Errorf("comment of the cancelled task:\n%s", c.Body)
+	}
+	// A cancel by comment stops everything on the issue: the queued one too.
+	h.waitState(second.ID, agentbot.StateCancelled)
+	// The issue is free again.
+	trig3 := trig
+	trig3.Prompt.Body = "scripted: write third.txt 3"
+	third := h.enqueue(trig3)
+	h.waitState(third.ID, agentbot.StateSucceeded)
+
+	var statusReply bool
+	for _, c := range h.commentsOn(3) {
+		if strings.Contains(c.Body, "agentbot status") && strings.Contains(c.Body, first.ID) {
+			statusReply = true
+		}
+	}
+	if !statusReply {
+		t.Errorf("no status reply among %+v", h.commentsOn(3))
+	}
+
+	// A failing task can be retried; the retry names its origin.
+	fail := h.enqueue(h.issue(40, "Will fail", "scripted: stdout working on it; fail 2 cannot do this"))
+	failed := h.waitState(fail.ID, agentbot.StateFailed)
+	if failed.Result.FailedPhase != runner.PhaseAgent || !strings.Contains(failed.Result.Error, "cannot do this") && !strings.Contains(failed.Result.Error, "agent") {
+		t.Errorf("failure result %+v", failed.Result)
+	}
+	if c := h.comment(failed); !strings.Contains(c.Body, "working on it") {
+		t.Errorf("failure comment lacks the agent's last output:\n%s", c.Body)
+	}
+	h.enqueue(agentbot.Trigger{Kind: agentbot.KindControl, Control: agentbot.ControlRetry, Issue: failed.Ref(), CommentID: 5003})
+	var retry *agentbot.Task
+	deadline := time.Now().Add(30 * time.Second)
+	for retry == nil && time.Now().Before(deadline) {
+		tasks, _ := h.store.ListByIssue(context.Background(), failed.Ref())
+		for _, o := range tasks {
+			if o.RetryOf == failed.ID {
+				retry = o
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if retry == nil {
+		t.Fatal("retry made no task")
+	}
+	h.waitState(retry.ID, agentbot.StateFailed)
+}
+
+func TestProtectedPathsRefusedAtPush(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	task := h.enqueue(h.issue(5, "Touch CI", "scripted: write .github/workflows/ci.yml on: push"))
+	done := h.waitState(task.ID, agentbot.StateFailed)
+	if done.Result.FailedPhase != "pushing" || !strings.Contains(done.Result.Error, ".github/workflows") {
+		t.Fatalf("result %+v", done.Result)
+	}
+	for _, b := range h.git.Branches("octo", "demo") {
+		if strings.HasPrefix(b, "agentbot/") {
+			t.Fatalf("branch %s was pushed", b)
+		}
+	}
+	if len(h.gh.PullRequests(testRepo)) != 0 {
+		t.Fatal("a PR was opened")
+	}
+}
+
+func TestRecovery(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	// Tasks as a killed agentbot left them: one running for the first
+	// time, one already re-queued once, one finished but not reported.
+	mk := func(n int, body string) *agentbot.Task {
+		task := h.enqueue(h.issue(n, fmt.Sprintf("Task %d", n), body))
+		id, err := h.client.CreateComment(ctx, testInstallation, task.Ref(), "working…")
+		if err != nil {
+			t.Fatal(err)
+		}
+		task, err = h.store.Update(ctx, task.ID, func(s *agentbot.Task) error { s.CommentID = id; return nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		return task
+	}
+	once := mk(20, "scripted: write a.txt a")
+	twice := mk(21, "scripted: write b.txt b")
+	ended := mk(22, "")
+	for _, task := range []*agentbot.Task{once, twice, ended} {
+		if _, err := h.store.Transition(ctx, task.ID, agentbot.StateQueued, agentbot.StateRunning, func(s *agentbot.Task) error {
+			s.Attempt = 1
+			s.Phase = runner.PhaseAgent
+			if s.ID == twice.ID {
+				s.Requeues = 1
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := h.store.Transition(ctx, ended.ID, agentbot.StateRunning, agentbot.StateFailed, func(s *agentbot.Task) error {
+		s.Result = agentbot.Result{FailedPhase: "agent", Error: "the agent failed"}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	h.start()
+
+	done := h.waitState(once.ID, agentbot.StateSucceeded)
+	if done.Requeues != 1 || done.Attempt != 2 {
+		t.Errorf("re-queued task: requeues %d attempt %d", done.Requeues, done.Attempt)
+	}
+	c := h.comment(done)
+	var sawRequeue bool
+	for _, e := range append(c.Edits, c.Body) {
+		if strings.Contains(e, "re-queued") {
+			sawRequeue = true
+		}
+	}
+	if !sawRequeue {
+		t.Errorf("no comment edit said the task was re-queued: %q", c.Edits)
+	}
+	gaveUp := h.waitState(twice.ID, agentbot.StateFailed)
+	if !strings.Contains(gaveUp.Result.Error, "restarted twice") {
+		t.Errorf("second interruption: %+v", gaveUp.Result)
+	}
+	repaired := h.waitState(ended.ID, agentbot.StateFailed)
+	if c := h.comment(repaired); c.Body == "working…" || !strings.Contains(c.Body, "the agent failed") {
+		t.Errorf("stale comment not repaired:\n%s", c.Body)
+	}
+	if n := len(h.gh.PullRequests(testRepo)); n != 1 {
+		t.Errorf("%d pull requests, want 1", n)
+	}
+}
