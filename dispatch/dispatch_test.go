@@ -83,8 +83,8 @@ func (h *harness) open() {
 	h.d, err = New(Options{
 		Store: h.store, GitHub: h.client, Launcher: h.launcher, Logs: h.logs,
 		MaxConcurrent: 2, PublicURL: "http://agentbot.test",
-		Agent:    runner.AgentSpec{Name: "command", Command: scriptedAgentBin},
-		TempDir:  h.dir, Registry: h.reg, RescanInterval: 200 * time.Millisecond,
+		Agent:   runner.AgentSpec{Name: "command", Command: scriptedAgentBin},
+		TempDir: h.dir, Registry: h.reg, RescanInterval: 200 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	if err != nil {
