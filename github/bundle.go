@@ -16,6 +16,8 @@ import (
 	"regexp"
 	"strings"
 
+	gh "github.com/google/go-github/v66/github"
+
 	"github.com/agentbot/agentbot"
 )
 
@@ -34,6 +36,11 @@ type BundleCheck struct {
 	// BaseSHA is the commit a new task started from; the bundle's head must
 	// descend from it.
 	BaseSHA string
+	// BaseBranch, when set, makes PushBundle confirm on GitHub that BaseSHA
+	// is in that branch's history (it may then come from the sandbox's
+	// RunResult, which is not trusted). Leave it empty only when agentbot
+	// itself read BaseSHA from GitHub.
+	BaseBranch string
 	// ExpectedOldSHA is, for a follow-up, the branch's current head on
 	// GitHub. The bundle's head must descend from it, protected paths are
 	// checked from it, and the push succeeds only while the branch still
@@ -347,6 +354,12 @@ func (c *Client) pushBundle(ctx context.Context, installationID int64, repo agen
 		return "", fmt.Errorf("github: push %s: %w", where, err)
 	}
 
+	if check.BaseBranch != "" && check.BaseSHA != "" {
+		if err := c.checkInHistory(ctx, installationID, repo, check.BaseSHA, check.BaseBranch); err != nil {
+			return "", err
+		}
+	}
+
 	readTok, err := c.TokenFor(ctx, installationID, repo, Permissions{"contents": "read"})
 	if err != nil {
 		return "", fmt.Errorf("github: push %s: %w", where, err)
@@ -401,6 +414,26 @@ func (c *Client) pushBundle(ctx context.Context, installationID int64, repo agen
 		return "", fmt.Errorf("github: push %s: %w", where, redactErr(err, writeTok.Value, readTok.Value))
 	}
 	return head, nil
+}
+
+const epCompare = "GET /repos/{owner}/{repo}/compare/{basehead}"
+
+// checkInHistory makes sure sha is branch's head or one of its ancestors on
+// GitHub, so that a base commit named by the sandbox cannot smuggle in
+// history from elsewhere (another branch, a fork in the same network).
+func (c *Client) checkInHistory(ctx context.Context, installationID int64, repo agentbot.Repo, sha, branch string) error {
+	var cmp gh.CommitsComparison
+	path := fmt.Sprintf("%s/compare/%s...%s?per_page=1", repoPath(repo), url.PathEscape(sha), url.PathEscape(branch))
+	if _, err := c.call(ctx, installationID, epCompare, path, nil, &cmp); err != nil {
+		if IsNotFound(err) {
+			return reject("base commit %s is not in %s's history", short(sha), branch)
+		}
+		return fmt.Errorf("github: push %s: compare %s with %s: %w", repo, short(sha), branch, err)
+	}
+	if st := cmp.GetStatus(); st != "identical" && st != "ahead" {
+		return reject("base commit %s is not in %s's history (%s)", short(sha), branch, st)
+	}
+	return nil
 }
 
 // authEnv sets the token as an Authorization header for remote's origin

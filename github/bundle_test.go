@@ -300,6 +300,59 @@ func TestPushBundleFollowUp(t *testing.T) {
 	}
 }
 
+func TestPushBundleBaseFromTheSandbox(t *testing.T) {
+	const branch = "agentbot/issue-8-y"
+	tests := []struct {
+		name       string
+		setup      func(h *harness, w *work) (bundle, baseSHA string)
+		wantReason string
+	}{
+		{"base is main's head, and main moved on since", func(h *harness, w *work) (string, string) {
+			w.git("checkout", "-q", "-b", branch)
+			w.commit("y", map[string]string{"y.txt": "y\n"})
+			h.gh.SetFile(h.repo, "later.txt", "main moved on\n")
+			return w.bundle(branch, "^"+h.base), h.base
+		}, ""},
+		{"base is an older commit of main", func(h *harness, w *work) (string, string) {
+			newer := h.gh.SetFile(h.repo, "b.txt", "b\n")
+			w.git("fetch", "-q", "origin")
+			w.git("checkout", "-q", "-b", branch, newer)
+			w.commit("y", map[string]string{"y.txt": "y\n"})
+			return w.bundle(branch, "^"+newer), newer
+		}, ""},
+		{"base from a branch outside main's history", func(h *harness, w *work) (string, string) {
+			evil := h.gh.CommitFile(h.repo, "evil", ".github/workflows/pwn.yml", "on: push\n")
+			w.git("fetch", "-q", "origin")
+			w.git("checkout", "-q", "-b", branch, evil)
+			w.commit("innocent", map[string]string{"y.txt": "y\n"})
+			return w.bundle(branch, "^"+evil), evil
+		}, "not in main's history"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			w := h.clone()
+			bundle, base := tc.setup(h, w)
+			before := h.serverState()
+			check := BundleCheck{Branch: branch, BranchPrefix: "agentbot/", BaseSHA: base, BaseBranch: "main", ProtectedPaths: DefaultSettings().ProtectedPaths}
+			head, err := h.client.PushBundle(context.Background(), instID, h.repo, h.git.CloneURL("acme", "widgets"), bundle, check)
+			if tc.wantReason == "" {
+				if err != nil || h.git.RevParse("acme", "widgets", branch) != head {
+					t.Fatalf("PushBundle = %s, %v", head, err)
+				}
+				return
+			}
+			var rej *BundleRejected
+			if !errors.As(err, &rej) || !strings.Contains(rej.Reason, tc.wantReason) {
+				t.Fatalf("PushBundle = %v, want a rejection mentioning %q", err, tc.wantReason)
+			}
+			if after := h.serverState(); !sameState(before, after) {
+				t.Fatalf("server changed: %v → %v", before, after)
+			}
+		})
+	}
+}
+
 func TestPushBundleRefusesCredentialsInTheURL(t *testing.T) {
 	h := newHarness(t)
 	w := h.clone()

@@ -175,6 +175,46 @@ func (s *Server) getContents(q *req) {
 	}
 }
 
+// compare answers base...head with GitHub's status: identical, ahead (head
+// descends from base), behind, or diverged.
+func (s *Server) compare(q *req) {
+	baseRev, headRev, ok := strings.Cut(q.r.PathValue("basehead"), "...")
+	bare := q.repo.bare()
+	resolve := func(rev string) string {
+		if strings.HasPrefix(rev, "-") {
+			return ""
+		}
+		if sha := revParse(bare, "refs/heads/"+rev); sha != "" {
+			return sha
+		}
+		return revParse(bare, rev)
+	}
+	base, head := resolve(baseRev), resolve(headRev)
+	if !ok || base == "" || head == "" {
+		writeError(q.w, http.StatusNotFound, "Not Found")
+		return
+	}
+	count := func(a, b string) int {
+		out, _ := exec.Command("git", "--git-dir", bare, "rev-list", "--count", a+".."+b).Output()
+		n, _ := strconv.Atoi(strings.TrimSpace(string(out)))
+		return n
+	}
+	ahead, behind := count(base, head), count(head, base)
+	status := "diverged"
+	switch {
+	case ahead == 0 && behind == 0:
+		status = "identical"
+	case behind == 0:
+		status = "ahead"
+	case ahead == 0:
+		status = "behind"
+	}
+	writeJSON(q.w, http.StatusOK, map[string]any{
+		"status": status, "ahead_by": ahead, "behind_by": behind, "total_commits": ahead,
+		"base_commit": map[string]any{"sha": base}, "commits": []any{},
+	})
+}
+
 func (s *Server) getPermission(q *req) {
 	login := q.r.PathValue("username")
 	level, ok := q.repo.perms[login]

@@ -54,6 +54,7 @@ func (s *Server) routes() {
 	s.handle("GET /repos/{owner}/{repo}", inst("metadata:read"), s.getRepo)
 	s.handle("GET /repos/{owner}/{repo}/branches/{branch...}", inst("metadata:read"), s.getBranch)
 	s.handle("GET /repos/{owner}/{repo}/contents/{path...}", inst("contents:read"), s.getContents)
+	s.handle("GET /repos/{owner}/{repo}/compare/{basehead...}", inst("contents:read"), s.compare)
 	s.handle("GET /repos/{owner}/{repo}/collaborators/{username}/permission", inst("metadata:read"), s.getPermission)
 	s.handle("GET /orgs/{org}/teams/{team}/memberships/{username}", inst("members:read"), s.getMembership)
 	s.handle("GET /repos/{owner}/{repo}/issues/{number}", inst("issues:read", "pull_requests:read"), s.getIssue)
