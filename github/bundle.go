@@ -36,10 +36,11 @@ type BundleCheck struct {
 	// BaseSHA is the commit a new task started from; the bundle's head must
 	// descend from it.
 	BaseSHA string
-	// BaseBranch, when set, makes PushBundle confirm on GitHub that BaseSHA
-	// is in that branch's history (it may then come from the sandbox's
-	// RunResult, which is not trusted). Leave it empty only when agentbot
-	// itself read BaseSHA from GitHub.
+	// BaseBranch is the branch BaseSHA must belong to: PushBundle confirms
+	// on GitHub that BaseSHA is that branch's head or an ancestor of it, so
+	// BaseSHA may come from the sandbox's RunResult. "" means the
+	// repository's default branch for a new branch (and no check for a
+	// follow-up, whose ExpectedOldSHA is checked against GitHub instead).
 	BaseBranch string
 	// ExpectedOldSHA is, for a follow-up, the branch's current head on
 	// GitHub. The bundle's head must descend from it, protected paths are
@@ -354,8 +355,18 @@ func (c *Client) pushBundle(ctx context.Context, installationID int64, repo agen
 		return "", fmt.Errorf("github: push %s: %w", where, err)
 	}
 
-	if check.BaseBranch != "" && check.BaseSHA != "" {
-		if err := c.checkInHistory(ctx, installationID, repo, check.BaseSHA, check.BaseBranch); err != nil {
+	// A new branch's base decides which history is pushed unchecked, so it
+	// must be in the base branch's history on GitHub whoever named it.
+	if check.BaseSHA != "" && (check.ExpectedOldSHA == "" || check.BaseBranch != "") {
+		branch := check.BaseBranch
+		if branch == "" {
+			info, err := c.Repository(ctx, installationID, repo)
+			if err != nil {
+				return "", fmt.Errorf("github: push %s: %w", where, err)
+			}
+			branch = info.DefaultBranch
+		}
+		if err := c.checkInHistory(ctx, installationID, repo, check.BaseSHA, branch); err != nil {
 			return "", err
 		}
 	}

@@ -327,6 +327,13 @@ func TestPushBundleBaseFromTheSandbox(t *testing.T) {
 			w.commit("innocent", map[string]string{"y.txt": "y\n"})
 			return w.bundle(branch, "^"+evil), evil
 		}, "not in main's history"},
+		{"outside main's history, no base branch named", func(h *harness, w *work) (string, string) {
+			evil := h.gh.CommitFile(h.repo, "evil", "deploy/secret.txt", "x\n")
+			w.git("fetch", "-q", "origin")
+			w.git("checkout", "-q", "-b", branch, evil)
+			w.commit("innocent", map[string]string{"y.txt": "y\n"})
+			return w.bundle(branch, "^"+evil), evil + " (no base branch)"
+		}, "not in main's history"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -335,6 +342,9 @@ func TestPushBundleBaseFromTheSandbox(t *testing.T) {
 			bundle, base := tc.setup(h, w)
 			before := h.serverState()
 			check := BundleCheck{Branch: branch, BranchPrefix: "agentbot/", BaseSHA: base, BaseBranch: "main", ProtectedPaths: DefaultSettings().ProtectedPaths}
+			if sha, ok := strings.CutSuffix(base, " (no base branch)"); ok {
+				check.BaseSHA, check.BaseBranch = sha, ""
+			}
 			head, err := h.client.PushBundle(context.Background(), instID, h.repo, h.git.CloneURL("acme", "widgets"), bundle, check)
 			if tc.wantReason == "" {
 				if err != nil || h.git.RevParse("acme", "widgets", branch) != head {
