@@ -1,0 +1,568 @@
+package kubernetes
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
+	k8s "k8s.io/client-go/kubernetes"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	watchtools "k8s.io/client-go/tools/watch"
+	sandboxv1beta1 "sigs.k8s.io/agent-sandbox/api/v1beta1"
+	sandboxclient "sigs.k8s.io/agent-sandbox/clients/k8s/extensions/clientset/versioned"
+	claimclient "sigs.k8s.io/agent-sandbox/clients/k8s/extensions/clientset/versioned/typed/api/v1beta1"
+	extv1beta1 "sigs.k8s.io/agent-sandbox/extensions/api/v1beta1"
+
+	"github.com/agentbot/agentbot/runner"
+)
+
+// Reasons the launcher itself reports in SandboxError and metrics, next to
+// the controller's own (PodFailed, ClaimExpired, ...).
+const (
+	reasonClaimDeleted = "ClaimDeleted"
+	reasonPodGone      = "PodGone"
+	reasonReadyTimeout = "ReadyTimeout"
+)
+
+// Launcher runs task attempts in agent-sandbox sandboxes. It implements
+// runner.Launcher.
+type Launcher struct {
+	cfg     Config
+	claims  claimclient.SandboxClaimInterface
+	pods    corev1client.PodInterface
+	exec    Executor
+	metrics *metrics
+	log     *slog.Logger
+}
+
+var _ runner.Launcher = (*Launcher)(nil)
+
+// Option changes how New builds the Launcher.
+type Option func(*Launcher)
+
+// WithExecutor replaces pods/exec by e. Tests use it to run agent-runner
+// locally while everything else talks to a real API server.
+func WithExecutor(e Executor) Option {
+	return func(l *Launcher) { l.exec = e }
+}
+
+// New returns a Launcher that talks to the API server of restConfig (use
+// rest.InClusterConfig in a pod) and registers its metrics on reg.
+func New(cfg Config, restConfig *rest.Config, reg *prometheus.Registry, log *slog.Logger, opts ...Option) (*Launcher, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	if restConfig == nil {
+		return nil, errors.New("kubernetes launcher: no API server configuration")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	sc, err := sandboxclient.NewForConfig(restConfig)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes launcher: agent-sandbox client: %w", err)
+	}
+	kc, err := k8s.NewForConfig(restConfig)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes launcher: kubernetes client: %w", err)
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	l := &Launcher{
+		cfg:     cfg,
+		claims:  sc.ExtensionsV1beta1().SandboxClaims(cfg.Namespace),
+		pods:    kc.CoreV1().Pods(cfg.Namespace),
+		metrics: m,
+		log:     log.With("launcher", "kubernetes", "namespace", cfg.Namespace),
+	}
+	for _, o := range opts {
+		o(l)
+	}
+	if l.exec == nil {
+		pe, err := NewPodExecutor(restConfig)
+		if err != nil {
+			return nil, err
+		}
+		l.exec = pe
+	}
+	return l, nil
+}
+
+// Name implements runner.Launcher.
+func (l *Launcher) Name() string { return "kubernetes" }
+
+// claimRef is "namespace/name" for errors and logs.
+func (l *Launcher) claimRef(name string) string { return l.cfg.Namespace + "/" + name }
+
+// Start implements runner.Launcher: it creates the task's SandboxClaim (or
+// finds the one a crashed predecessor created), waits until the sandbox is
+// Ready and starts `agent-runner run` in it with job on stdin.
+//
+// The run streams for as long as ctx lives; cancelling ctx only detaches
+// (agent-runner keeps running in the pod, and Attach resumes it). Stop or
+// Cleanup end the sandbox.
+func (l *Launcher) Start(ctx context.Context, job runner.Job) (runner.Run, error) {
+	if job.TaskID == "" {
+		return nil, errors.New("kubernetes launcher: job has no task id")
+	}
+	payload, err := json.Marshal(job)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes launcher: task %s: encode job: %w", job.TaskID, err)
+	}
+	name := ClaimName(job.TaskID)
+	log := l.log.With("task_id", job.TaskID, "repo", job.Repo, "claim", name)
+
+	claim, createdAt, err := l.ensureClaim(ctx, log, job, name)
+	if err != nil {
+		return nil, err
+	}
+	claim, err = l.waitReady(ctx, name)
+	if err != nil {
+		l.countFailure(err)
+		var cfgErr *ConfigError
+		if errors.As(err, &cfgErr) {
+			// Nothing will ever run in this claim; do not leave it waiting
+			// for its shutdownTime.
+			if derr := l.deleteClaim(context.WithoutCancel(ctx), name); derr != nil {
+				log.Warn("delete misconfigured claim", "err", derr)
+			}
+		}
+		return nil, fmt.Errorf("task %s: %w", job.TaskID, err)
+	}
+	pod := claim.Status.SandboxStatus.Name
+	start := "cold"
+	if pod != claim.Name {
+		start = "warm"
+	}
+	if !createdAt.IsZero() {
+		l.metrics.timeToReady.WithLabelValues(start).Observe(time.Since(createdAt).Seconds())
+	}
+	log.Info("sandbox ready", "pod", pod, "start", start)
+
+	r := l.newRun(ctx, name, pod, log)
+	go r.loop(l.runCommand(), payload, 0)
+	return r, nil
+}
+
+// Attach implements runner.Launcher: it finds the task's claim and pod and
+// resumes the events after fromSeq with `agent-runner attach`. It returns an
+// error wrapping runner.ErrGone when the claim, its pod or its readiness is
+// gone.
+func (l *Launcher) Attach(ctx context.Context, taskID string, fromSeq int) (runner.Run, error) {
+	name := ClaimName(taskID)
+	ref := l.claimRef(name)
+	log := l.log.With("task_id", taskID, "claim", name)
+	claim, err := l.claims.Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("task %s: claim %s not found: %w", taskID, ref, runner.ErrGone)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("task %s: get claim %s: %w", taskID, ref, err)
+	}
+	if claim.DeletionTimestamp != nil {
+		return nil, fmt.Errorf("task %s: claim %s is being deleted: %w", taskID, ref, runner.ErrGone)
+	}
+	if serr := l.sandboxFailure(ctx, claim); serr != nil {
+		return nil, fmt.Errorf("task %s: %w: %w", taskID, runner.ErrGone, serr)
+	}
+	if !claimReady(claim) {
+		// The bot stopped before the sandbox was ready, so agent-runner was
+		// never started in it.
+		return nil, fmt.Errorf("task %s: claim %s was never ready (%s): %w", taskID, ref, readyReason(claim), runner.ErrGone)
+	}
+	podName := claim.Status.SandboxStatus.Name
+	pod, err := l.pods.Get(ctx, podName, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("task %s: pod %s/%s of claim %s not found: %w", taskID, l.cfg.Namespace, podName, ref, runner.ErrGone)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("task %s: get pod %s/%s: %w", taskID, l.cfg.Namespace, podName, err)
+	}
+	if pod.DeletionTimestamp != nil || pod.Status.Phase == corev1.PodFailed || pod.Status.Phase == corev1.PodSucceeded {
+		return nil, fmt.Errorf("task %s: pod %s/%s is %s: %w", taskID, l.cfg.Namespace, podName, podState(pod), runner.ErrGone)
+	}
+	log.Info("re-attaching", "pod", podName, "from_seq", fromSeq)
+	r := l.newRun(ctx, name, podName, log)
+	go r.loop(l.attachCommand(fromSeq), nil, fromSeq)
+	return r, nil
+}
+
+// Cleanup implements runner.Launcher: it deletes the task's claim, and the
+// garbage collector removes its Sandbox, Pod, Service and volumes. With keep
+// the claim stays for debugging until its shutdownTime backstop removes it.
+func (l *Launcher) Cleanup(ctx context.Context, taskID string, keep bool) error {
+	name := ClaimName(taskID)
+	if keep {
+		l.log.Info("keeping sandbox for debugging until its shutdown time", "task_id", taskID, "claim", name)
+		return nil
+	}
+	if err := l.deleteClaim(ctx, name); err != nil {
+		return fmt.Errorf("task %s: %w", taskID, err)
+	}
+	return nil
+}
+
+func (l *Launcher) runCommand() []string {
+	return []string{l.cfg.AgentRunner, "run", "--workspace", l.cfg.Workspace}
+}
+
+func (l *Launcher) attachCommand(fromSeq int) []string {
+	return []string{l.cfg.AgentRunner, "attach", "--workspace", l.cfg.Workspace, "--from", strconv.Itoa(fromSeq)}
+}
+
+func (l *Launcher) bundleCommand() []string {
+	return []string{l.cfg.AgentRunner, "bundle", "--workspace", l.cfg.Workspace}
+}
+
+// ensureClaim creates the claim of job, or returns the existing one when a
+// previous bot process created it already. createdAt is zero when the claim
+// already existed.
+func (l *Launcher) ensureClaim(ctx context.Context, log *slog.Logger, job runner.Job, name string) (*extv1beta1.SandboxClaim, time.Time, error) {
+	ref := l.claimRef(name)
+	limit := time.Duration(job.TimeLimit)
+	if limit <= 0 {
+		limit = DefaultTimeLimit
+	}
+	// Whole seconds: the field is RFC 3339 without fractions on the wire.
+	shutdown := metav1.NewTime(time.Now().Add(limit + l.cfg.GracePeriod).Truncate(time.Second))
+	want := &extv1beta1.SandboxClaim{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      name,
+			Namespace: l.cfg.Namespace,
+			Labels: map[string]string{
+				LabelManagedBy: ManagedByValue,
+				LabelTaskID:    labelValue(job.TaskID),
+				LabelRepo:      labelValue(job.Repo),
+			},
+			Annotations: map[string]string{
+				AnnotationTaskID: job.TaskID,
+				AnnotationRepo:   job.Repo,
+			},
+		},
+		Spec: extv1beta1.SandboxClaimSpec{
+			WarmPoolRef: extv1beta1.SandboxWarmPoolRef{Name: l.cfg.WarmPool},
+			Lifecycle: &extv1beta1.Lifecycle{
+				ShutdownTime:   &shutdown,
+				ShutdownPolicy: extv1beta1.ShutdownPolicyDelete,
+			},
+		},
+	}
+	// A claim of the same name that is still being deleted (a previous
+	// attempt's) must vanish before the new one can be created; two rounds
+	// cover the race where it disappears between Create and Get.
+	for range 3 {
+		createdAt := time.Now()
+		created, err := l.claims.Create(ctx, want, metav1.CreateOptions{})
+		if err == nil {
+			log.Info("claim created", "warm_pool", l.cfg.WarmPool, "shutdown_time", shutdown.UTC().Format(time.RFC3339))
+			return created, createdAt, nil
+		}
+		if !apierrors.IsAlreadyExists(err) {
+			return nil, time.Time{}, fmt.Errorf("task %s: create claim %s: %w", job.TaskID, ref, err)
+		}
+		existing, err := l.claims.Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return nil, time.Time{}, fmt.Errorf("task %s: get existing claim %s: %w", job.TaskID, ref, err)
+		}
+		if owner := existing.Annotations[AnnotationTaskID]; owner != job.TaskID {
+			return nil, time.Time{}, fmt.Errorf("task %s: claim %s already exists for task %q", job.TaskID, ref, owner)
+		}
+		if existing.DeletionTimestamp == nil {
+			serr := l.sandboxFailure(ctx, existing)
+			if serr == nil {
+				// Created before a crash; agent-runner resets the
+				// workspace when it starts.
+				log.Info("claim already exists; using it")
+				return existing, time.Time{}, nil
+			}
+			// A previous attempt's sandbox that ended: start afresh.
+			log.Info("replacing the claim of a previous attempt", "reason", serr.Reason)
+			if err := l.deleteClaim(ctx, name); err != nil {
+				return nil, time.Time{}, fmt.Errorf("task %s: %w", job.TaskID, err)
+			}
+		}
+		log.Info("waiting for the previous claim to be deleted")
+		if err := l.waitGone(ctx, name); err != nil {
+			return nil, time.Time{}, fmt.Errorf("task %s: %w", job.TaskID, err)
+		}
+	}
+	return nil, time.Time{}, fmt.Errorf("task %s: claim %s keeps reappearing", job.TaskID, ref)
+}
+
+// waitReady watches the claim until it is Ready with a sandbox name, fails
+// with a ConfigError or SandboxError, or ReadyTimeout passes.
+func (l *Launcher) waitReady(ctx context.Context, name string) (*extv1beta1.SandboxClaim, error) {
+	ref := l.claimRef(name)
+	wctx, cancel := context.WithTimeout(ctx, l.cfg.ReadyTimeout)
+	defer cancel()
+	var last *extv1beta1.SandboxClaim
+	claim, err := l.watchClaim(wctx, name, func(c *extv1beta1.SandboxClaim) (bool, error) {
+		if c == nil {
+			return false, &SandboxError{Claim: ref, Reason: reasonClaimDeleted, Message: "the claim was deleted while waiting for its sandbox"}
+		}
+		last = c
+		if claimReady(c) {
+			return true, nil
+		}
+		if ready := meta.FindStatusCondition(c.Status.Conditions, string(sandboxv1beta1.SandboxConditionReady)); ready != nil && isConfigReason(ready.Reason) {
+			return false, l.configError(c, ready)
+		}
+		if serr := l.sandboxFailure(ctx, c); serr != nil {
+			return false, serr
+		}
+		return false, nil
+	})
+	if err == nil {
+		return claim, nil
+	}
+	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+		reason := "no status yet"
+		if last != nil {
+			reason = readyReason(last)
+		}
+		return nil, &SandboxError{Claim: ref, Reason: reasonReadyTimeout, Message: fmt.Sprintf("not ready after %s (%s)", l.cfg.ReadyTimeout, reason)}
+	}
+	var cfgErr *ConfigError
+	var sbErr *SandboxError
+	if errors.As(err, &cfgErr) || errors.As(err, &sbErr) {
+		return nil, err
+	}
+	return nil, fmt.Errorf("wait for claim %s to be ready: %w", ref, err)
+}
+
+// waitGone watches the claim until it no longer exists.
+func (l *Launcher) waitGone(ctx context.Context, name string) error {
+	_, err := l.watchClaim(ctx, name, func(c *extv1beta1.SandboxClaim) (bool, error) {
+		return c == nil, nil
+	})
+	if err != nil {
+		return fmt.Errorf("wait for claim %s to be deleted: %w", l.claimRef(name), err)
+	}
+	return nil
+}
+
+// watchClaim lists and watches the one claim until cond is true or fails,
+// or ctx ends. cond sees nil when the claim does not exist (any more). The
+// informer behind it re-lists after a dropped watch, so no change is lost.
+func (l *Launcher) watchClaim(ctx context.Context, name string, cond func(*extv1beta1.SandboxClaim) (bool, error)) (*extv1beta1.SandboxClaim, error) {
+	selector := fields.OneTermEqualSelector("metadata.name", name).String()
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.FieldSelector = selector
+			return l.claims.List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.FieldSelector = selector
+			return l.claims.Watch(ctx, o)
+		},
+	}
+	var found *extv1beta1.SandboxClaim
+	check := func(c *extv1beta1.SandboxClaim) (bool, error) {
+		ok, err := cond(c)
+		if ok {
+			found = c
+		}
+		return ok, err
+	}
+	pre := func(store cache.Store) (bool, error) {
+		obj, exists, err := store.GetByKey(l.cfg.Namespace + "/" + name)
+		if err != nil {
+			return false, err
+		}
+		if !exists {
+			return check(nil)
+		}
+		c, _ := obj.(*extv1beta1.SandboxClaim)
+		return check(c)
+	}
+	_, err := watchtools.UntilWithSync(ctx, lw, &extv1beta1.SandboxClaim{}, pre, func(ev watch.Event) (bool, error) {
+		switch ev.Type {
+		case watch.Deleted:
+			return check(nil)
+		case watch.Added, watch.Modified:
+			c, ok := ev.Object.(*extv1beta1.SandboxClaim)
+			if !ok {
+				return false, nil
+			}
+			return check(c)
+		}
+		return false, nil
+	})
+	if err != nil {
+		if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
+			// UntilWithSync reports its own timeout error; callers
+			// branch on the context's.
+			return nil, fmt.Errorf("%w: %w", ctx.Err(), err)
+		}
+		return nil, err
+	}
+	return found, nil
+}
+
+// sandboxFailure reports why the claim's sandbox cannot (any longer) run
+// agent-runner, or nil while it can. A failed pod's own reason and message
+// are added when the pod is still there to ask.
+func (l *Launcher) sandboxFailure(ctx context.Context, c *extv1beta1.SandboxClaim) *SandboxError {
+	ref := l.claimRef(c.Name)
+	pod := c.Status.SandboxStatus.Name
+	if c.DeletionTimestamp != nil {
+		return &SandboxError{Claim: ref, Pod: pod, Reason: reasonClaimDeleted, Message: "the claim is being deleted"}
+	}
+	var cond *metav1.Condition
+	if f := meta.FindStatusCondition(c.Status.Conditions, string(sandboxv1beta1.SandboxConditionFinished)); f != nil && f.Status == metav1.ConditionTrue {
+		cond = f
+	} else if r := meta.FindStatusCondition(c.Status.Conditions, string(sandboxv1beta1.SandboxConditionReady)); r != nil && r.Status != metav1.ConditionTrue {
+		switch r.Reason {
+		case sandboxv1beta1.SandboxReasonPodFailed, sandboxv1beta1.SandboxReasonPodSucceeded,
+			extv1beta1.ClaimExpiredReason, sandboxv1beta1.SandboxReasonExpired:
+			cond = r
+		}
+	}
+	if cond == nil {
+		return nil
+	}
+	msg := cond.Message
+	if pod != "" && cond.Reason == sandboxv1beta1.SandboxReasonPodFailed {
+		if p, err := l.pods.Get(ctx, pod, metav1.GetOptions{}); err == nil {
+			msg = podState(p)
+		}
+	}
+	return &SandboxError{Claim: ref, Pod: pod, Reason: cond.Reason, Message: msg}
+}
+
+// awaitSandboxFailure waits up to d for the claim to report a sandbox
+// failure and returns it, or nil when none shows.
+func (l *Launcher) awaitSandboxFailure(ctx context.Context, name string, d time.Duration) error {
+	wctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	_, err := l.watchClaim(wctx, name, func(c *extv1beta1.SandboxClaim) (bool, error) {
+		if c == nil {
+			return false, &SandboxError{Claim: l.claimRef(name), Reason: reasonClaimDeleted, Message: "the claim was deleted while agent-runner ran"}
+		}
+		if serr := l.sandboxFailure(ctx, c); serr != nil {
+			return false, serr
+		}
+		return false, nil
+	})
+	var serr *SandboxError
+	if errors.As(err, &serr) {
+		l.countFailure(serr)
+		return serr
+	}
+	return nil
+}
+
+// configError builds the ConfigError for a claim whose Ready reason is a
+// configuration reason.
+func (l *Launcher) configError(c *extv1beta1.SandboxClaim, ready *metav1.Condition) *ConfigError {
+	object := fmt.Sprintf("SandboxWarmPool %q in namespace %q", c.Spec.WarmPoolRef.Name, c.Namespace)
+	if ready.Reason == "TemplateNotFound" {
+		object = fmt.Sprintf("the SandboxTemplate named by SandboxWarmPool %q in namespace %q", c.Spec.WarmPoolRef.Name, c.Namespace)
+	}
+	if ready.Reason != "WarmPoolNotFound" && ready.Reason != "TemplateNotFound" {
+		object = fmt.Sprintf("the SandboxTemplate of SandboxWarmPool %q in namespace %q", c.Spec.WarmPoolRef.Name, c.Namespace)
+	}
+	return &ConfigError{Claim: l.claimRef(c.Name), Reason: ready.Reason, Object: object, Message: ready.Message}
+}
+
+// deleteClaim deletes the claim in the background; the garbage collector
+// removes what it owns. A claim that is already gone is fine.
+func (l *Launcher) deleteClaim(ctx context.Context, name string) error {
+	policy := metav1.DeletePropagationBackground
+	err := l.claims.Delete(ctx, name, metav1.DeleteOptions{PropagationPolicy: &policy})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("delete claim %s: %w", l.claimRef(name), err)
+	}
+	if err == nil {
+		l.log.Info("claim deleted", "claim", name)
+	}
+	return nil
+}
+
+func (l *Launcher) countFailure(err error) {
+	var cfgErr *ConfigError
+	var sbErr *SandboxError
+	switch {
+	case errors.As(err, &cfgErr):
+		l.metrics.claimFailures.WithLabelValues(failureReason(cfgErr.Reason)).Inc()
+	case errors.As(err, &sbErr):
+		l.metrics.claimFailures.WithLabelValues(failureReason(sbErr.Reason)).Inc()
+	}
+}
+
+// claimReady reports whether the claim's sandbox is ready to exec into.
+func claimReady(c *extv1beta1.SandboxClaim) bool {
+	return c.DeletionTimestamp == nil &&
+		meta.IsStatusConditionTrue(c.Status.Conditions, string(sandboxv1beta1.SandboxConditionReady)) &&
+		c.Status.SandboxStatus.Name != ""
+}
+
+// readyReason is "Reason: message" of the claim's Ready condition.
+func readyReason(c *extv1beta1.SandboxClaim) string {
+	r := meta.FindStatusCondition(c.Status.Conditions, string(sandboxv1beta1.SandboxConditionReady))
+	if r == nil {
+		return "no Ready condition yet"
+	}
+	return r.Reason + ": " + r.Message
+}
+
+// podState describes a pod's phase with its own reason and message and those
+// of a terminated container, e.g. "Failed (Evicted: node ran out of memory;
+// container runner terminated: OOMKilled, exit code 137)".
+func podState(p *corev1.Pod) string {
+	if p.DeletionTimestamp != nil {
+		return "being deleted"
+	}
+	s := string(p.Status.Phase)
+	var details []string
+	if p.Status.Reason != "" || p.Status.Message != "" {
+		d := p.Status.Reason
+		if p.Status.Message != "" {
+			if d != "" {
+				d += ": "
+			}
+			d += p.Status.Message
+		}
+		details = append(details, d)
+	}
+	for _, cs := range p.Status.ContainerStatuses {
+		if t := cs.State.Terminated; t != nil {
+			d := fmt.Sprintf("container %s terminated: %s, exit code %d", cs.Name, t.Reason, t.ExitCode)
+			if t.Message != "" {
+				d += ": " + t.Message
+			}
+			details = append(details, d)
+		}
+	}
+	for i, d := range details {
+		if i == 0 {
+			s += " (" + d
+		} else {
+			s += "; " + d
+		}
+		if i == len(details)-1 {
+			s += ")"
+		}
+	}
+	return s
+}

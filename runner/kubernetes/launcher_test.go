@@ -1,0 +1,437 @@
+package kubernetes_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/agentbot/agentbot/runner"
+	"github.com/agentbot/agentbot/runner/kubernetes"
+)
+
+// editScript is an agent that adds hello.txt.
+const editScript = "echo hello > hello.txt\necho 'added hello.txt'\n"
+
+// TestRunTaskInSandbox runs a whole task through the launcher: a cold claim
+// becomes Ready through the real controller, agent-runner runs the job over
+// (local) exec, the bundle comes back over exec, and Cleanup deletes the
+// claim with its Sandbox and Pod garbage-collected.
+func TestRunTaskInSandbox(t *testing.T) {
+	f := newFixture(t, fixtureOptions{warmReplicas: 0})
+	l, reg := f.launcher(t, nil, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	job := f.job("01JTASK-RUN", f.script(t, "agent.sh", editScript))
+	before := time.Now()
+	run, err := l.Start(ctx, job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := collect(ctx, t, run)
+	code, err := run.Wait(ctx)
+	if err != nil || code != runner.ExitOK {
+		t.Fatalf("Wait = %d, %v; events %+v", code, err, evs)
+	}
+	checkSeqs(t, evs)
+	res := resultOf(evs)
+	if res == nil || res.Status != runner.StatusSucceeded || res.Branch != job.Branch {
+		t.Fatalf("result = %+v", res)
+	}
+
+	var bundle bytes.Buffer
+	if err := run.Bundle(ctx, &bundle); err != nil {
+		t.Fatal(err)
+	}
+	heads := bundleHeads(t, f.dir, bundle.Bytes())
+	if !strings.Contains(heads, res.Commit+" refs/heads/"+job.Branch) {
+		t.Fatalf("bundle heads %q do not have %s at %s", heads, job.Branch, res.Commit)
+	}
+
+	name := kubernetes.ClaimName(job.TaskID)
+	claim, err := f.env.Sandbox.ExtensionsV1beta1().SandboxClaims(f.ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantLabels := map[string]string{
+		kubernetes.LabelManagedBy: "agentbot",
+		kubernetes.LabelTaskID:    "01JTASK-RUN",
+		kubernetes.LabelRepo:      "acme_widgets",
+	}
+	for k, v := range wantLabels {
+		if claim.Labels[k] != v {
+			t.Errorf("label %s = %q; want %q", k, claim.Labels[k], v)
+		}
+	}
+	if claim.Annotations[kubernetes.AnnotationRepo] != "acme/widgets" || claim.Annotations[kubernetes.AnnotationTaskID] != job.TaskID {
+		t.Errorf("annotations = %v", claim.Annotations)
+	}
+	if claim.Spec.WarmPoolRef.Name != kubernetes.DefaultWarmPool {
+		t.Errorf("warm pool = %q", claim.Spec.WarmPoolRef.Name)
+	}
+	lc := claim.Spec.Lifecycle
+	if lc == nil || lc.ShutdownTime == nil || lc.ShutdownPolicy != "Delete" {
+		t.Fatalf("lifecycle = %+v", lc)
+	}
+	// shutdownTime = start + time limit + grace, to the second.
+	want := before.Add(time.Duration(job.TimeLimit) + kubernetes.DefaultGracePeriod)
+	if d := lc.ShutdownTime.Sub(want); d < -2*time.Second || d > 2*time.Second {
+		t.Errorf("shutdownTime %s; want about %s", lc.ShutdownTime.UTC(), want.UTC())
+	}
+	pod := claim.Status.SandboxStatus.Name
+	if pod != name {
+		t.Errorf("cold start: sandbox %q; want the claim's name %q", pod, name)
+	}
+	if n := histogramCount(t, reg, "agentbot_kubernetes_claim_ready_seconds", "start", "cold"); n != 1 {
+		t.Errorf("cold time-to-ready samples = %d; want 1", n)
+	}
+
+	if err := l.Cleanup(ctx, job.TaskID, false); err != nil {
+		t.Fatal(err)
+	}
+	claims := f.env.Sandbox.ExtensionsV1beta1().SandboxClaims(f.ns)
+	waitFor(t, "claim deleted", 30*time.Second, gone(func(ctx context.Context) error {
+		_, err := claims.Get(ctx, name, metav1.GetOptions{})
+		return err
+	}))
+	waitFor(t, "sandbox garbage-collected", 30*time.Second, gone(func(ctx context.Context) error {
+		_, err := f.env.Dynamic.Resource(sandboxGVR).Namespace(f.ns).Get(ctx, pod, metav1.GetOptions{})
+		return err
+	}))
+	waitFor(t, "pod garbage-collected", 30*time.Second, gone(func(ctx context.Context) error {
+		_, err := f.env.Client.CoreV1().Pods(f.ns).Get(ctx, pod, metav1.GetOptions{})
+		return err
+	}))
+	// Cleanup of a claim that is gone is fine.
+	if err := l.Cleanup(ctx, job.TaskID, false); err != nil {
+		t.Fatalf("second Cleanup: %v", err)
+	}
+}
+
+// bundleHeads lists a bundle's refs with git.
+func bundleHeads(t *testing.T, dir string, bundle []byte) string {
+	t.Helper()
+	cmd := exec.Command("git", "bundle", "list-heads", "/dev/stdin")
+	cmd.Dir = dir
+	cmd.Stdin = bytes.NewReader(bundle)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("git bundle list-heads: %v\n%s", err, out)
+	}
+	return string(out)
+}
+
+// TestWarmPoolAdoption: with a warm pool of one ready sandbox, the claim
+// adopts it instead of starting a pod of its own.
+func TestWarmPoolAdoption(t *testing.T) {
+	f := newFixture(t, fixtureOptions{warmReplicas: 1})
+	f.waitWarmPoolReady(t, 1)
+	l, reg := f.launcher(t, nil, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	pools, err := f.env.Client.CoreV1().Pods(f.ns).List(ctx, metav1.ListOptions{})
+	if err != nil || len(pools.Items) != 1 {
+		t.Fatalf("warm pods = %v, %v", pools, err)
+	}
+	warmPod := pools.Items[0].Name
+
+	job := f.job("01JTASK-WARM", f.script(t, "agent.sh", editScript))
+	run, err := l.Start(ctx, job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := collect(ctx, t, run)
+	if code, err := run.Wait(ctx); err != nil || code != runner.ExitOK {
+		t.Fatalf("Wait = %d, %v; events %+v", code, err, evs)
+	}
+	claim, err := f.env.Sandbox.ExtensionsV1beta1().SandboxClaims(f.ns).Get(ctx, kubernetes.ClaimName(job.TaskID), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := claim.Status.SandboxStatus.Name; got != warmPod {
+		t.Fatalf("claim's sandbox = %q; want the warm pod %q", got, warmPod)
+	}
+	if n := histogramCount(t, reg, "agentbot_kubernetes_claim_ready_seconds", "start", "warm"); n != 1 {
+		t.Errorf("warm time-to-ready samples = %d; want 1", n)
+	}
+	if err := l.Cleanup(ctx, job.TaskID, false); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "adopted pod garbage-collected", 30*time.Second, gone(func(ctx context.Context) error {
+		_, err := f.env.Client.CoreV1().Pods(f.ns).Get(ctx, warmPod, metav1.GetOptions{})
+		return err
+	}))
+}
+
+// TestConfigurationErrors: a claim naming a missing warm pool fails at once
+// with an error that names the object to fix, and is removed.
+func TestConfigurationErrors(t *testing.T) {
+	f := newFixture(t, fixtureOptions{warmReplicas: -1})
+	l, reg := f.launcher(t, nil, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	job := f.job("01JTASK-NOPOOL", f.script(t, "agent.sh", editScript))
+	_, err := l.Start(ctx, job)
+	var cfgErr *kubernetes.ConfigError
+	if !errors.As(err, &cfgErr) {
+		t.Fatalf("Start error = %v; want a ConfigError", err)
+	}
+	if cfgErr.Reason != "WarmPoolNotFound" {
+		t.Errorf("reason = %q", cfgErr.Reason)
+	}
+	for _, want := range []string{`SandboxWarmPool "agentbot-runner"`, `namespace "` + f.ns + `"`, "AGENTBOT_WARM_POOL"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %s", err, want)
+		}
+	}
+	waitFor(t, "misconfigured claim deleted", 30*time.Second, gone(func(ctx context.Context) error {
+		_, err := f.env.Sandbox.ExtensionsV1beta1().SandboxClaims(f.ns).Get(ctx, kubernetes.ClaimName(job.TaskID), metav1.GetOptions{})
+		return err
+	}))
+	if v := counterValue(t, reg, "agentbot_kubernetes_claim_failures_total", "reason", "WarmPoolNotFound"); v != 1 {
+		t.Errorf("claim failures{WarmPoolNotFound} = %v", v)
+	}
+}
+
+// TestPodFailureFailsTask: a sandbox pod that fails mid-task (evicted, say)
+// fails the run with the pod's reason; a new attempt of the task replaces
+// the dead claim and runs.
+func TestPodFailureFailsTask(t *testing.T) {
+	f := newFixture(t, fixtureOptions{warmReplicas: 0})
+	l, _ := f.launcher(t, nil, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	g := f.gate("never")
+	job := f.job("01JTASK-EVICT", f.script(t, "agent.sh", g.wait()+editScript))
+	run, err := l.Start(ctx, job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	until(ctx, t, run, isPhase(runner.PhaseAgent))
+	name := kubernetes.ClaimName(job.TaskID)
+	claims := f.env.Sandbox.ExtensionsV1beta1().SandboxClaims(f.ns)
+	first, err := claims.Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.env.Kubelet.FailPod(ctx, f.ns, first.Status.SandboxStatus.Name, "Evicted", "The node was low on resource: memory."); err != nil {
+		t.Fatal(err)
+	}
+	collect(ctx, t, run)
+	_, err = run.Wait(ctx)
+	var sbErr *kubernetes.SandboxError
+	if !errors.As(err, &sbErr) {
+		t.Fatalf("Wait error = %v; want a SandboxError", err)
+	}
+	if sbErr.Reason != "PodFailed" || !strings.Contains(sbErr.Message, "Evicted") || !strings.Contains(sbErr.Message, "low on resource") {
+		t.Fatalf("sandbox error = %+v", sbErr)
+	}
+
+	// Attach after the failure: the sandbox is gone.
+	if _, err := l.Attach(ctx, job.TaskID, 3); !errors.Is(err, runner.ErrGone) {
+		t.Fatalf("Attach after pod failure = %v; want ErrGone", err)
+	}
+
+	// A new attempt gets a new claim.
+	job.Agent.Command = f.script(t, "agent2.sh", editScript)
+	run, err = l.Start(ctx, job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	collect(ctx, t, run)
+	if code, err := run.Wait(ctx); err != nil || code != runner.ExitOK {
+		t.Fatalf("second attempt Wait = %d, %v", code, err)
+	}
+	second, err := claims.Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second.UID == first.UID {
+		t.Fatal("the second attempt reused the failed claim")
+	}
+	if err := l.Cleanup(ctx, job.TaskID, false); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRestartReattaches: the bot dies mid-task (its context ends, the exec
+// stream with it, agent-runner goes on in the pod); a new launcher attaches
+// from the last event it saw, no second claim is made, and the task
+// finishes with every event exactly once.
+func TestRestartReattaches(t *testing.T) {
+	f := newFixture(t, fixtureOptions{warmReplicas: 0})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	g := f.gate("release")
+	job := f.job("01JTASK-RESTART", f.script(t, "agent.sh", "echo before\n"+g.wait()+editScript))
+
+	first, _ := f.launcher(t, nil, nil)
+	botCtx, botDies := context.WithCancel(ctx)
+	run, err := first.Start(botCtx, job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := until(ctx, t, run, func(ev runner.Event) bool { return ev.Type == runner.EventLog && strings.Contains(ev.Message, "before") })
+	botDies()
+	collect(ctx, t, run)
+	if _, err := run.Wait(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Wait after the bot's context ended = %v; want context.Canceled", err)
+	}
+	lastSeq := seen[len(seen)-1].Seq
+
+	second, _ := f.launcher(t, nil, nil)
+	run, err = second.Attach(ctx, job.TaskID, lastSeq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.open(t)
+	rest := collect(ctx, t, run)
+	if code, err := run.Wait(ctx); err != nil || code != runner.ExitOK {
+		t.Fatalf("attached Wait = %d, %v; events %+v", code, err, rest)
+	}
+	all := append(seen, rest...)
+	checkSeqs(t, all)
+	if res := resultOf(all); res == nil || res.Status != runner.StatusSucceeded {
+		t.Fatalf("result = %+v", res)
+	}
+	var bundle bytes.Buffer
+	if err := run.Bundle(ctx, &bundle); err != nil {
+		t.Fatal(err)
+	}
+	claims, err := f.env.Sandbox.ExtensionsV1beta1().SandboxClaims(f.ns).List(ctx, metav1.ListOptions{
+		LabelSelector: kubernetes.LabelTaskID + "=01JTASK-RESTART",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(claims.Items) != 1 {
+		t.Fatalf("%d claims for the task; want 1", len(claims.Items))
+	}
+
+	// Start after a crash that came between creating the claim and
+	// recording the run: the existing claim is used, not a second one.
+	again, err := second.Start(ctx, job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	collect(ctx, t, again)
+	if code, err := again.Wait(ctx); err != nil || code != runner.ExitOK {
+		t.Fatalf("restarted Wait = %d, %v", code, err)
+	}
+	after, err := f.env.Sandbox.ExtensionsV1beta1().SandboxClaims(f.ns).Get(ctx, kubernetes.ClaimName(job.TaskID), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.UID != claims.Items[0].UID {
+		t.Fatal("Start replaced a healthy claim")
+	}
+	if err := second.Cleanup(ctx, job.TaskID, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := second.Attach(ctx, job.TaskID, 0); !errors.Is(err, runner.ErrGone) {
+		t.Fatalf("Attach after Cleanup = %v; want ErrGone", err)
+	}
+}
+
+// TestStopDeletesClaim: Stop (cancel) ends the run as cancelled and deletes
+// the claim, whose pod then goes, and the agent with it.
+func TestStopDeletesClaim(t *testing.T) {
+	f := newFixture(t, fixtureOptions{warmReplicas: 0})
+	l, _ := f.launcher(t, nil, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	g := f.gate("never")
+	job := f.job("01JTASK-STOP", f.script(t, "agent.sh", g.wait()))
+	run, err := l.Start(ctx, job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	until(ctx, t, run, isPhase(runner.PhaseAgent))
+	if err := run.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	collect(ctx, t, run)
+	if code, err := run.Wait(ctx); err != nil || code != runner.ExitCancelled {
+		t.Fatalf("Wait after Stop = %d, %v; want %d", code, err, runner.ExitCancelled)
+	}
+	name := kubernetes.ClaimName(job.TaskID)
+	waitFor(t, "pod garbage-collected", 30*time.Second, gone(func(ctx context.Context) error {
+		_, err := f.env.Client.CoreV1().Pods(f.ns).Get(ctx, name, metav1.GetOptions{})
+		return err
+	}))
+}
+
+// breakingExecutor breaks the first `agent-runner run` stream once the agent
+// phase has started, as a dropped connection to the API server would.
+type breakingExecutor struct {
+	kubernetes.Executor
+	broke bool
+}
+
+func (b *breakingExecutor) Exec(ctx context.Context, req kubernetes.ExecRequest) (int, error) {
+	if b.broke || len(req.Command) < 2 || req.Command[1] != "run" {
+		return b.Executor.Exec(ctx, req)
+	}
+	b.broke = true
+	ctx, cut := context.WithCancel(ctx)
+	defer cut()
+	req.Stdout = &cutter{w: req.Stdout, after: []byte(`"phase":"agent"`), cut: cut}
+	return b.Executor.Exec(ctx, req)
+}
+
+// cutter passes writes through and cancels the stream after the line that
+// contains after.
+type cutter struct {
+	w     interface{ Write([]byte) (int, error) }
+	after []byte
+	cut   context.CancelFunc
+}
+
+func (c *cutter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	if bytes.Contains(p, c.after) {
+		c.cut()
+	}
+	return n, err
+}
+
+// TestBrokenStreamResumes: when the exec stream breaks while agent-runner
+// runs, the launcher resumes it with attach from the last event, and the
+// caller sees every event exactly once.
+func TestBrokenStreamResumes(t *testing.T) {
+	f := newFixture(t, fixtureOptions{warmReplicas: 0})
+	l, reg := f.launcher(t, nil, &breakingExecutor{Executor: f.exec})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	job := f.job("01JTASK-BREAK", f.script(t, "agent.sh", "sleep 0.3\n"+editScript))
+	run, err := l.Start(ctx, job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := collect(ctx, t, run)
+	if code, err := run.Wait(ctx); err != nil || code != runner.ExitOK {
+		t.Fatalf("Wait = %d, %v; events %+v", code, err, evs)
+	}
+	checkSeqs(t, evs)
+	if res := resultOf(evs); res == nil || res.Status != runner.StatusSucceeded {
+		t.Fatalf("result = %+v", res)
+	}
+	if v := counterValue(t, reg, "agentbot_kubernetes_reattaches_total", "", ""); v != 1 {
+		t.Errorf("reattaches = %v; want 1", v)
+	}
+	if v := counterValue(t, reg, "agentbot_kubernetes_exec_errors_total", "command", "run"); v != 1 {
+		t.Errorf("exec errors{run} = %v; want 1", v)
+	}
+	if err := l.Cleanup(ctx, job.TaskID, false); err != nil {
+		t.Fatal(err)
+	}
+}
