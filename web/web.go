@@ -387,8 +387,12 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request) {
 
 	tick := time.NewTicker(h.opts.Heartbeat)
 	defer tick.Stop()
+	// The server's write timeout is meant for ordinary responses; a stream
+	// extends its own deadline as it goes.
+	rc := http.NewResponseController(w)
 	lastState, lastPhase := agentbot.TaskState(""), ""
 	for {
+		_ = rc.SetWriteDeadline(time.Now().Add(h.opts.Heartbeat + 30*time.Second))
 		evs, next, err := h.opts.Logs.Read(t.ID, from, 500)
 		if err != nil {
 			return

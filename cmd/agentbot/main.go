@@ -2,6 +2,7 @@
 //
 //	agentbot serve   receive webhooks, store tasks (and, with the dispatcher, run them)
 //	agentbot tasks   list stored tasks (table or --json); works while serve is stopped
+//	agentbot run     run one task on a local repository or git URL, no GitHub needed
 //
 // Every flag has an environment variable (agentbot serve -h lists them).
 // main is thin: Main parses flags, runs, and closes, so tests run the whole
@@ -90,6 +91,11 @@ type Main struct {
 	Options Options
 	Config  Config
 	Tasks   TasksOptions
+	// Dispatch and DispatchConfig are serve's settings for running tasks
+	// (dispatch.go); RunOptions are `agentbot run`'s (run.go).
+	Dispatch       DispatchOptions
+	DispatchConfig DispatchConfig
+	RunOptions     RunOptions
 
 	Logger   *slog.Logger
 	Registry *prometheus.Registry
@@ -118,7 +124,7 @@ type Main struct {
 
 // NewMain returns a Main writing to the process's stdout and stderr.
 func NewMain() *Main {
-	return &Main{Stdout: os.Stdout, Stderr: os.Stderr, serveErr: make(chan error, 1)}
+	return &Main{Stdout: os.Stdout, Stderr: os.Stderr, serveErr: make(chan error, 1), Hooks: []Hook{dispatchHook}}
 }
 
 const usage = `usage: agentbot <command> [flags]
@@ -126,6 +132,8 @@ const usage = `usage: agentbot <command> [flags]
 commands:
   serve   receive GitHub webhooks and store tasks durably
   tasks   list stored tasks (--json for JSON); run while serve is stopped
+  run     run one task on a local repository or git URL, no GitHub needed
+          (agentbot run --demo tries it on a sample repository, no model key needed)
 
 "agentbot <command> -h" lists the command's flags and their environment variables.
 `
@@ -145,6 +153,10 @@ func (m *Main) ParseFlags(args []string, getenv func(string) string) error {
 	case "serve":
 		m.Options.bind(fs, getenv, "listen", "data-dir", "app-id", "private-key-file", "webhook-secret-file",
 			"github-url", "log-level", "trigger-labels", "max-body", "delivery-retention", "shutdown-timeout", "store-timeout")
+		m.Dispatch.bind(fs, getenv)
+	case "run":
+		m.RunOptions.bind(fs, getenv)
+	case "demo-agent":
 	case "tasks":
 		m.Options.bind(fs, getenv, "data-dir", "store-timeout")
 		m.Tasks.bind(fs)
@@ -168,6 +180,11 @@ func (m *Main) ParseFlags(args []string, getenv func(string) string) error {
 			return err
 		}
 		m.Config = cfg
+		if m.DispatchConfig, err = m.Dispatch.validate(getenv); err != nil {
+			return err
+		}
+	case "run":
+		return m.RunOptions.validate()
 	case "tasks":
 		return m.Tasks.validate(&m.Options)
 	}
@@ -185,6 +202,10 @@ func (m *Main) Run(ctx context.Context) error {
 		return m.serve(ctx)
 	case "tasks":
 		return m.listTasks(ctx)
+	case "run":
+		return m.runOnce(ctx)
+	case "demo-agent":
+		return demoAgent(m.Stdout)
 	}
 	return fmt.Errorf("unknown command %q", m.Command)
 }

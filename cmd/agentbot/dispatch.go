@@ -1,0 +1,317 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/agentbot/agentbot/dispatch"
+	"github.com/agentbot/agentbot/github"
+	"github.com/agentbot/agentbot/runner"
+	"github.com/agentbot/agentbot/runner/local"
+	"github.com/agentbot/agentbot/web"
+)
+
+// DispatchOptions are serve's settings for running tasks: the launcher, the
+// agent, the task pages. Like Options, each has a flag and an environment
+// variable.
+type DispatchOptions struct {
+	Launcher       string
+	PublicURL      string
+	MaxConcurrent  string
+	LocalIsolation string
+	AgentRunner    string
+	Agent          string
+	AgentCommand   string
+	AgentEnv       string
+	KeepFailed     string
+	PagesTokenFile string
+	PagesBasicFile string
+}
+
+// defaultAgentEnv names the environment variables an agent gets by
+// default: model API keys and endpoints.
+const defaultAgentEnv = "ANTHROPIC_API_KEY,ANTHROPIC_AUTH_TOKEN,ANTHROPIC_BASE_URL,CLAUDE_CODE_OAUTH_TOKEN,OPENAI_API_KEY,OPENAI_BASE_URL"
+
+var dispatchSettings = []struct {
+	flag, env, def, usage string
+	field                 func(*DispatchOptions) *string
+}{
+	{"launcher", "AGENTBOT_LAUNCHER", "local", "where agents run: local (child processes, bubblewrap where present) or kubernetes", func(o *DispatchOptions) *string { return &o.Launcher }},
+	{"public-url", "AGENTBOT_PUBLIC_URL", "", "URL where this agentbot is reachable; comments and check runs link to its task pages", func(o *DispatchOptions) *string { return &o.PublicURL }},
+	{"max-concurrent", "AGENTBOT_MAX_CONCURRENT", "10", "agent runs at once", func(o *DispatchOptions) *string { return &o.MaxConcurrent }},
+	{"local-isolation", "AGENTBOT_LOCAL_ISOLATION", "auto", "local launcher isolation: auto (bwrap when it works here), bwrap or none", func(o *DispatchOptions) *string { return &o.LocalIsolation }},
+	{"agent-runner", "AGENTBOT_AGENT_RUNNER", "", "agent-runner binary (default: next to agentbot, then PATH)", func(o *DispatchOptions) *string { return &o.AgentRunner }},
+	{"agent", "AGENTBOT_AGENT", "claude", "agent used when a repository's settings name none: claude, codex or command", func(o *DispatchOptions) *string { return &o.Agent }},
+	{"agent-command", "AGENTBOT_AGENT_COMMAND", "", "the command agent's command line (split on spaces, no shell)", func(o *DispatchOptions) *string { return &o.AgentCommand }},
+	{"agent-env", "AGENTBOT_AGENT_ENV", defaultAgentEnv, "comma-separated environment variables handed to the agent (redacted from its output)", func(o *DispatchOptions) *string { return &o.AgentEnv }},
+	{"keep-failed", "AGENTBOT_KEEP_FAILED", "24h", "how long a failed task's workspace is kept for debugging (0 = not kept)", func(o *DispatchOptions) *string { return &o.KeepFailed }},
+	{"pages-token-file", "AGENTBOT_PAGES_TOKEN_FILE", "", "file holding a bearer token for the task pages", func(o *DispatchOptions) *string { return &o.PagesTokenFile }},
+	{"pages-basic-auth-file", "AGENTBOT_PAGES_BASIC_AUTH_FILE", "", "file holding user:password for the task pages (basic auth)", func(o *DispatchOptions) *string { return &o.PagesBasicFile }},
+}
+
+func (o *DispatchOptions) bind(fs *flag.FlagSet, getenv func(string) string) {
+	for _, s := range dispatchSettings {
+		def := s.def
+		if v := getenv(s.env); v != "" {
+			def = v
+		}
+		fs.StringVar(s.field(o), s.flag, def, fmt.Sprintf("%s ($%s)", s.usage, s.env))
+	}
+}
+
+// DispatchConfig is the validated form of DispatchOptions. Pages and
+// AgentEnv hold secrets and are never logged.
+type DispatchConfig struct {
+	Launcher       string
+	PublicURL      string
+	MaxConcurrent  int
+	LocalIsolation string
+	AgentRunner    string
+	Agent          runner.AgentSpec
+	AgentEnv       map[string]string
+	KeepFailed     time.Duration
+	Pages          web.Auth
+	// SecretFiles are hidden from sandboxes.
+	SecretFiles []string
+}
+
+func dispatchProblem(name, format string, args ...any) error {
+	for _, s := range dispatchSettings {
+		if s.flag == name {
+			return fmt.Errorf("--%s ($%s): %s", s.flag, s.env, fmt.Sprintf(format, args...))
+		}
+	}
+	return fmt.Errorf("--%s: %s", name, fmt.Sprintf(format, args...))
+}
+
+// validate checks the settings, one line per problem. getenv reads the
+// agent's environment variables.
+func (o DispatchOptions) validate(getenv func(string) string) (DispatchConfig, error) {
+	var c DispatchConfig
+	var errs []error
+	switch o.Launcher {
+	case "local", "kubernetes":
+		c.Launcher = o.Launcher
+	default:
+		errs = append(errs, dispatchProblem("launcher", "%q is not local or kubernetes", o.Launcher))
+	}
+	if o.PublicURL != "" {
+		if u, err := url.Parse(o.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, dispatchProblem("public-url", "%q is not an http(s) URL", o.PublicURL))
+		}
+		c.PublicURL = strings.TrimRight(o.PublicURL, "/")
+	}
+	if n, err := strconv.Atoi(o.MaxConcurrent); err != nil || n < 1 || n > 1000 {
+		errs = append(errs, dispatchProblem("max-concurrent", "%q is not a number from 1 to 1000", o.MaxConcurrent))
+	} else {
+		c.MaxConcurrent = n
+	}
+	switch o.LocalIsolation {
+	case local.IsolationAuto, local.IsolationBwrap, local.IsolationNone:
+		c.LocalIsolation = o.LocalIsolation
+	default:
+		errs = append(errs, dispatchProblem("local-isolation", "%q is not auto, bwrap or none", o.LocalIsolation))
+	}
+	c.AgentRunner = o.AgentRunner
+	c.Agent = runner.AgentSpec{Name: o.Agent, Command: o.AgentCommand}
+	switch o.Agent {
+	case "claude", "codex":
+	case "command":
+		if strings.TrimSpace(o.AgentCommand) == "" {
+			errs = append(errs, dispatchProblem("agent-command", "required with --agent command"))
+		}
+	default:
+		errs = append(errs, dispatchProblem("agent", "%q is not claude, codex or command", o.Agent))
+	}
+	c.AgentEnv = map[string]string{}
+	for _, k := range strings.Split(o.AgentEnv, ",") {
+		if k = strings.TrimSpace(k); k != "" {
+			if v := getenv(k); v != "" {
+				c.AgentEnv[k] = v
+			}
+		}
+	}
+	if d, err := time.ParseDuration(o.KeepFailed); err != nil || d < 0 {
+		errs = append(errs, dispatchProblem("keep-failed", "%q is not a duration (like 24h, or 0)", o.KeepFailed))
+	} else {
+		c.KeepFailed = d
+	}
+	if o.PagesTokenFile != "" {
+		tok, err := readSecret(o.PagesTokenFile)
+		switch {
+		case err != nil:
+			errs = append(errs, dispatchProblem("pages-token-file", "%v", err))
+		case len(tok) == 0:
+			errs = append(errs, dispatchProblem("pages-token-file", "%s is empty", o.PagesTokenFile))
+		}
+		c.Pages.BearerToken = string(tok)
+		c.SecretFiles = append(c.SecretFiles, o.PagesTokenFile)
+	}
+	if o.PagesBasicFile != "" {
+		b, err := readSecret(o.PagesBasicFile)
+		user, pass, ok := strings.Cut(string(b), ":")
+		switch {
+		case err != nil:
+			errs = append(errs, dispatchProblem("pages-basic-auth-file", "%v", err))
+		case !ok || user == "" || pass == "":
+			errs = append(errs, dispatchProblem("pages-basic-auth-file", "%s must hold user:password", o.PagesBasicFile))
+		}
+		c.Pages.BasicUser, c.Pages.BasicPassword = user, pass
+		c.SecretFiles = append(c.SecretFiles, o.PagesBasicFile)
+	}
+	return c, errors.Join(errs...)
+}
+
+// findAgentRunner resolves the agent-runner binary: the setting, else next
+// to this executable, else PATH.
+func findAgentRunner(setting string) (string, error) {
+	if setting != "" {
+		return setting, nil
+	}
+	if exe, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(exe), "agent-runner")
+		if fi, err := os.Stat(p); err == nil && !fi.IsDir() {
+			return p, nil
+		}
+	}
+	if p, err := lookPath("agent-runner"); err == nil {
+		return p, nil
+	}
+	return "", errors.New("agent-runner not found next to agentbot or on PATH; build it (go build -o bin/ ./cmd/...) or set AGENTBOT_AGENT_RUNNER")
+}
+
+// newLauncher builds the configured launcher.
+func newLauncher(dataDir string, c DispatchConfig, secretFiles []string, logger *slog.Logger) (runner.Launcher, func() error, error) {
+	switch c.Launcher {
+	case "kubernetes":
+		return nil, nil, errors.New("AGENTBOT_LAUNCHER=kubernetes: this build has no Kubernetes launcher yet; use local")
+	}
+	bin, err := findAgentRunner(c.AgentRunner)
+	if err != nil {
+		return nil, nil, err
+	}
+	l, err := local.New(local.Options{
+		DataDir:     dataDir,
+		AgentRunner: bin,
+		Isolation:   c.LocalIsolation,
+		KeepFailed:  c.KeepFailed,
+		HidePaths:   secretFiles,
+		Logger:      logger,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return l, l.Close, nil
+}
+
+// dispatchHook runs tasks: with GitHub App credentials it starts the
+// dispatcher, the launcher and the task pages; without them serve only
+// stores tasks (intake), and says so.
+func dispatchHook(ctx context.Context, m *Main) (func(context.Context) error, error) {
+	cfg, dc := m.Config, m.DispatchConfig
+	log := m.Logger
+	if cfg.AppID == 0 || cfg.PrivateKey == nil {
+		log.Warn("no GitHub App id and private key: tasks are stored but not run (set AGENTBOT_APP_ID and AGENTBOT_PRIVATE_KEY_FILE)")
+		return nil, nil
+	}
+	keyPEM, err := os.ReadFile(cfg.PrivateKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("read private key: %w", err)
+	}
+	gh, err := github.New(github.Config{
+		BaseURL: cfg.GitHubURL.String(), AppID: cfg.AppID, PrivateKey: keyPEM,
+		Registry: m.Registry, Logger: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	secretFiles := append([]string{cfg.PrivateKeyFile, m.Options.WebhookSecretFile}, dc.SecretFiles...)
+	launcher, closeLauncher, err := newLauncher(cfg.DataDir, dc, secretFiles, log)
+	if err != nil {
+		gh.Close()
+		return nil, err
+	}
+	logs, err := dispatch.NewLogs(filepath.Join(cfg.DataDir, "logs"), 0)
+	if err != nil {
+		closeLauncher()
+		gh.Close()
+		return nil, err
+	}
+	tmp := filepath.Join(cfg.DataDir, "tmp")
+	if err := os.MkdirAll(tmp, 0o700); err != nil {
+		closeLauncher()
+		gh.Close()
+		return nil, fmt.Errorf("create %s: %w", tmp, err)
+	}
+	d, err := dispatch.New(dispatch.Options{
+		Store: m.Store, GitHub: gh, Launcher: launcher, Logs: logs,
+		MaxConcurrent: dc.MaxConcurrent, PublicURL: dc.PublicURL,
+		Agent: dc.Agent, AgentEnv: dc.AgentEnv, TempDir: tmp,
+		KeepFailedWorkspaces: dc.KeepFailed > 0,
+		Registry:             m.Registry, Logger: log,
+	})
+	if err != nil {
+		closeLauncher()
+		gh.Close()
+		return nil, err
+	}
+	pages, err := web.New(web.Options{
+		Store: m.Store, Logs: logs, Auth: dc.Pages,
+		RequireAuth: !loopbackOnly(cfg.Listen), Logger: log,
+	})
+	if err != nil {
+		closeLauncher()
+		gh.Close()
+		return nil, err
+	}
+	m.Enqueued = d.Notify
+	m.Routes = append(m.Routes, func(r chi.Router) {
+		r.Handle("/tasks", pages)
+		r.Handle("/tasks/*", pages)
+	})
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan error, 1)
+	go func() { done <- d.Run(runCtx) }()
+	log.Info("dispatcher started", "launcher", launcher.Name(), "max_concurrent", dc.MaxConcurrent,
+		"agent", dc.Agent.Name, "public_url", dc.PublicURL, "pages_auth", dc.Pages.BearerToken != "" || dc.Pages.BasicUser != "")
+	return func(ctx context.Context) error {
+		cancel()
+		// Local runs die with their parent; stopping them here makes an
+		// in-process stop behave like a process exit.
+		errs := []error{closeLauncher()}
+		select {
+		case err := <-done:
+			errs = append(errs, err)
+		case <-ctx.Done():
+			errs = append(errs, fmt.Errorf("dispatcher did not stop: %w", ctx.Err()))
+		}
+		gh.Close()
+		return errors.Join(errs...)
+	}, nil
+}
+
+// loopbackOnly reports whether a listen address accepts only local
+// connections, where the task pages may go without authentication.
+func loopbackOnly(listen string) bool {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil || host == "" {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
