@@ -119,9 +119,10 @@ type Client struct {
 	gitTimeout time.Duration
 	now        func() time.Time
 
-	inner  http.RoundTripper // timeout → metrics → network, shared
-	policy *retryPolicy
-	app    *gh.Client
+	inner   http.RoundTripper // timeout → metrics → network, shared
+	network http.RoundTripper
+	policy  *retryPolicy
+	app     *gh.Client
 
 	mu       sync.Mutex
 	installs map[int64]*installation
@@ -177,6 +178,7 @@ func New(cfg Config) (*Client, error) {
 		gitTimeout: orDefault(cfg.GitTimeout, 10*time.Minute),
 		now:        time.Now,
 		installs:   map[int64]*installation{},
+		network:    transport,
 	}
 	c.policy = &retryPolicy{
 		maxAttempts:      orDefault(cfg.MaxAttempts, 4),
@@ -497,12 +499,7 @@ func (c *Client) call(ctx context.Context, installationID int64, endpoint, path 
 
 // Close releases idle connections.
 func (c *Client) Close() {
-	type idleCloser interface{ CloseIdleConnections() }
-	if tc, ok := c.inner.(*timeoutTransport); ok {
-		if mt, ok := tc.next.(*metricsTransport); ok {
-			if ic, ok := mt.next.(idleCloser); ok {
-				ic.CloseIdleConnections()
-			}
-		}
+	if ic, ok := c.network.(interface{ CloseIdleConnections() }); ok {
+		ic.CloseIdleConnections()
 	}
 }

@@ -429,6 +429,37 @@ func TestNetworkErrorsAreRetried(t *testing.T) {
 	}
 }
 
+// stall makes the first round trip wait until its context ends.
+type stall struct {
+	stalled  bool
+	deadline bool
+	next     http.RoundTripper
+}
+
+func (s *stall) RoundTrip(r *http.Request) (*http.Response, error) {
+	if !s.stalled {
+		s.stalled = true
+		_, s.deadline = r.Context().Deadline()
+		<-r.Context().Done()
+		return nil, r.Context().Err()
+	}
+	return s.next.RoundTrip(r)
+}
+
+func TestEachAttemptHasItsOwnTimeout(t *testing.T) {
+	st := &stall{next: http.DefaultTransport}
+	h := newHarness(t, func(c *Config) { c.Transport = st; c.Timeout = 50 * time.Millisecond })
+	if _, err := h.client.Repository(context.Background(), instID, h.repo); err != nil {
+		t.Fatalf("the attempt after the stalled one should succeed: %v", err)
+	}
+	if !st.deadline {
+		t.Fatal("the attempt had no deadline")
+	}
+	if metricValue(t, h, "agentbot_github_requests_total", map[string]string{"status": "error"}) != 1 {
+		t.Fatal("the timed-out attempt was not counted as an error")
+	}
+}
+
 func TestMetricsByEndpointTemplate(t *testing.T) {
 	h := newHarness(t)
 	ctx := context.Background()
