@@ -402,8 +402,11 @@ func (d *Dispatcher) plan(ctx context.Context, t *agentbot.Task) (*plan, *failur
 		head, err := d.gh.BranchHead(ctx, inst, ref.Repo, job.Branch)
 		switch {
 		case err == nil:
-			// An earlier task (or attempt) pushed this branch; this run
-			// replaces it, guarded by its current head.
+			// An earlier task (or an attempt cut short after its push)
+			// left this branch: continue it rather than fork a second
+			// history, so the push is a fast-forward guarded by its head.
+			job.FollowUp = true
+			job.ExpectedHeadSHA = head
 			p.expectedOld = head
 		case github.IsNotFound(err):
 		default:
@@ -470,13 +473,20 @@ func (d *Dispatcher) deliver(ctx context.Context, t *agentbot.Task, p *plan, run
 		return res, failf("pushing", "cannot fetch the result bundle from the sandbox: %v", berr)
 	}
 	expectedOld := p.expectedOld
-	if t.Trigger.Kind == agentbot.KindFollowUp && rr.BaseSHA != "" {
+	if p.job.FollowUp && rr.BaseSHA != "" {
 		expectedOld = rr.BaseSHA
+	}
+	// A new branch's base must be on the base branch; a continued branch
+	// is checked against its expected head instead.
+	baseBranch := p.job.BaseBranch
+	if p.job.FollowUp {
+		baseBranch = ""
 	}
 	head, err := d.gh.PushBundle(ctx, inst, ref.Repo, p.repo.CloneURL, f.Name(), github.BundleCheck{
 		Branch:         res.Branch,
 		BranchPrefix:   p.settings.BranchPrefix,
 		BaseSHA:        rr.BaseSHA,
+		BaseBranch:     baseBranch,
 		ExpectedOldSHA: expectedOld,
 		ProtectedPaths: p.settings.ProtectedPaths,
 		MaxBytes:       d.opts.MaxBundleBytes,

@@ -15,10 +15,14 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/agentbot/agentbot/dispatch"
 	"github.com/agentbot/agentbot/github"
 	"github.com/agentbot/agentbot/runner"
+	"github.com/agentbot/agentbot/runner/kubernetes"
 	"github.com/agentbot/agentbot/runner/local"
 	"github.com/agentbot/agentbot/web"
 )
@@ -38,6 +42,9 @@ type DispatchOptions struct {
 	KeepFailed     string
 	PagesTokenFile string
 	PagesBasicFile string
+	Namespace      string
+	WarmPool       string
+	Kubeconfig     string
 }
 
 // defaultAgentEnv names the environment variables an agent gets by
@@ -58,6 +65,9 @@ var dispatchSettings = []struct {
 	{"agent-env", "AGENTBOT_AGENT_ENV", defaultAgentEnv, "comma-separated environment variables handed to the agent (redacted from its output)", func(o *DispatchOptions) *string { return &o.AgentEnv }},
 	{"keep-failed", "AGENTBOT_KEEP_FAILED", "24h", "how long a failed task's workspace is kept for debugging (0 = not kept)", func(o *DispatchOptions) *string { return &o.KeepFailed }},
 	{"pages-token-file", "AGENTBOT_PAGES_TOKEN_FILE", "", "file holding a bearer token for the task pages", func(o *DispatchOptions) *string { return &o.PagesTokenFile }},
+	{"namespace", "AGENTBOT_NAMESPACE", "", "kubernetes launcher: namespace of the sandboxes (default: the pod's own)", func(o *DispatchOptions) *string { return &o.Namespace }},
+	{"warm-pool", "AGENTBOT_WARM_POOL", kubernetes.DefaultWarmPool, "kubernetes launcher: the SandboxWarmPool every claim names", func(o *DispatchOptions) *string { return &o.WarmPool }},
+	{"kubeconfig", "KUBECONFIG", "", "kubernetes launcher: kubeconfig file when not running in a cluster", func(o *DispatchOptions) *string { return &o.Kubeconfig }},
 	{"pages-basic-auth-file", "AGENTBOT_PAGES_BASIC_AUTH_FILE", "", "file holding user:password for the task pages (basic auth)", func(o *DispatchOptions) *string { return &o.PagesBasicFile }},
 }
 
@@ -83,6 +93,8 @@ type DispatchConfig struct {
 	AgentEnv       map[string]string
 	KeepFailed     time.Duration
 	Pages          web.Auth
+	Kubernetes     kubernetes.Config
+	Kubeconfig     string
 	// SecretFiles are hidden from sandboxes.
 	SecretFiles []string
 }
@@ -125,6 +137,18 @@ func (o DispatchOptions) validate(getenv func(string) string) (DispatchConfig, e
 		errs = append(errs, dispatchProblem("local-isolation", "%q is not auto, bwrap or none", o.LocalIsolation))
 	}
 	c.AgentRunner = o.AgentRunner
+	if c.Launcher == "kubernetes" {
+		c.Kubernetes = kubernetes.Config{Namespace: o.Namespace, WarmPool: o.WarmPool}
+		if c.Kubernetes.Namespace == "" {
+			if b, err := os.ReadFile(serviceAccountNamespace); err == nil {
+				c.Kubernetes.Namespace = strings.TrimSpace(string(b))
+			}
+		}
+		if err := c.Kubernetes.Validate(); err != nil {
+			errs = append(errs, err)
+		}
+		c.Kubeconfig = o.Kubeconfig
+	}
 	c.Agent = runner.AgentSpec{Name: o.Agent, Command: o.AgentCommand}
 	switch o.Agent {
 	case "claude", "codex":
@@ -192,11 +216,27 @@ func findAgentRunner(setting string) (string, error) {
 	return "", errors.New("agent-runner not found next to agentbot or on PATH; build it (go build -o bin/ ./cmd/...) or set AGENTBOT_AGENT_RUNNER")
 }
 
+// serviceAccountNamespace holds the namespace of a pod's service account.
+const serviceAccountNamespace = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
 // newLauncher builds the configured launcher.
-func newLauncher(dataDir string, c DispatchConfig, secretFiles []string, logger *slog.Logger) (runner.Launcher, func() error, error) {
-	switch c.Launcher {
-	case "kubernetes":
-		return nil, nil, errors.New("AGENTBOT_LAUNCHER=kubernetes: this build has no Kubernetes launcher yet; use local")
+func newLauncher(dataDir string, c DispatchConfig, secretFiles []string, reg *prometheus.Registry, logger *slog.Logger) (runner.Launcher, func() error, error) {
+	if c.Launcher == "kubernetes" {
+		var rc *rest.Config
+		var err error
+		if c.Kubeconfig != "" {
+			rc, err = clientcmd.BuildConfigFromFlags("", c.Kubeconfig)
+		} else {
+			rc, err = rest.InClusterConfig()
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("kubernetes launcher: API server configuration (in-cluster, or KUBECONFIG): %w", err)
+		}
+		l, err := kubernetes.New(c.Kubernetes, rc, reg, logger)
+		if err != nil {
+			return nil, nil, err
+		}
+		return l, func() error { return nil }, nil
 	}
 	bin, err := findAgentRunner(c.AgentRunner)
 	if err != nil {
@@ -238,7 +278,7 @@ func dispatchHook(ctx context.Context, m *Main) (func(context.Context) error, er
 		return nil, err
 	}
 	secretFiles := append([]string{cfg.PrivateKeyFile, m.Options.WebhookSecretFile}, dc.SecretFiles...)
-	launcher, closeLauncher, err := newLauncher(cfg.DataDir, dc, secretFiles, log)
+	launcher, closeLauncher, err := newLauncher(cfg.DataDir, dc, secretFiles, m.Registry, log)
 	if err != nil {
 		gh.Close()
 		return nil, err

@@ -138,7 +138,7 @@ func (m *Main) runOnce(ctx context.Context) error {
 	}
 	l, closeLauncher, err := newLauncher(o.DataDir, DispatchConfig{
 		Launcher: "local", AgentRunner: o.AgentRunner, LocalIsolation: o.Isolation, KeepFailed: 24 * time.Hour,
-	}, nil, logger)
+	}, nil, nil, logger)
 	if err != nil {
 		return err
 	}
