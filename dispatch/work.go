@@ -422,12 +422,17 @@ func (d *Dispatcher) plan(ctx context.Context, t *agentbot.Task) (*plan, *failur
 	return p, nil
 }
 
-// agentSpec picks the agent: the repository's choice, else the operator's;
-// a command line only ever comes from the operator.
+// agentSpec picks the agent. An operator who configured the command agent
+// runs it for every repository (it is the operator's own wrapper, and a
+// repository file never names a command); otherwise the repository's choice
+// of claude or codex applies.
 func (d *Dispatcher) agentSpec(s github.Settings) (runner.AgentSpec, *failure) {
 	spec := d.opts.Agent
-	if s.Agent != "" && s.Agent != spec.Name {
+	if spec.Name != "command" && s.Agent != "" && s.Agent != spec.Name {
 		spec = runner.AgentSpec{Name: s.Agent}
+		if s.Agent == "command" {
+			spec.Command = d.opts.Agent.Command
+		}
 	}
 	if s.Model != "" {
 		spec.Model = s.Model
