@@ -48,7 +48,7 @@ func BenchmarkCreateTask(b *testing.B) {
 						return err
 					}
 					var created bool
-					if err := mode.commit(s, createFn(fmt.Sprintf("bench-%d", n), task, val, now, &created)); err != nil {
+					if err := mode.commit(s, s.createFn(fmt.Sprintf("bench-%d", n), task, val, now, &created)); err != nil {
 						return err
 					}
 					if !created {

@@ -84,6 +84,7 @@ func (s *Store) commitGroup(group []*groupWrite) {
 	for len(group) > 0 {
 		start := time.Now()
 		err := s.db.Update(func(tx *bolt.Tx) error {
+			s.resetPending()
 			for i, w := range group {
 				if err := w.fn(tx); err != nil {
 					return &groupError{index: i, err: err}
@@ -94,11 +95,13 @@ func (s *Store) commitGroup(group []*groupWrite) {
 		s.metrics.commitDuration.Observe(time.Since(start).Seconds())
 		s.metrics.groupSize.Observe(float64(len(group)))
 		if err == nil {
+			s.applyPending()
 			for _, w := range group {
 				w.done <- nil
 			}
 			return
 		}
+		s.resetPending()
 		ge, ok := err.(*groupError)
 		if !ok {
 			// The commit itself failed (disk full, I/O error): every call

@@ -94,9 +94,4 @@ func issueKey(ref agentbot.IssueRef, id string) []byte {
 	return append(issueKeyPrefix(ref), id...)
 }
 
-func deliveryAgeKey(at int64, deliveryID string) []byte {
-	b := binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(deliveryID)), uint64(at))
-	return append(b, deliveryID...)
-}
-
 func hasPrefix(k, prefix []byte) bool { return bytes.HasPrefix(k, prefix) }

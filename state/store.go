@@ -60,16 +60,15 @@ const maxGroup = 512
 // Bucket names. Each is created at Open.
 var (
 	bucketMeta       = []byte("meta")
-	bucketTasks      = []byte("tasks")            // id → JSON task
-	bucketByState    = []byte("tasks_by_state")   // state 0x00 id → nil
-	bucketByIssue    = []byte("tasks_by_issue")   // issueKey(ref) id → nil
-	bucketDeliveries = []byte("deliveries")       // delivery id → 8-byte unix nanos
-	bucketDelivByAge = []byte("deliveries_by_ts") // 8-byte unix nanos, delivery id → nil
+	bucketTasks      = []byte("tasks")          // id → JSON task
+	bucketByState    = []byte("tasks_by_state") // state 0x00 id → nil
+	bucketByIssue    = []byte("tasks_by_issue") // issueKey(ref) id → nil
+	bucketDeliveries = []byte("deliveries")     // 8-byte unix nanos, delivery id → nil
 
 	keySchemaVersion = []byte("schema_version")
 )
 
-var allBuckets = [][]byte{bucketMeta, bucketTasks, bucketByState, bucketByIssue, bucketDeliveries, bucketDelivByAge}
+var allBuckets = [][]byte{bucketMeta, bucketTasks, bucketByState, bucketByIssue, bucketDeliveries}
 
 // Migration moves a file from schema version From to From+1 inside the
 // transaction Open runs; a failing migration leaves the file untouched.
@@ -121,6 +120,14 @@ type Store struct {
 	closed    bool
 	writes    chan *groupWrite
 	committed chan struct{}
+
+	// seen is every recorded delivery ID (see deliveries.go); added and
+	// removed are the current commit attempt's changes to it, touched only
+	// by the committer goroutine.
+	seenMu  sync.RWMutex
+	seen    map[string]struct{}
+	added   map[string]struct{}
+	removed []string
 }
 
 // Open opens (creating if needed) the bbolt file at path, creates the
@@ -175,6 +182,7 @@ func Open(path string, opts Options) (*Store, error) {
 		metrics:   newMetrics(),
 		writes:    make(chan *groupWrite, maxGroup),
 		committed: make(chan struct{}),
+		added:     make(map[string]struct{}),
 	}
 	counts, err := s.prepare(version, steps)
 	if err != nil {
@@ -232,7 +240,7 @@ func (s *Store) prepare(version int, steps []Migration) (map[agentbot.TaskState]
 				}
 			}
 			countStates(tx)
-			return nil
+			return s.loadDeliveries(tx)
 		})
 		return counts, err
 	}
@@ -266,7 +274,7 @@ func (s *Store) prepare(version int, steps []Migration) (map[agentbot.TaskState]
 			return fmt.Errorf("write schema version: %w", err)
 		}
 		countStates(tx)
-		return nil
+		return s.loadDeliveries(tx)
 	})
 	return counts, err
 }

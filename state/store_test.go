@@ -618,6 +618,17 @@ func TestPruneDeliveries(t *testing.T) {
 	if n, err := s.PruneDeliveries(ctx); err != nil || n != 0 {
 		t.Errorf("second PruneDeliveries = %d, %v; want 0", n, err)
 	}
+	// A forgotten delivery is new again; the pruning survives a restart.
+	if isNew, err := s.RecordDelivery(ctx, "old-ignored"); err != nil || !isNew {
+		t.Errorf("RecordDelivery(pruned) = %v, %v; want new", isNew, err)
+	}
+	s.Close()
+	s2 := openStore(t, path, Options{Now: clk.Now, DeliveryRetention: 24 * time.Hour})
+	for delivery, want := range map[string]bool{"old": false, "old-ignored": true, "young": true} {
+		if seen, _ := s2.SeenDelivery(ctx, delivery); seen != want {
+			t.Errorf("after restart SeenDelivery(%s) = %v, want %v", delivery, seen, want)
+		}
+	}
 }
 
 func TestSchemaMigrationHook(t *testing.T) {

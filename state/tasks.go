@@ -1,11 +1,8 @@
 package state
 
 import (
-	"bytes"
 	"context"
-	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -71,7 +68,7 @@ func (s *Store) CreateTask(ctx context.Context, deliveryID string, t *agentbot.T
 	if err != nil {
 		return false, fmt.Errorf("encode task for delivery %s: %w", deliveryID, err)
 	}
-	err = s.write(ctx, createFn(deliveryID, &nt, val, now, &created))
+	err = s.write(ctx, s.createFn(deliveryID, &nt, val, now, &created))
 	if err != nil {
 		return false, fmt.Errorf("create task for delivery %s: %w", deliveryID, err)
 	}
@@ -84,10 +81,10 @@ func (s *Store) CreateTask(ctx context.Context, deliveryID string, t *agentbot.T
 
 // createFn is CreateTask's transaction body. It sets *created afresh on
 // every run, as group commit may run it twice.
-func createFn(deliveryID string, nt *agentbot.Task, val []byte, now time.Time, created *bool) func(tx *bolt.Tx) error {
+func (s *Store) createFn(deliveryID string, nt *agentbot.Task, val []byte, now time.Time, created *bool) func(tx *bolt.Tx) error {
 	return func(tx *bolt.Tx) error {
 		*created = false
-		isNew, err := putDelivery(tx, deliveryID, now)
+		isNew, err := s.putDelivery(tx, deliveryID, now)
 		if err != nil || !isNew {
 			return err
 		}
@@ -103,64 +100,6 @@ func createFn(deliveryID string, nt *agentbot.Task, val []byte, now time.Time, c
 		*created = true
 		return nil
 	}
-}
-
-// RecordDelivery records a delivery that creates no task, durably. isNew is
-// false if it had been seen.
-func (s *Store) RecordDelivery(ctx context.Context, deliveryID string) (isNew bool, err error) {
-	defer s.observe("record_delivery", time.Now())
-	if err := checkDeliveryID(deliveryID); err != nil {
-		return false, err
-	}
-	now := s.now()
-	err = s.write(ctx, func(tx *bolt.Tx) error {
-		var err error
-		isNew, err = putDelivery(tx, deliveryID, now)
-		return err
-	})
-	if err != nil {
-		return false, fmt.Errorf("record delivery %s: %w", deliveryID, err)
-	}
-	return isNew, nil
-}
-
-// SeenDelivery reports whether deliveryID is recorded.
-func (s *Store) SeenDelivery(ctx context.Context, deliveryID string) (bool, error) {
-	defer s.observe("seen_delivery", time.Now())
-	var seen bool
-	err := s.db.View(func(tx *bolt.Tx) error {
-		if b := tx.Bucket(bucketDeliveries); b != nil {
-			seen = b.Get([]byte(deliveryID)) != nil
-		}
-		return nil
-	})
-	return seen, err
-}
-
-func checkDeliveryID(id string) error {
-	if id == "" {
-		return errors.New("empty delivery id")
-	}
-	if len(id) > MaxDeliveryIDLen {
-		return fmt.Errorf("delivery id longer than %d bytes", MaxDeliveryIDLen)
-	}
-	return nil
-}
-
-// putDelivery records deliveryID unless present; it reports whether it was new.
-func putDelivery(tx *bolt.Tx, deliveryID string, now time.Time) (bool, error) {
-	b := tx.Bucket(bucketDeliveries)
-	if b.Get([]byte(deliveryID)) != nil {
-		return false, nil
-	}
-	at := now.UnixNano()
-	if err := b.Put([]byte(deliveryID), binary.BigEndian.AppendUint64(nil, uint64(at))); err != nil {
-		return false, fmt.Errorf("put delivery %s: %w", deliveryID, err)
-	}
-	if err := tx.Bucket(bucketDelivByAge).Put(deliveryAgeKey(at, deliveryID), nil); err != nil {
-		return false, fmt.Errorf("index delivery %s: %w", deliveryID, err)
-	}
-	return true, nil
 }
 
 // Get returns the task with id, or an error wrapping ErrNotFound.
@@ -401,49 +340,4 @@ func (s *Store) modify(ctx context.Context, id string, change func(*agentbot.Tas
 		return nil, err
 	}
 	return out, nil
-}
-
-// PruneDeliveries forgets delivery IDs recorded longer ago than the
-// retention period and returns how many it removed. Tasks are kept.
-func (s *Store) PruneDeliveries(ctx context.Context) (int, error) {
-	defer s.observe("prune_deliveries", time.Now())
-	if s.readOnly {
-		return 0, fmt.Errorf("prune deliveries: store %s opened read-only", s.path)
-	}
-	cutoff := s.now().Add(-s.retention).UnixNano()
-	total := 0
-	// Bounded transactions, so a large backlog never holds the writer long.
-	const chunk = 10000
-	for {
-		if err := ctx.Err(); err != nil {
-			return total, err
-		}
-		n := 0
-		err := s.db.Update(func(tx *bolt.Tx) error {
-			n = 0
-			byAge, deliveries := tx.Bucket(bucketDelivByAge), tx.Bucket(bucketDeliveries)
-			c := byAge.Cursor()
-			for k, _ := c.First(); k != nil && n < chunk; k, _ = c.First() {
-				if len(k) < 8 || int64(binary.BigEndian.Uint64(k[:8])) >= cutoff {
-					break
-				}
-				id := bytes.Clone(k[8:])
-				if err := c.Delete(); err != nil {
-					return fmt.Errorf("delete delivery index %s: %w", id, err)
-				}
-				if err := deliveries.Delete(id); err != nil {
-					return fmt.Errorf("delete delivery %s: %w", id, err)
-				}
-				n++
-			}
-			return nil
-		})
-		if err != nil {
-			return total, fmt.Errorf("prune deliveries in %s: %w", s.path, err)
-		}
-		total += n
-		if n < chunk {
-			return total, nil
-		}
-	}
 }
