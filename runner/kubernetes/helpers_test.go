@@ -99,7 +99,7 @@ type fixtureOptions struct {
 	warmReplicas int
 }
 
-func newFixture(t *testing.T, o fixtureOptions) *fixture {
+func newFixture(t testing.TB, o fixtureOptions) *fixture {
 	t.Helper()
 	env := suite.Env(t)
 	bin := agentRunnerBinary(t)
@@ -115,7 +115,7 @@ func newFixture(t *testing.T, o fixtureOptions) *fixture {
 
 // applyRunnerManifests creates the SandboxTemplate and (unless replicas is
 // -1) the SandboxWarmPool of manifests/base in the fixture's namespace.
-func (f *fixture) applyRunnerManifests(t *testing.T, replicas int) {
+func (f *fixture) applyRunnerManifests(t testing.TB, replicas int) {
 	t.Helper()
 	objs, err := kubetest.RenderKustomization("../../manifests/base")
 	if err != nil {

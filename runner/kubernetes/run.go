@@ -258,7 +258,11 @@ func (w *eventWriter) Write(p []byte) (int, error) {
 			}
 			break
 		}
-		if !w.skip {
+		switch {
+		case w.skip:
+		case len(w.buf)+i > maxEventLine:
+			w.log.Warn("dropping over-long agent-runner output line")
+		default:
 			w.buf = append(w.buf, p[:i]...)
 			if err := w.line(w.buf); err != nil {
 				return 0, err

@@ -1,0 +1,207 @@
+package kubernetes
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/agentbot/agentbot/runner"
+)
+
+func TestClaimName(t *testing.T) {
+	cases := []struct {
+		name, taskID, wantPrefix string
+	}{
+		{"ulid", "01JABCDEF0123456789XYZ", "agentbot-01jabcdef0123456789xyz-"},
+		{"punctuation", "acme/widgets#7_try.2", "agentbot-acme-widgets-7-try-2-"},
+		{"only symbols", "///", "agentbot-"},
+		{"long", strings.Repeat("a", 300), "agentbot-" + strings.Repeat("a", 40) + "-"},
+		{"unicode", "tâche-ü", "agentbot-t-che-"},
+	}
+	seen := map[string]string{}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got := ClaimName(c.taskID)
+			if !strings.HasPrefix(got, c.wantPrefix) {
+				t.Errorf("ClaimName(%q) = %q; want prefix %q", c.taskID, got, c.wantPrefix)
+			}
+			// Pods and Services take the name on a cold start: it must be
+			// a DNS-1035 label.
+			if msgs := validation.IsDNS1035Label(got); len(msgs) > 0 {
+				t.Errorf("ClaimName(%q) = %q is not a DNS-1035 label: %v", c.taskID, got, msgs)
+			}
+			if ClaimName(c.taskID) != got {
+				t.Error("ClaimName is not deterministic")
+			}
+			if other, ok := seen[got]; ok {
+				t.Errorf("%q and %q share the claim name %q", c.taskID, other, got)
+			}
+			seen[got] = c.taskID
+		})
+	}
+	// Ids that slug alike stay apart.
+	if ClaimName("Task-1") == ClaimName("task_1") {
+		t.Error("task ids that differ only in case and punctuation share a claim name")
+	}
+}
+
+func TestLabelValue(t *testing.T) {
+	cases := []struct{ name, in, want string }{
+		{"repo", "acme/widgets", "acme_widgets"},
+		{"dots and dashes", "my-org/my.repo_x", "my-org_my.repo_x"},
+		{"edges trimmed", "/-x-/", "x"},
+		{"empty", "", ""},
+		{"too long", strings.Repeat("b", 70), strings.Repeat("b", 63)},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got := labelValue(c.in)
+			if got != c.want {
+				t.Errorf("labelValue(%q) = %q; want %q", c.in, got, c.want)
+			}
+			if msgs := validation.IsValidLabelValue(got); len(msgs) > 0 {
+				t.Errorf("labelValue(%q) = %q is not a label value: %v", c.in, got, msgs)
+			}
+		})
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	cases := []struct {
+		name  string
+		cfg   Config
+		wants []string // substrings of the error; none means valid
+	}{
+		{"defaults", Config{Namespace: "agentbot"}, nil},
+		{"no namespace", Config{}, []string{"AGENTBOT_NAMESPACE"}},
+		{"bad names", Config{Namespace: "Agent_Bot", WarmPool: "Pool!", Container: "x/y"}, []string{`namespace "Agent_Bot"`, `warm pool "Pool!"`, `container "x/y"`}},
+		{"relative paths", Config{Namespace: "a", Workspace: "workspace", AgentRunner: "agent-runner"}, []string{"workspace", "agent-runner path"}},
+		{"negative durations", Config{Namespace: "a", GracePeriod: -time.Second, ReadyTimeout: -time.Second}, []string{"grace period", "ready timeout"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			err := c.cfg.Validate()
+			if len(c.wants) == 0 {
+				if err != nil {
+					t.Fatalf("Validate = %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("Validate = nil")
+			}
+			for _, w := range c.wants {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+			if lines := strings.Count(err.Error(), "\n") + 1; lines != len(c.wants) {
+				t.Errorf("%d lines for %d problems: %q", lines, len(c.wants), err)
+			}
+		})
+	}
+}
+
+// TestEventWriter: output arrives in arbitrary chunks; events already seen
+// (a resumed stream) are dropped; lines that are not events are skipped.
+func TestEventWriter(t *testing.T) {
+	cases := []struct {
+		name    string
+		lastSeq int
+		chunks  []string
+		want    []int
+	}{
+		{"whole lines", 0, []string{"{\"seq\":1,\"type\":\"phase\"}\n{\"seq\":2,\"type\":\"log\"}\n"}, []int{1, 2}},
+		{"split mid-line", 0, []string{"{\"seq\":1,\"ty", "pe\":\"phase\"}\n{\"seq\"", ":2,\"type\":\"log\"}\n"}, []int{1, 2}},
+		{"resume drops seen", 2, []string{"{\"seq\":1,\"type\":\"phase\"}\n{\"seq\":2,\"type\":\"log\"}\n{\"seq\":3,\"type\":\"log\"}\n"}, []int{3}},
+		{"noise skipped", 0, []string{"warning: something\n\n{\"seq\":1,\"type\":\"log\"}\n{}\n"}, []int{1}},
+		{"last line without newline", 0, []string{"{\"seq\":1,\"type\":\"log\"}"}, []int{1}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			ch := make(chan runner.Event, 10)
+			w := &eventWriter{ctx: context.Background(), events: ch, lastSeq: c.lastSeq, log: slog.New(slog.DiscardHandler)}
+			for _, chunk := range c.chunks {
+				if n, err := w.Write([]byte(chunk)); err != nil || n != len(chunk) {
+					t.Fatalf("Write = %d, %v", n, err)
+				}
+			}
+			w.flush()
+			close(ch)
+			var got []int
+			for ev := range ch {
+				got = append(got, ev.Seq)
+			}
+			if len(got) != len(c.want) {
+				t.Fatalf("seqs %v; want %v", got, c.want)
+			}
+			for i := range got {
+				if got[i] != c.want[i] {
+					t.Fatalf("seqs %v; want %v", got, c.want)
+				}
+			}
+		})
+	}
+}
+
+func TestEventWriterDropsOverlongLine(t *testing.T) {
+	ch := make(chan runner.Event, 10)
+	w := &eventWriter{ctx: context.Background(), events: ch, log: slog.New(slog.DiscardHandler)}
+	big := `{"seq":1,"type":"log","message":"` + strings.Repeat("x", maxEventLine) + `"}` + "\n"
+	for i := 0; i < len(big); i += 1 << 16 {
+		end := min(i+1<<16, len(big))
+		if _, err := w.Write([]byte(big[i:end])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := w.Write([]byte(`{"seq":2,"type":"log"}` + "\n")); err != nil {
+		t.Fatal(err)
+	}
+	close(ch)
+	var got []int
+	for ev := range ch {
+		got = append(got, ev.Seq)
+	}
+	if len(got) != 1 || got[0] != 2 {
+		t.Fatalf("seqs %v; want [2]", got)
+	}
+}
+
+func TestPodState(t *testing.T) {
+	pod := &corev1.Pod{Status: corev1.PodStatus{
+		Phase:   corev1.PodFailed,
+		Reason:  "Evicted",
+		Message: "The node was low on resource: memory.",
+		ContainerStatuses: []corev1.ContainerStatus{{
+			Name:  "runner",
+			State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{Reason: "OOMKilled", ExitCode: 137}},
+		}},
+	}}
+	want := "Failed (Evicted: The node was low on resource: memory.; container runner terminated: OOMKilled, exit code 137)"
+	if got := podState(pod); got != want {
+		t.Errorf("podState = %q; want %q", got, want)
+	}
+	if got := podState(&corev1.Pod{Status: corev1.PodStatus{Phase: corev1.PodRunning}}); got != "Running" {
+		t.Errorf("podState(running) = %q", got)
+	}
+}
+
+func TestErrorsNameTheObject(t *testing.T) {
+	ce := &ConfigError{Claim: "ns/agentbot-x", Reason: "TemplateNotFound", Object: `the SandboxTemplate named by SandboxWarmPool "p" in namespace "ns"`, Message: `SandboxTemplate "t" not found`}
+	for _, want := range []string{`SandboxWarmPool "p"`, "ns/agentbot-x", "TemplateNotFound", `SandboxTemplate "t" not found`} {
+		if !strings.Contains(ce.Error(), want) {
+			t.Errorf("%q does not mention %q", ce.Error(), want)
+		}
+	}
+	var err error = ce
+	var target *ConfigError
+	if !errors.As(err, &target) {
+		t.Error("ConfigError is not found by errors.As")
+	}
+}
