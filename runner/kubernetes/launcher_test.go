@@ -280,7 +280,9 @@ func TestRestartReattaches(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	seen := until(ctx, t, run, func(ev runner.Event) bool { return ev.Type == runner.EventLog && strings.Contains(ev.Message, "before") })
+	seen := until(ctx, t, run, func(ev runner.Event) bool {
+		return ev.Type == runner.EventLog && strings.Contains(ev.Message, "before")
+	})
 	botDies()
 	collect(ctx, t, run)
 	if _, err := run.Wait(ctx); !errors.Is(err, context.Canceled) {
