@@ -14,6 +14,7 @@
 package webhook
 
 import (
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -27,6 +28,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -76,6 +78,20 @@ type Handler struct {
 	log      *slog.Logger
 	enqueued func(*agentbot.Task)
 	metrics  *metrics
+	// bufs holds request-body buffers; nothing read from a body outlives
+	// its request (decoding copies), so buffers are reused.
+	bufs sync.Pool
+}
+
+// maxPooledBuffer keeps an occasional large body from pinning memory.
+const maxPooledBuffer = 256 << 10
+
+func (h *Handler) putBuffer(b *bytes.Buffer) {
+	if b.Cap() > maxPooledBuffer {
+		return
+	}
+	b.Reset()
+	h.bufs.Put(b)
 }
 
 // New builds the handler once; it fails on an empty secret or missing store.
@@ -95,6 +111,7 @@ func New(cfg Config) (*Handler, error) {
 		enqueued: cfg.Enqueued,
 		metrics:  newMetrics(),
 	}
+	h.bufs.New = func() any { return new(bytes.Buffer) }
 	if h.maxBody <= 0 {
 		h.maxBody = DefaultMaxBody
 	}
@@ -186,7 +203,15 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) delivery {
 	if r.ContentLength > h.maxBody {
 		return refuse(http.StatusRequestEntityTooLarge, outcomeTooLarge, fmt.Sprintf("body over %d bytes", h.maxBody))
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBody))
+	buf := h.bufs.Get().(*bytes.Buffer)
+	defer h.putBuffer(buf)
+	if r.ContentLength > 0 {
+		// One allocation of the right size (ReadFrom wants MinRead spare to
+		// see EOF without growing).
+		buf.Grow(int(r.ContentLength) + bytes.MinRead)
+	}
+	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, h.maxBody))
+	body := buf.Bytes()
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
