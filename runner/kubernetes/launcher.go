@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -47,7 +49,13 @@ type Launcher struct {
 	exec    Executor
 	metrics *metrics
 	log     *slog.Logger
+
+	mu      sync.Mutex
+	stderrs map[string]string // task id → agent-runner's last stderr
 }
+
+// maxStderrTails bounds the stderr tails kept for tasks not cleaned up.
+const maxStderrTails = 1024
 
 var _ runner.Launcher = (*Launcher)(nil)
 
@@ -91,6 +99,7 @@ func New(cfg Config, restConfig *rest.Config, reg *prometheus.Registry, log *slo
 		pods:    kc.CoreV1().Pods(cfg.Namespace),
 		metrics: m,
 		log:     log.With("launcher", "kubernetes", "namespace", cfg.Namespace),
+		stderrs: map[string]string{},
 	}
 	for _, o := range opts {
 		o(l)
@@ -156,7 +165,7 @@ func (l *Launcher) Start(ctx context.Context, job runner.Job) (runner.Run, error
 	}
 	log.Info("sandbox ready", "pod", pod, "start", start)
 
-	r := l.newRun(ctx, name, pod, log)
+	r := l.newRun(ctx, job.TaskID, name, pod, log)
 	go r.loop(l.runCommand(), payload, 0)
 	return r, nil
 }
@@ -199,7 +208,7 @@ func (l *Launcher) Attach(ctx context.Context, taskID string, fromSeq int) (runn
 		return nil, fmt.Errorf("task %s: pod %s/%s is %s: %w", taskID, l.cfg.Namespace, podName, podState(pod), runner.ErrGone)
 	}
 	log.Info("re-attaching", "pod", podName, "from_seq", fromSeq)
-	r := l.newRun(ctx, name, podName, log)
+	r := l.newRun(ctx, taskID, name, podName, log)
 	go r.loop(l.attachCommand(fromSeq), nil, fromSeq)
 	return r, nil
 }
@@ -209,6 +218,9 @@ func (l *Launcher) Attach(ctx context.Context, taskID string, fromSeq int) (runn
 // the claim stays for debugging until its shutdownTime backstop removes it.
 func (l *Launcher) Cleanup(ctx context.Context, taskID string, keep bool) error {
 	name := ClaimName(taskID)
+	l.mu.Lock()
+	delete(l.stderrs, taskID)
+	l.mu.Unlock()
 	if keep {
 		l.log.Info("keeping sandbox for debugging until its shutdown time", "task_id", taskID, "claim", name)
 		return nil
@@ -217,6 +229,34 @@ func (l *Launcher) Cleanup(ctx context.Context, taskID string, keep bool) error 
 		return fmt.Errorf("task %s: %w", taskID, err)
 	}
 	return nil
+}
+
+// StderrTail returns the last n lines agent-runner wrote to stderr in the
+// task's latest exec, for a failure report.
+func (l *Launcher) StderrTail(taskID string, n int) []string {
+	l.mu.Lock()
+	s := l.stderrs[taskID]
+	l.mu.Unlock()
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if s == "" {
+		return nil
+	}
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return lines
+}
+
+func (l *Launcher) keepStderr(taskID, s string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.stderrs[taskID]; !ok && len(l.stderrs) >= maxStderrTails {
+		for k := range l.stderrs {
+			delete(l.stderrs, k)
+			break
+		}
+	}
+	l.stderrs[taskID] = s
 }
 
 func (l *Launcher) runCommand() []string {

@@ -437,3 +437,37 @@ func TestBrokenStreamResumes(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestFailedJobKeepsExitCodeAndStderr: a job agent-runner refuses ends with
+// its exit code (not a launcher error), an error event, and agent-runner's
+// stderr for the failure report.
+func TestFailedJobKeepsExitCodeAndStderr(t *testing.T) {
+	f := newFixture(t, fixtureOptions{warmReplicas: 0})
+	l, _ := f.launcher(t, nil, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	job := f.job("01JTASK-BADJOB", f.script(t, "agent.sh", editScript))
+	job.Branch = "not a branch"
+	run, err := l.Start(ctx, job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := collect(ctx, t, run)
+	code, err := run.Wait(ctx)
+	if err != nil || code != runner.ExitBadJob {
+		t.Fatalf("Wait = %d, %v; want %d", code, err, runner.ExitBadJob)
+	}
+	if len(evs) == 0 || evs[len(evs)-1].Type != runner.EventError {
+		t.Errorf("events %+v; want an error event last", evs)
+	}
+	tail := l.StderrTail(job.TaskID, 5)
+	if len(tail) == 0 || !strings.Contains(strings.Join(tail, "\n"), "branch") {
+		t.Errorf("stderr tail %q does not explain the failure", tail)
+	}
+	if err := l.Cleanup(ctx, job.TaskID, false); err != nil {
+		t.Fatal(err)
+	}
+	if tail := l.StderrTail(job.TaskID, 5); tail != nil {
+		t.Errorf("stderr tail kept after Cleanup: %q", tail)
+	}
+}

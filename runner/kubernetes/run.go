@@ -28,6 +28,7 @@ const maxEventLine = 4 << 20
 // run is one agent-runner process in a sandbox pod, streamed over exec.
 type run struct {
 	l      *Launcher
+	taskID string
 	claim  string
 	pod    string
 	log    *slog.Logger
@@ -46,10 +47,11 @@ type run struct {
 
 var _ runner.Run = (*run)(nil)
 
-func (l *Launcher) newRun(ctx context.Context, claim, pod string, log *slog.Logger) *run {
+func (l *Launcher) newRun(ctx context.Context, taskID, claim, pod string, log *slog.Logger) *run {
 	rctx, cancel := context.WithCancel(ctx)
 	return &run{
 		l:      l,
+		taskID: taskID,
 		claim:  claim,
 		pod:    pod,
 		log:    log.With("pod", pod),
@@ -143,6 +145,9 @@ func (r *run) loop(command []string, stdin []byte, lastSeq int) {
 			Stderr:    stderr,
 		})
 		out.flush()
+		if tail := stderr.String(); tail != "" {
+			r.l.keepStderr(r.taskID, tail)
+		}
 		stopped, failure := r.state()
 		switch {
 		case stopped:
