@@ -55,7 +55,7 @@ func (s *Store) putDelivery(tx *bolt.Tx, deliveryID string, now time.Time) (bool
 	if _, dup := s.added[deliveryID]; dup || s.seenCommitted(deliveryID) {
 		return false, nil
 	}
-	if err := tx.Bucket(bucketDeliveries).Put(deliveryKey(now.UnixNano(), deliveryID), nil); err != nil {
+	if err := appendBucket(tx, bucketDeliveries).Put(deliveryKey(now.UnixNano(), deliveryID), nil); err != nil {
 		return false, fmt.Errorf("put delivery %s: %w", deliveryID, err)
 	}
 	s.added[deliveryID] = struct{}{}

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/agentbot/agentbot"
 )
 
@@ -92,6 +94,19 @@ func issueKeyPrefix(ref agentbot.IssueRef) []byte {
 
 func issueKey(ref agentbot.IssueRef, id string) []byte {
 	return append(issueKeyPrefix(ref), id...)
+}
+
+// appendFill is the split threshold for buckets whose keys mostly arrive in
+// order (time-sortable ids, time-prefixed delivery keys). bbolt's default
+// of 0.5 leaves every page of an append-only bucket half empty: measured
+// 2.8KB of file per task with it.
+const appendFill = 0.9
+
+// appendBucket returns the named bucket set up for in-order inserts.
+func appendBucket(tx *bolt.Tx, name []byte) *bolt.Bucket {
+	b := tx.Bucket(name)
+	b.FillPercent = appendFill
+	return b
 }
 
 func hasPrefix(k, prefix []byte) bool { return bytes.HasPrefix(k, prefix) }

@@ -88,10 +88,10 @@ func (s *Store) createFn(deliveryID string, nt *agentbot.Task, val []byte, now t
 		if err != nil || !isNew {
 			return err
 		}
-		if err := tx.Bucket(bucketTasks).Put([]byte(nt.ID), val); err != nil {
+		if err := appendBucket(tx, bucketTasks).Put([]byte(nt.ID), val); err != nil {
 			return fmt.Errorf("put %s: %w", nt, err)
 		}
-		if err := tx.Bucket(bucketByState).Put(stateKey(nt.State, nt.ID), nil); err != nil {
+		if err := appendBucket(tx, bucketByState).Put(stateKey(nt.State, nt.ID), nil); err != nil {
 			return fmt.Errorf("index %s by state: %w", nt, err)
 		}
 		if err := tx.Bucket(bucketByIssue).Put(issueKey(nt.Ref(), nt.ID), nil); err != nil {
