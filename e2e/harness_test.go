@@ -84,18 +84,24 @@ var repo = agentbot.Repo{Owner: "octo", Name: "widgets"}
 // world is one fake GitHub with one repository on a real git server, and
 // the files agentbot's configuration points at.
 type world struct {
-	t       *testing.T
+	t       testing.TB
 	gh      *githubtest.Server
 	git     *gitserver.Server
 	dataDir string
 	env     []string
 }
 
-func newWorld(t *testing.T) *world {
+func newWorld(t testing.TB) *world { return newWorldWith(t, nil) }
+
+// newWorldWith lets seed create the repository on the git server first.
+func newWorldWith(t testing.TB, seed func(*gitserver.Server)) *world {
 	t.Helper()
 	w := &world{t: t, dataDir: t.TempDir()}
 	w.gh = githubtest.New(t)
 	w.git = gitserver.New(t, w.gh.GitAuthorize())
+	if seed != nil {
+		seed(w.git)
+	}
 	w.gh.AddInstallation(installation, repo)
 	w.gh.AddRepo(repo, w.git, "main")
 	w.gh.SetFile(repo, "src/widget.txt", "a widget\n")
@@ -124,7 +130,7 @@ func newWorld(t *testing.T) *world {
 	return w
 }
 
-func must(t *testing.T, err error) {
+func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
@@ -133,7 +139,7 @@ func must(t *testing.T, err error) {
 
 // bot is one running `agentbot serve` process.
 type bot struct {
-	t    *testing.T
+	t    testing.TB
 	cmd  *exec.Cmd
 	base string
 
@@ -198,6 +204,19 @@ func cleanEnviron() []string {
 		out = append(out, kv)
 	}
 	return out
+}
+
+// isolation is the local launcher's isolation, from its log.
+func (b *bot) isolation() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, line := range b.lines {
+		var rec struct{ Msg, Isolation string }
+		if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "local launcher ready" {
+			return rec.Isolation
+		}
+	}
+	return ""
 }
 
 func (b *bot) log() string {
@@ -322,7 +341,7 @@ func (b *bot) getJSON(path string, v any) {
 
 // eventually polls cond until it holds (the system under test runs in other
 // processes: there is nothing to synchronise on but what they publish).
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# End-to-end benchmark (make bench-e2e): runs BenchmarkEndToEnd (e2e/
+# bench_test.go) — the real agentbot serve, the fake GitHub over a real git
+# http-backend server, agent-runner and a scripted agent that writes one
+# file — on a generated repository of 5,000 files / 50 MB, and compares the
+# whole task (delivery → draft PR) with the same git work done by plain git
+# commands (clone, branch, commit, bundle, push). It prints the figures and
+# records them in the "End to end" section of docs/benchmarks.md.
+#
+# Environment: RUNS (tasks measured, default 5; medians are reported),
+# BENCH_FILES (default 5000), BENCH_MB (default 50), BENCH_ISOLATION (auto,
+# bwrap or none; default auto), DOC (default docs/benchmarks.md; "-" prints
+# only).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS="${RUNS:-5}"
+DOC="${DOC:-docs/benchmarks.md}"
+export BENCH_FILES="${BENCH_FILES:-5000}" BENCH_MB="${BENCH_MB:-50}" BENCH_ISOLATION="${BENCH_ISOLATION:-auto}"
+
+out="$(mktemp)"
+trap 'rm -f "$out"' EXIT
+echo "==> go test -bench BenchmarkEndToEnd -benchtime ${RUNS}x ./e2e (${BENCH_FILES} files, ${BENCH_MB} MB)"
+if ! go test -run '^$' -bench '^BenchmarkEndToEnd$' -benchtime "${RUNS}x" -timeout 30m ./e2e >"$out" 2>&1; then
+  grep -v '^\s*{"time"' "$out" | tail -40
+  echo "bench-e2e: the benchmark failed" >&2
+  exit 1
+fi
+line="$(grep -o 'BENCH-E2E .*' "$out" | tail -1 || true)"
+[ -n "$line" ] || { tail -40 "$out"; echo "bench-e2e: no result line" >&2; exit 1; }
+
+val() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$line"; }
+runs=$(val runs); files=$(val files); mb=$(val mb); iso=$(val isolation)
+start_ms=$(val to_runner_start_ms); first_ms=$(val to_first_event_ms)
+task_s=$(val task_s); plain_s=$(val plain_git_s); ratio=$(val ratio)
+verdict_ratio=$(awk -v r="$ratio" 'BEGIN { print (r <= 1.3) ? "within" : "OVER" }')
+verdict_start=$(awk -v s="$start_ms" 'BEGIN { print (s < 100) ? "under" : "OVER" }')
+
+cpu="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
+cores="$(nproc)"
+today="$(date -u +%Y-%m-%d)"
+
+section="$(cat <<MD
+<!-- bench-e2e:start -->
+## End to end
+
+\`make bench-e2e\` (scripts/bench-e2e.sh, e2e/bench_test.go): the real \`agentbot serve\`
+against the fake GitHub over a real \`git http-backend\` server, the local launcher
+(isolation: ${iso}) running agent-runner with a scripted agent that writes one file,
+on a generated repository of ${files} files / ${mb} MB. Medians of ${runs} tasks;
+${today}, ${cores} cores (${cpu}).
+
+| measure | value | target |
+|---|---|---|
+| delivery → runner started (dispatcher histogram: stored task → launcher returned) | ${start_ms} ms | < 100 ms (${verdict_start}) |
+| delivery → agent-runner's first event | ${first_ms} ms | |
+| whole task: delivery → acknowledge, clone, branch, commit, bundle, verify, push, draft PR, final comment | ${task_s} s | |
+| the same git work by plain git (clone, branch, commit, bundle, push) | ${plain_s} s | |
+| ratio agentbot / plain git | ${ratio}× | ≤ 1.3× (${verdict_ratio}) |
+
+The plain-git baseline clones the same way agent-runner does (\`--single-branch
+--no-tags --filter=blob:none\`) with a token minted by the same fake GitHub. What
+agentbot adds on top: the permission and settings checks, the 👀 reaction and
+progress comment, the bundle's verification (fetching the base from the server)
+before its push, the draft PR and the comment and check-run edits.
+<!-- bench-e2e:end -->
+MD
+)"
+
+echo
+echo "$section"
+if [ "$DOC" != "-" ]; then
+  mkdir -p "$(dirname "$DOC")"
+  [ -f "$DOC" ] || printf '# Benchmarks\n' >"$DOC"
+  tmp="$(mktemp)"
+  printf '%s\n' "$section" >"$tmp.section"
+  if grep -q '<!-- bench-e2e:start -->' "$DOC"; then
+    awk -v repl="$tmp.section" '
+      /<!-- bench-e2e:start -->/ { while ((getline l < repl) > 0) print l; skip = 1; next }
+      /<!-- bench-e2e:end -->/ { skip = 0; next }
+      !skip { print }' "$DOC" >"$tmp"
+  else
+    { cat "$DOC"; printf '\n%s\n' "$section"; } >"$tmp"
+  fi
+  mv "$tmp" "$DOC"
+  rm -f "$tmp.section"
+  echo "==> recorded in $DOC"
+fi
