@@ -493,3 +493,67 @@ func TestRecovery(t *testing.T) {
 		t.Errorf("%d pull requests, want 1", n)
 	}
 }
+
+// TestCheckRunButtons drives a follow-up through its check run's buttons:
+// Cancel stops the run, Retry queues it again (and its own Cancel stops
+// that).
+func TestCheckRunButtons(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	first := h.enqueue(h.issue(60, "Base work", "scripted: write base.txt base"))
+	done := h.waitState(first.ID, agentbot.StateSucceeded)
+	prRef := agentbot.IssueRef{Repo: testRepo, Number: done.Result.PRNumber}
+
+	fu := h.enqueue(agentbot.Trigger{Kind: agentbot.KindFollowUp, Issue: prRef, IsPullRequest: true,
+		Prompt: agentbot.Prompt{Instructions: "scripted: sleep 60; write late.txt x"}})
+	running := h.wait(fu.ID, "running its agent", func(t *agentbot.Task) bool { return t.Phase == runner.PhaseAgent && t.CheckRunID != 0 })
+	checkRun := func(id int64) githubtest.CheckRun {
+		for _, r := range h.gh.CheckRuns(testRepo) {
+			if r.ID == id {
+				return r
+			}
+		}
+		t.Fatalf("no check run %d", id)
+		return githubtest.CheckRun{}
+	}
+	if cr := checkRun(running.CheckRunID); cr.Status != "in_progress" || !hasAction(cr, "cancel") {
+		t.Fatalf("running check run %+v", cr)
+	}
+	button := func(control agentbot.Control, taskID string) {
+		h.enqueue(agentbot.Trigger{Kind: agentbot.KindControl, Control: control, Issue: prRef, IsPullRequest: true,
+			CheckRunID: running.CheckRunID, ExternalID: taskID})
+	}
+	button(agentbot.ControlCancel, fu.ID)
+	cancelled := h.waitState(fu.ID, agentbot.StateCancelled)
+	if cr := checkRun(cancelled.CheckRunID); cr.Conclusion != "cancelled" || !hasAction(cr, "retry") || hasAction(cr, "cancel") {
+		t.Fatalf("cancelled check run %+v", cr)
+	}
+
+	button(agentbot.ControlRetry, fu.ID)
+	var retry *agentbot.Task
+	h.wait(fu.ID, "retried", func(*agentbot.Task) bool {
+		tasks, _ := h.store.ListByIssue(context.Background(), prRef)
+		for _, o := range tasks {
+			if o.RetryOf == fu.ID {
+				retry = o
+				return true
+			}
+		}
+		return false
+	})
+	h.wait(retry.ID, "running its agent", func(t *agentbot.Task) bool { return t.Phase == runner.PhaseAgent })
+	button(agentbot.ControlCancel, retry.ID)
+	h.waitState(retry.ID, agentbot.StateCancelled)
+	if got, _ := h.git.Show("octo", "demo", done.Result.Branch, "late.txt"); got != "" {
+		t.Errorf("a cancelled run pushed late.txt")
+	}
+}
+
+func hasAction(cr githubtest.CheckRun, id string) bool {
+	for _, a := range cr.Actions {
+		if a.Identifier == id {
+			return true
+		}
+	}
+	return false
+}
