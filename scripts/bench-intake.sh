@@ -64,6 +64,12 @@ if [ "$OPEN_RATE" != 0 ]; then
   load -concurrency "$OPEN_SENDERS" -rate "$OPEN_RATE"
 fi
 
+# utime+stime of the server, in clock ticks (fields 14 and 15 of /proc/PID/stat).
+ticks="$(awk '{print $14 + $15}' "/proc/$server_pid/stat")"
+acked="$(wc -l < "$work/acked")"
+awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" -v n="$acked" \
+  'BEGIN { printf "==> server CPU: %.1f s for %d acknowledged deliveries (%.0f µs each, including warm-ups)\n", t/hz, n, 1e6*t/hz/n }'
+
 echo "==> SIGKILL the server, then check every acknowledged delivery is stored"
 kill -9 "$server_pid"
 wait "$server_pid" 2>/dev/null || true
