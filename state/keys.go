@@ -38,10 +38,8 @@ func (g *idSource) next(now time.Time) string {
 	ms := uint64(now.UnixMilli())
 	if ms > g.lastMS {
 		g.lastMS = ms
-		if _, err := rand.Read(g.rnd[:]); err != nil {
-			panic("state: crypto/rand failed: " + err.Error()) // never happens on Linux
-		}
-		g.rnd[0] &= 0x7f // leave room to increment within one millisecond
+		rand.Read(g.rnd[:]) // never fails: since Go 1.24 a failing source crashes the program
+		g.rnd[0] &= 0x7f    // leave room to increment within one millisecond
 	} else {
 		for i := len(g.rnd) - 1; i >= 0; i-- {
 			g.rnd[i]++
