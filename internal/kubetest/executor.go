@@ -14,60 +14,71 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/agentbot/agentbot/runner/kubernetes"
 )
 
-// LocalExecutor stands in for pods/exec: it runs the command on this machine
-// as if inside the pod's container, after checking with the API server that
-// the pod exists, runs and has the container. Container paths map to local
-// ones: the workspace to a directory per pod, binaries to built files.
+// LocalExecutor plays the container runtime for the pods of one namespace:
+// it runs a command on this machine as if inside a pod's container. Container
+// paths map to local ones: the workspace to a directory per pod, binaries to
+// built files.
 //
-// Like a container runtime, it keeps a command running when the stream is
-// closed (its output is then discarded), and kills a pod's processes when the
+// Used directly as the launcher's Executor it stands in for pods/exec (after
+// checking with the API server that the pod runs and has the container);
+// behind the stand-in kubelet's streaming server it serves real pods/exec
+// requests that kube-apiserver forwards.
+//
+// Like a container runtime, it keeps a command running when its stream
+// closes (the output is then discarded), and kills a pod's processes when the
 // stand-in kubelet reports the pod deleted or failed.
 type LocalExecutor struct {
 	env       *Env
+	namespace string
 	root      string
 	workspace string
 	binaries  map[string]string
 
 	mu    sync.Mutex
-	procs map[string]map[int]struct{} // "namespace/pod" → process group ids
+	procs map[string]map[int]struct{} // pod → process group ids
 	wg    sync.WaitGroup
 }
 
 var _ kubernetes.Executor = (*LocalExecutor)(nil)
 
-// NewExecutor returns a LocalExecutor whose pods see their workspace at
-// workspace (the launcher's Config.Workspace) and whose binaries map
-// container paths to local files. Its processes are killed when t ends.
-func (e *Env) NewExecutor(t testing.TB, workspace string, binaries map[string]string) *LocalExecutor {
+// NewExecutor returns the LocalExecutor of namespace, whose pods see their
+// workspace at workspace (the launcher's Config.Workspace) and whose
+// binaries map container paths to local files. Its processes are killed
+// when t ends.
+func (e *Env) NewExecutor(t testing.TB, namespace, workspace string, binaries map[string]string) *LocalExecutor {
 	x := &LocalExecutor{
 		env:       e,
+		namespace: namespace,
 		root:      t.TempDir(),
 		workspace: workspace,
 		binaries:  binaries,
 		procs:     map[string]map[int]struct{}{},
 	}
 	e.Kubelet.OnPodGone(x.killPod)
-	t.Cleanup(x.close)
+	e.Kubelet.setRuntime(namespace, x)
+	t.Cleanup(func() {
+		e.Kubelet.setRuntime(namespace, nil)
+		x.close()
+	})
 	return x
 }
 
 // WorkspaceDir is the local directory that is the pod's workspace.
-func (x *LocalExecutor) WorkspaceDir(namespace, pod string) string {
-	return filepath.Join(x.root, namespace, pod, "workspace")
+func (x *LocalExecutor) WorkspaceDir(pod string) string {
+	return filepath.Join(x.root, pod, "workspace")
 }
 
-// Exec implements kubernetes.Executor.
+// Exec implements kubernetes.Executor, without the API server.
 func (x *LocalExecutor) Exec(ctx context.Context, req kubernetes.ExecRequest) (int, error) {
-	pod, err := x.env.Client.CoreV1().Pods(req.Namespace).Get(ctx, req.Pod, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return 0, fmt.Errorf("exec in pod %s/%s: %w", req.Namespace, req.Pod, err)
+	if req.Namespace != x.namespace {
+		return 0, fmt.Errorf("exec in pod %s/%s: this executor serves namespace %s", req.Namespace, req.Pod, x.namespace)
 	}
+	pod, err := x.env.Client.CoreV1().Pods(req.Namespace).Get(ctx, req.Pod, metav1.GetOptions{})
 	if err != nil {
 		return 0, fmt.Errorf("exec in pod %s/%s: %w", req.Namespace, req.Pod, err)
 	}
@@ -81,16 +92,21 @@ func (x *LocalExecutor) Exec(ctx context.Context, req kubernetes.ExecRequest) (i
 	if !found {
 		return 0, fmt.Errorf("exec in pod %s/%s: container %q not found", req.Namespace, req.Pod, req.Container)
 	}
-	if len(req.Command) == 0 {
+	return x.run(ctx, req.Pod, req.Command, req.Stdin, req.Stdout, req.Stderr)
+}
+
+// run runs command for pod until it exits (its exit code, as a runtime
+// reports it) or ctx ends (an error; the process goes on).
+func (x *LocalExecutor) run(ctx context.Context, pod string, command []string, stdin io.Reader, stdoutW, stderrW io.Writer) (int, error) {
+	if len(command) == 0 {
 		return 0, errors.New("exec: no command")
 	}
-
-	ws := x.WorkspaceDir(req.Namespace, req.Pod)
+	ws := x.WorkspaceDir(pod)
 	if err := os.MkdirAll(ws, 0o755); err != nil {
 		return 0, err
 	}
-	args := make([]string, len(req.Command))
-	for i, a := range req.Command {
+	args := make([]string, len(command))
+	for i, a := range command {
 		switch {
 		case a == x.workspace:
 			a = ws
@@ -106,9 +122,9 @@ func (x *LocalExecutor) Exec(ctx context.Context, req kubernetes.ExecRequest) (i
 	cmd.Env = append(os.Environ(), "AGENTBOT_WORKSPACE="+ws)
 	cmd.Dir = ws
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Stdin = req.Stdin
-	stdout := &detachable{w: req.Stdout}
-	stderr := &detachable{w: req.Stderr}
+	cmd.Stdin = stdin
+	stdout := &detachable{w: stdoutW}
+	stderr := &detachable{w: stderrW}
 	outR, outW, err := os.Pipe()
 	if err != nil {
 		return 0, err
@@ -120,14 +136,13 @@ func (x *LocalExecutor) Exec(ctx context.Context, req kubernetes.ExecRequest) (i
 		return 0, err
 	}
 	cmd.Stdout, cmd.Stderr = outW, errW
-	key := req.Namespace + "/" + req.Pod
 	x.mu.Lock()
 	err = cmd.Start()
 	if err == nil {
-		if x.procs[key] == nil {
-			x.procs[key] = map[int]struct{}{}
+		if x.procs[pod] == nil {
+			x.procs[pod] = map[int]struct{}{}
 		}
-		x.procs[key][cmd.Process.Pid] = struct{}{}
+		x.procs[pod][cmd.Process.Pid] = struct{}{}
 	}
 	x.mu.Unlock()
 	outW.Close()
@@ -135,10 +150,10 @@ func (x *LocalExecutor) Exec(ctx context.Context, req kubernetes.ExecRequest) (i
 	if err != nil {
 		outR.Close()
 		errR.Close()
-		return 0, fmt.Errorf("exec in pod %s/%s: %w", req.Namespace, req.Pod, err)
+		return 0, fmt.Errorf("exec in pod %s/%s: %w", x.namespace, pod, err)
 	}
 
-	// The copies and the wait outlive Exec when the stream detaches, as the
+	// The copies and the wait outlive run when the stream detaches, as the
 	// process does; x.wg owns them.
 	var copies sync.WaitGroup
 	copies.Add(2)
@@ -151,7 +166,7 @@ func (x *LocalExecutor) Exec(ctx context.Context, req kubernetes.ExecRequest) (i
 		_ = cmd.Wait()
 		copies.Wait()
 		x.mu.Lock()
-		delete(x.procs[key], cmd.Process.Pid)
+		delete(x.procs[pod], cmd.Process.Pid)
 		x.mu.Unlock()
 		exited <- exitCode(cmd.ProcessState)
 	}()
@@ -162,15 +177,18 @@ func (x *LocalExecutor) Exec(ctx context.Context, req kubernetes.ExecRequest) (i
 	case <-ctx.Done():
 		stdout.detach()
 		stderr.detach()
-		return 0, fmt.Errorf("exec in pod %s/%s: stream closed: %w", req.Namespace, req.Pod, ctx.Err())
+		return 0, fmt.Errorf("exec in pod %s/%s: stream closed: %w", x.namespace, pod, ctx.Err())
 	}
 }
 
 // killPod kills the processes of a deleted or failed pod.
 func (x *LocalExecutor) killPod(namespace, pod string) {
+	if namespace != x.namespace {
+		return
+	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	for pid := range x.procs[namespace+"/"+pod] {
+	for pid := range x.procs[pod] {
 		_ = syscall.Kill(-pid, syscall.SIGKILL)
 	}
 }

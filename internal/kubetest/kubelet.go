@@ -3,6 +3,7 @@ package kubetest
 import (
 	"context"
 	"fmt"
+	"net/http/httptest"
 	"sync"
 	"time"
 
@@ -16,9 +17,12 @@ import (
 	"k8s.io/client-go/util/workqueue"
 )
 
-// Kubelet stands in for the kubelet: there is no container runtime here, so
-// it marks every new pod Running and Ready with a pod IP, as a kubelet does
-// once the containers started. Failed pods stay failed, like the real thing.
+// Kubelet stands in for the kubelet of the environment's one node: there is
+// no container runtime here, so it binds every new pod to the node and marks
+// it Running and Ready with a pod IP, as a scheduler and a kubelet do once
+// the containers started; it finishes the graceful deletion of pods, and
+// serves pods/exec with the kubelet's streaming code and the LocalExecutor
+// of the pod's namespace. Failed pods stay failed, like the real thing.
 type Kubelet struct {
 	client  kubernetes.Interface
 	factory informers.SharedInformerFactory
@@ -27,9 +31,12 @@ type Kubelet struct {
 	stopCh  chan struct{}
 	wg      sync.WaitGroup
 
-	mu     sync.Mutex
-	nextIP int
-	onGone []func(namespace, name string)
+	streaming *httptest.Server
+
+	mu       sync.Mutex
+	nextIP   int
+	onGone   []func(namespace, name string)
+	runtimes map[string]*LocalExecutor // namespace → its container runtime
 }
 
 func newKubelet(client kubernetes.Interface) *Kubelet {
@@ -41,11 +48,15 @@ func newKubelet(client kubernetes.Interface) *Kubelet {
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](5*time.Millisecond, time.Second),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "kubetest-kubelet"}),
-		stopCh: make(chan struct{}),
+		stopCh:   make(chan struct{}),
+		runtimes: map[string]*LocalExecutor{},
 	}
 }
 
-func (k *Kubelet) start() {
+func (k *Kubelet) start(ctx context.Context) error {
+	if err := k.startStreaming(ctx); err != nil {
+		return err
+	}
 	enqueue := func(obj any) {
 		if key, err := cache.MetaNamespaceKeyFunc(obj); err == nil {
 			k.queue.Add(key)
@@ -73,6 +84,7 @@ func (k *Kubelet) start() {
 			}
 		}()
 	}
+	return nil
 }
 
 func (k *Kubelet) stop() {
@@ -80,6 +92,25 @@ func (k *Kubelet) stop() {
 	k.queue.ShutDown()
 	k.wg.Wait()
 	k.factory.Shutdown()
+	if k.streaming != nil {
+		k.streaming.Close()
+	}
+}
+
+func (k *Kubelet) setRuntime(namespace string, x *LocalExecutor) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if x == nil {
+		delete(k.runtimes, namespace)
+		return
+	}
+	k.runtimes[namespace] = x
+}
+
+func (k *Kubelet) runtime(namespace string) *LocalExecutor {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.runtimes[namespace]
 }
 
 // OnPodGone registers f to be called when a pod is deleted or failed: its
@@ -122,8 +153,32 @@ func (k *Kubelet) sync(key string) error {
 		return err
 	}
 	pod := obj.(*corev1.Pod)
-	if pod.DeletionTimestamp != nil || pod.Status.Phase == corev1.PodFailed || pod.Status.Phase == corev1.PodSucceeded {
+	ctx := context.Background()
+	pods := k.client.CoreV1().Pods(pod.Namespace)
+	if pod.DeletionTimestamp != nil {
+		// The containers are stopped; confirm the deletion, as a kubelet
+		// does at the end of the grace period.
+		k.gone(pod.Namespace, pod.Name)
+		zero := int64(0)
+		err := pods.Delete(ctx, pod.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero, Preconditions: metav1.NewUIDPreconditions(string(pod.UID))})
+		if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+			return nil
+		}
+		return err
+	}
+	if pod.Status.Phase == corev1.PodFailed || pod.Status.Phase == corev1.PodSucceeded {
 		return nil
+	}
+	if pod.Spec.NodeName == "" {
+		// Scheduling: the update that follows brings the pod back here.
+		err := pods.Bind(ctx, &corev1.Binding{
+			ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: pod.Namespace, UID: pod.UID},
+			Target:     corev1.ObjectReference{Kind: "Node", Name: NodeName},
+		}, metav1.CreateOptions{})
+		if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+			return nil
+		}
+		return err
 	}
 	if pod.Status.Phase == corev1.PodRunning && pod.Status.PodIP != "" {
 		return nil
@@ -139,6 +194,8 @@ func (k *Kubelet) sync(key string) error {
 			{Type: corev1.ContainersReady, Status: corev1.ConditionTrue, LastTransitionTime: now},
 			{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: now},
 		},
+		HostIP:    "127.0.0.1",
+		HostIPs:   []corev1.HostIP{{IP: "127.0.0.1"}},
 		PodIP:     ip,
 		PodIPs:    []corev1.PodIP{{IP: ip}},
 		StartTime: &now,
@@ -155,7 +212,7 @@ func (k *Kubelet) sync(key string) error {
 			State:       corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: now}},
 		})
 	}
-	_, err = k.client.CoreV1().Pods(pod.Namespace).UpdateStatus(context.Background(), pod, metav1.UpdateOptions{})
+	_, err = pods.UpdateStatus(ctx, pod, metav1.UpdateOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil
 	}

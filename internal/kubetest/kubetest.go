@@ -193,7 +193,9 @@ func Start(ctx context.Context) (_ *Env, err error) {
 	e.procs = append(e.procs, ctrl)
 
 	e.Kubelet = newKubelet(e.Client)
-	e.Kubelet.start()
+	if err := e.Kubelet.start(ctx); err != nil {
+		return nil, err
+	}
 
 	if err := e.waitControllers(ctx, ctrl); err != nil {
 		return nil, err

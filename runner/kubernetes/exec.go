@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/httpstream"
@@ -33,7 +34,8 @@ type Executor interface {
 	// Exec runs req to completion. A nil error means the command ran and
 	// exited with exitCode; a non-nil error means the stream could not be
 	// set up or broke off, and the command's fate is unknown (it may still
-	// be running in the pod).
+	// be running in the pod). Once Exec returns it writes no more to
+	// req.Stdout or req.Stderr.
 	Exec(ctx context.Context, req ExecRequest) (exitCode int, err error)
 }
 
@@ -89,11 +91,21 @@ func (p *PodExecutor) Exec(ctx context.Context, req ExecRequest) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("exec in pod %s/%s: %w", req.Namespace, req.Pod, err)
 	}
-	err = executor.StreamWithContext(ctx, remotecommand.StreamOptions{
-		Stdin:  req.Stdin,
-		Stdout: req.Stdout,
-		Stderr: req.Stderr,
-	})
+	// remotecommand returns when ctx ends without waiting for its copying
+	// goroutines; these writers make sure they stop writing to ours.
+	var stdout, stderr *detachable
+	opts := remotecommand.StreamOptions{Stdin: req.Stdin}
+	if req.Stdout != nil {
+		stdout = &detachable{w: req.Stdout}
+		opts.Stdout = stdout
+	}
+	if req.Stderr != nil {
+		stderr = &detachable{w: req.Stderr}
+		opts.Stderr = stderr
+	}
+	err = executor.StreamWithContext(ctx, opts)
+	stdout.detach()
+	stderr.detach()
 	var exitErr exec.CodeExitError
 	switch {
 	case err == nil:
@@ -103,4 +115,31 @@ func (p *PodExecutor) Exec(ctx context.Context, req ExecRequest) (int, error) {
 	default:
 		return 0, fmt.Errorf("exec in pod %s/%s: %w", req.Namespace, req.Pod, err)
 	}
+}
+
+// detachable passes writes on to w until detached; after that it fails
+// them, so a goroutine still copying sees its stream closed.
+type detachable struct {
+	mu       sync.Mutex
+	w        io.Writer
+	detached bool
+}
+
+func (d *detachable) Write(p []byte) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.detached {
+		return 0, io.ErrClosedPipe
+	}
+	return d.w.Write(p)
+}
+
+// detach waits for a write in progress and stops later ones; nil is fine.
+func (d *detachable) detach() {
+	if d == nil {
+		return
+	}
+	d.mu.Lock()
+	d.detached = true
+	d.mu.Unlock()
 }

@@ -86,25 +86,37 @@ const (
 // SandboxWarmPool from manifests/base, a git server with acme/widgets and a
 // launcher whose exec runs agent-runner locally.
 type fixture struct {
-	env  *kubetest.Env
-	ns   string
-	exec *kubetest.LocalExecutor
-	git  *gitserver.Server
-	base string
-	dir  string
+	podExec bool
+	env     *kubetest.Env
+	ns      string
+	exec    *kubetest.LocalExecutor
+	git     *gitserver.Server
+	base    string
+	dir     string
 }
 
 type fixtureOptions struct {
 	// warmReplicas is the warm pool's size; -1 creates no warm pool.
 	warmReplicas int
+	// podExec makes launchers exec through the API server's pods/exec
+	// (the production PodExecutor, served by the stand-in kubelet) instead
+	// of calling the LocalExecutor directly.
+	podExec bool
+}
+
+// eachExecutor runs test twice: with the LocalExecutor called directly,
+// and with the real pods/exec path through kube-apiserver.
+func eachExecutor(t *testing.T, test func(t *testing.T, podExec bool)) {
+	t.Run("local", func(t *testing.T) { test(t, false) })
+	t.Run("pods-exec", func(t *testing.T) { test(t, true) })
 }
 
 func newFixture(t testing.TB, o fixtureOptions) *fixture {
 	t.Helper()
 	env := suite.Env(t)
 	bin := agentRunnerBinary(t)
-	f := &fixture{env: env, ns: env.Namespace(t), dir: t.TempDir()}
-	f.exec = env.NewExecutor(t, kubernetes.DefaultWorkspace, map[string]string{agentRunnerInImage: bin})
+	f := &fixture{podExec: o.podExec, env: env, ns: env.Namespace(t), dir: t.TempDir()}
+	f.exec = env.NewExecutor(t, f.ns, kubernetes.DefaultWorkspace, map[string]string{agentRunnerInImage: bin})
 	f.git = gitserver.New(t, func(repo, user, pass string, write bool) bool {
 		return repo == owner+"/"+repoName && user == "x-access-token" && pass == testToken && !write
 	})
@@ -153,7 +165,7 @@ func (f *fixture) launcher(t testing.TB, cfg *rest.Config, exec kubernetes.Execu
 		cfg = f.env.Config
 	}
 	if exec == nil {
-		exec = f.exec
+		exec = f.executor(t, cfg)
 	}
 	reg := prometheus.NewRegistry()
 	l, err := kubernetes.New(kubernetes.Config{
@@ -164,6 +176,23 @@ func (f *fixture) launcher(t testing.TB, cfg *rest.Config, exec kubernetes.Execu
 		t.Fatal(err)
 	}
 	return l, reg
+}
+
+// executor is the fixture's way of running commands in pods: the real
+// PodExecutor as cfg (admin when nil), or the LocalExecutor.
+func (f *fixture) executor(t testing.TB, cfg *rest.Config) kubernetes.Executor {
+	t.Helper()
+	if !f.podExec {
+		return f.exec
+	}
+	if cfg == nil {
+		cfg = f.env.Config
+	}
+	pe, err := kubernetes.NewPodExecutor(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pe
 }
 
 // script writes a shell script for the "command" agent and returns the

@@ -22,8 +22,10 @@ const editScript = "echo hello > hello.txt\necho 'added hello.txt'\n"
 // becomes Ready through the real controller, agent-runner runs the job over
 // (local) exec, the bundle comes back over exec, and Cleanup deletes the
 // claim with its Sandbox and Pod garbage-collected.
-func TestRunTaskInSandbox(t *testing.T) {
-	f := newFixture(t, fixtureOptions{warmReplicas: 0})
+func TestRunTaskInSandbox(t *testing.T) { eachExecutor(t, testRunTaskInSandbox) }
+
+func testRunTaskInSandbox(t *testing.T, podExec bool) {
+	f := newFixture(t, fixtureOptions{warmReplicas: 0, podExec: podExec})
 	l, reg := f.launcher(t, nil, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -129,8 +131,10 @@ func bundleHeads(t *testing.T, dir string, bundle []byte) string {
 
 // TestWarmPoolAdoption: with a warm pool of one ready sandbox, the claim
 // adopts it instead of starting a pod of its own.
-func TestWarmPoolAdoption(t *testing.T) {
-	f := newFixture(t, fixtureOptions{warmReplicas: 1})
+func TestWarmPoolAdoption(t *testing.T) { eachExecutor(t, testWarmPoolAdoption) }
+
+func testWarmPoolAdoption(t *testing.T, podExec bool) {
+	f := newFixture(t, fixtureOptions{warmReplicas: 1, podExec: podExec})
 	f.waitWarmPoolReady(t, 1)
 	l, reg := f.launcher(t, nil, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -204,8 +208,10 @@ func TestConfigurationErrors(t *testing.T) {
 // TestPodFailureFailsTask: a sandbox pod that fails mid-task (evicted, say)
 // fails the run with the pod's reason; a new attempt of the task replaces
 // the dead claim and runs.
-func TestPodFailureFailsTask(t *testing.T) {
-	f := newFixture(t, fixtureOptions{warmReplicas: 0})
+func TestPodFailureFailsTask(t *testing.T) { eachExecutor(t, testPodFailureFailsTask) }
+
+func testPodFailureFailsTask(t *testing.T, podExec bool) {
+	f := newFixture(t, fixtureOptions{warmReplicas: 0, podExec: podExec})
 	l, _ := f.launcher(t, nil, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -267,8 +273,10 @@ func TestPodFailureFailsTask(t *testing.T) {
 // stream with it, agent-runner goes on in the pod); a new launcher attaches
 // from the last event it saw, no second claim is made, and the task
 // finishes with every event exactly once.
-func TestRestartReattaches(t *testing.T) {
-	f := newFixture(t, fixtureOptions{warmReplicas: 0})
+func TestRestartReattaches(t *testing.T) { eachExecutor(t, testRestartReattaches) }
+
+func testRestartReattaches(t *testing.T, podExec bool) {
+	f := newFixture(t, fixtureOptions{warmReplicas: 0, podExec: podExec})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	g := f.gate("release")
@@ -346,8 +354,10 @@ func TestRestartReattaches(t *testing.T) {
 
 // TestStopDeletesClaim: Stop (cancel) ends the run as cancelled and deletes
 // the claim, whose pod then goes, and the agent with it.
-func TestStopDeletesClaim(t *testing.T) {
-	f := newFixture(t, fixtureOptions{warmReplicas: 0})
+func TestStopDeletesClaim(t *testing.T) { eachExecutor(t, testStopDeletesClaim) }
+
+func testStopDeletesClaim(t *testing.T, podExec bool) {
+	f := newFixture(t, fixtureOptions{warmReplicas: 0, podExec: podExec})
 	l, _ := f.launcher(t, nil, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -409,9 +419,11 @@ func (c *cutter) Write(p []byte) (int, error) {
 // TestBrokenStreamResumes: when the exec stream breaks while agent-runner
 // runs, the launcher resumes it with attach from the last event, and the
 // caller sees every event exactly once.
-func TestBrokenStreamResumes(t *testing.T) {
-	f := newFixture(t, fixtureOptions{warmReplicas: 0})
-	l, reg := f.launcher(t, nil, &breakingExecutor{Executor: f.exec})
+func TestBrokenStreamResumes(t *testing.T) { eachExecutor(t, testBrokenStreamResumes) }
+
+func testBrokenStreamResumes(t *testing.T, podExec bool) {
+	f := newFixture(t, fixtureOptions{warmReplicas: 0, podExec: podExec})
+	l, reg := f.launcher(t, nil, &breakingExecutor{Executor: f.executor(t, nil)})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	job := f.job("01JTASK-BREAK", f.script(t, "agent.sh", "sleep 0.3\n"+editScript))
@@ -442,7 +454,11 @@ func TestBrokenStreamResumes(t *testing.T) {
 // its exit code (not a launcher error), an error event, and agent-runner's
 // stderr for the failure report.
 func TestFailedJobKeepsExitCodeAndStderr(t *testing.T) {
-	f := newFixture(t, fixtureOptions{warmReplicas: 0})
+	eachExecutor(t, testFailedJobKeepsExitCodeAndStderr)
+}
+
+func testFailedJobKeepsExitCodeAndStderr(t *testing.T, podExec bool) {
+	f := newFixture(t, fixtureOptions{warmReplicas: 0, podExec: podExec})
 	l, _ := f.launcher(t, nil, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
