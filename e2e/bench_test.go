@@ -91,6 +91,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 	bot := w.start("AGENTBOT_LOG_LEVEL=info", "AGENTBOT_LOCAL_ISOLATION="+orDefault(os.Getenv("BENCH_ISOLATION"), "auto"))
 
 	var starts, totals, plains []time.Duration
+	phases := map[string][]time.Duration{}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		num := 10000 + 10*i // PR numbers share the issues' sequence
@@ -104,6 +105,9 @@ func BenchmarkEndToEnd(b *testing.B) {
 		}
 		if len(page.Timeline) == 0 {
 			b.Fatal("no timeline")
+		}
+		for _, ph := range page.Timeline {
+			phases[ph.Name] = append(phases[ph.Name], time.Duration(ph.Seconds*float64(time.Second)))
 		}
 		first, end := startEnd(page.Timeline)
 		starts = append(starts, first.Sub(sent))
@@ -121,6 +125,17 @@ func BenchmarkEndToEnd(b *testing.B) {
 	b.ReportMetric(total.Seconds(), "s-task")
 	b.ReportMetric(plain.Seconds(), "s-plain-git")
 	b.ReportMetric(total.Seconds()/plain.Seconds(), "ratio")
+	// Where the task's time goes, by phase (medians), for the record.
+	var names []string
+	for name := range phases {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var parts []string
+	for _, name := range names {
+		parts = append(parts, fmt.Sprintf("%s:%.3f", strings.ReplaceAll(name, " ", "_"), median(phases[name]).Seconds()))
+	}
+	fmt.Printf("BENCH-E2E-PHASES %s\n", strings.Join(parts, ","))
 	// One line for scripts/bench-e2e.sh.
 	fmt.Printf("BENCH-E2E runs=%d files=%d mb=%d isolation=%s to_runner_start_ms=%.1f to_first_event_ms=%.1f task_s=%.3f plain_git_s=%.3f ratio=%.2f\n",
 		b.N, files, size>>20, bot.isolation(), histStart*1000, float64(start.Microseconds())/1000, total.Seconds(), plain.Seconds(), total.Seconds()/plain.Seconds())

@@ -29,6 +29,7 @@ fi
 line="$(grep -o 'BENCH-E2E .*' "$out" | tail -1 || true)"
 [ -n "$line" ] || { tail -40 "$out"; echo "bench-e2e: no result line" >&2; exit 1; }
 
+phases="$(grep -o 'BENCH-E2E-PHASES .*' "$out" | tail -1 | sed 's/^BENCH-E2E-PHASES //; s/,/, /g; s/_/ /g; s/:/ /g' || true)"
 val() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$line"; }
 runs=$(val runs); files=$(val files); mb=$(val mb); iso=$(val isolation)
 start_ms=$(val to_runner_start_ms); first_ms=$(val to_first_event_ms)
@@ -57,6 +58,8 @@ ${today}, ${cores} cores (${cpu}).
 | whole task: delivery → acknowledge, clone, branch, commit, bundle, verify, push, draft PR, final comment | ${task_s} s | |
 | the same git work by plain git (clone, branch, commit, bundle, push) | ${plain_s} s | |
 | ratio agentbot / plain git | ${ratio}× | ≤ 1.3× (${verdict_ratio}) |
+
+Phases of the task (medians, seconds): ${phases}.
 
 The plain-git baseline clones the same way agent-runner does (\`--single-branch
 --no-tags --filter=blob:none\`) with a token minted by the same fake GitHub. What
