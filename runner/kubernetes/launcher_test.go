@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/agentbot/agentbot/runner"
@@ -485,5 +486,41 @@ func testFailedJobKeepsExitCodeAndStderr(t *testing.T, podExec bool) {
 	}
 	if tail := l.StderrTail(job.TaskID, 5); tail != nil {
 		t.Errorf("stderr tail kept after Cleanup: %q", tail)
+	}
+}
+
+// TestLifecycleBackstop: when the bot is gone for good, the claim's
+// shutdownTime (time limit + grace, policy Delete) makes the agent-sandbox
+// controller delete the claim, and the garbage collector its pod.
+func TestLifecycleBackstop(t *testing.T) {
+	f := newFixture(t, fixtureOptions{warmReplicas: 0})
+	reg := prometheus.NewRegistry()
+	l, err := kubernetes.New(kubernetes.Config{Namespace: f.ns, GracePeriod: time.Second, ReadyTimeout: time.Minute},
+		f.env.Config, reg, nil, kubernetes.WithExecutor(f.exec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	job := f.job("01JTASK-BACKSTOP", f.script(t, "agent.sh", f.gate("never").wait()))
+	job.TimeLimit = runner.Duration(time.Second)
+	botCtx, botDies := context.WithCancel(ctx)
+	run, err := l.Start(botCtx, job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	botDies()
+	collect(ctx, t, run)
+	name := kubernetes.ClaimName(job.TaskID)
+	waitFor(t, "expired claim deleted by the controller", 30*time.Second, gone(func(ctx context.Context) error {
+		_, err := f.env.Sandbox.ExtensionsV1beta1().SandboxClaims(f.ns).Get(ctx, name, metav1.GetOptions{})
+		return err
+	}))
+	waitFor(t, "pod garbage-collected", 30*time.Second, gone(func(ctx context.Context) error {
+		_, err := f.env.Client.CoreV1().Pods(f.ns).Get(ctx, name, metav1.GetOptions{})
+		return err
+	}))
+	if _, err := l.Attach(ctx, job.TaskID, 0); !errors.Is(err, runner.ErrGone) {
+		t.Fatalf("Attach after expiry = %v; want ErrGone", err)
 	}
 }
