@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unicode/utf8"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -118,6 +119,10 @@ func checkDeliveryID(id string) error {
 	}
 	if len(id) > MaxDeliveryIDLen {
 		return fmt.Errorf("delivery id longer than %d bytes", MaxDeliveryIDLen)
+	}
+	if !utf8.ValidString(id) {
+		// The task's JSON would store a different id than the dedupe key.
+		return errors.New("delivery id is not valid UTF-8")
 	}
 	return nil
 }

@@ -110,6 +110,7 @@ func TestCreateTaskRejectsBadInput(t *testing.T) {
 		{"empty delivery id", "", newTask(ref("o", "r", 1))},
 		{"overlong delivery id", strings.Repeat("x", MaxDeliveryIDLen+1), newTask(ref("o", "r", 1))},
 		{"nil task", "d", nil},
+		{"delivery id not UTF-8", "d\xda", newTask(ref("o", "r", 1))},
 		{"unknown state", "d", &agentbot.Task{State: "exploded"}},
 	}
 	for _, tt := range tests {

@@ -229,6 +229,10 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) delivery {
 		return refuse(http.StatusBadRequest, outcomeBadRequest, "missing X-GitHub-Delivery")
 	case len(d.id) > maxDeliveryIDLen:
 		return refuse(http.StatusBadRequest, outcomeBadRequest, "X-GitHub-Delivery too long")
+	case !printableASCII(d.id):
+		// GitHub sends GUIDs; anything else would not survive the task's
+		// JSON encoding unchanged.
+		return refuse(http.StatusBadRequest, outcomeBadRequest, "malformed X-GitHub-Delivery")
 	}
 	payload, err := formPayload(r.Header.Get("Content-Type"), body)
 	if err != nil {
@@ -347,6 +351,15 @@ func formPayload(contentType string, body []byte) ([]byte, error) {
 		return nil, errors.New("form body has no payload field")
 	}
 	return []byte(p), nil
+}
+
+func printableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x21 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 // clip bounds a value from the request before it reaches a log line.

@@ -166,6 +166,8 @@ func TestRefusalsStoreNothing(t *testing.T) {
 		{"missing event", testDelivery{id: "r6", body: labeled}, http.StatusBadRequest},
 		{"missing delivery id", testDelivery{event: "issues", body: labeled}, http.StatusBadRequest},
 		{"overlong delivery id", testDelivery{event: "issues", id: strings.Repeat("x", 300), body: labeled}, http.StatusBadRequest},
+		{"delivery id with a space", testDelivery{event: "issues", id: "a b", body: labeled}, http.StatusBadRequest},
+		{"delivery id not ASCII", testDelivery{event: "issues", id: "d\xda", body: labeled}, http.StatusBadRequest},
 		{"malformed JSON", testDelivery{event: "issues", id: "r7", body: []byte(`{"action":"labeled",`)}, http.StatusBadRequest},
 		{"malformed JSON, unhandled event", testDelivery{event: "push", id: "r8", body: []byte(`nope`)}, http.StatusBadRequest},
 		{"oversized body", testDelivery{event: "issues", id: "r9", body: append(labeled, bytes.Repeat([]byte(" "), 64<<10)...)}, http.StatusRequestEntityTooLarge},
