@@ -121,7 +121,7 @@ func (x *LocalExecutor) run(ctx context.Context, pod string, command []string, s
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Env = append(os.Environ(), "AGENTBOT_WORKSPACE="+ws)
 	cmd.Dir = ws
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Stdin = stdin
 	stdout := &detachable{w: stdoutW}
 	stderr := &detachable{w: stderrW}
