@@ -71,7 +71,11 @@ func testMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "build scripted agent:", err)
 		return 1
 	}
-	return m.Run()
+	code := m.Run()
+	if benchTemplate.dir != "" {
+		os.RemoveAll(benchTemplate.dir)
+	}
+	return code
 }
 
 const (
