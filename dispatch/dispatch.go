@@ -57,6 +57,10 @@ type GitHub interface {
 	OpenPullRequest(ctx context.Context, installationID int64, repo agentbot.Repo, opts github.PROptions) (github.PRInfo, bool, error)
 }
 
+// logRetention is how long task logs (the task pages' timelines and logs)
+// are kept after their last write; older ones are pruned at start.
+const logRetention = 30 * 24 * time.Hour
+
 // Options configures a Dispatcher.
 type Options struct {
 	Store    Store
@@ -224,6 +228,11 @@ func (d *Dispatcher) poke() {
 // start to recover.
 func (d *Dispatcher) Run(ctx context.Context) error {
 	defer d.wg.Wait()
+	if n, err := d.logs.Prune(d.now(), logRetention); err != nil {
+		d.log.Warn("dispatch: prune task logs", "err", err)
+	} else if n > 0 {
+		d.log.Info("pruned old task logs", "count", n)
+	}
 	if err := d.recover(ctx); err != nil {
 		return err
 	}

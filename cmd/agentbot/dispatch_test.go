@@ -1,0 +1,83 @@
+package main
+
+import (
+	"flag"
+	"io"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestDispatchOptions(t *testing.T) {
+	dir := t.TempDir()
+	token := writeFile(t, dir, "token", "tok\n")
+	basic := writeFile(t, dir, "basic", "ops:pw\n")
+	badBasic := writeFile(t, dir, "badbasic", "nocolon\n")
+	cases := []struct {
+		name    string
+		env     map[string]string
+		wantErr []string
+		check   func(t *testing.T, c DispatchConfig)
+	}{
+		{"defaults", nil, nil, func(t *testing.T, c DispatchConfig) {
+			if c.Launcher != "local" || c.MaxConcurrent != 10 || c.LocalIsolation != "auto" || c.Agent.Name != "claude" || c.KeepFailed.Hours() != 24 {
+				t.Errorf("defaults: %+v", c)
+			}
+		}},
+		{"agent env picks only set variables", map[string]string{"ANTHROPIC_API_KEY": "k", "AGENTBOT_AGENT_ENV": "ANTHROPIC_API_KEY,UNSET_ONE"}, nil, func(t *testing.T, c DispatchConfig) {
+			if len(c.AgentEnv) != 1 || c.AgentEnv["ANTHROPIC_API_KEY"] != "k" {
+				t.Errorf("agent env %v", c.AgentEnv)
+			}
+		}},
+		{"pages auth from files", map[string]string{"AGENTBOT_PAGES_TOKEN_FILE": token, "AGENTBOT_PAGES_BASIC_AUTH_FILE": basic}, nil, func(t *testing.T, c DispatchConfig) {
+			if c.Pages.BearerToken != "tok" || c.Pages.BasicUser != "ops" || c.Pages.BasicPassword != "pw" || len(c.SecretFiles) != 2 {
+				t.Errorf("pages %+v secret files %v", c.Pages, c.SecretFiles)
+			}
+		}},
+		{"every problem named", map[string]string{
+			"AGENTBOT_LAUNCHER": "docker", "AGENTBOT_MAX_CONCURRENT": "0", "AGENTBOT_LOCAL_ISOLATION": "jail",
+			"AGENTBOT_AGENT": "command", "AGENTBOT_PUBLIC_URL": "ftp://x", "AGENTBOT_KEEP_FAILED": "soon",
+			"AGENTBOT_PAGES_BASIC_AUTH_FILE": badBasic, "AGENTBOT_PAGES_TOKEN_FILE": filepath.Join(dir, "missing"),
+		}, []string{"--launcher", "--max-concurrent", "--local-isolation", "--agent-command", "--public-url", "--keep-failed", "--pages-basic-auth-file", "--pages-token-file"}, nil},
+		{"kubernetes needs a namespace outside a pod", map[string]string{"AGENTBOT_LAUNCHER": "kubernetes"}, []string{"namespace is required"}, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			getenv := func(k string) string { return tc.env[k] }
+			var o DispatchOptions
+			fs := flag.NewFlagSet("x", flag.ContinueOnError)
+			fs.SetOutput(io.Discard)
+			o.bind(fs, getenv)
+			c, err := o.validate(getenv)
+			if len(tc.wantErr) == 0 {
+				if err != nil {
+					t.Fatal(err)
+				}
+				tc.check(t, c)
+				return
+			}
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, want := range tc.wantErr {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error lacks %q:\n%v", want, err)
+				}
+			}
+			if strings.Contains(err.Error(), "tok") && tc.env["AGENTBOT_PAGES_TOKEN_FILE"] == token {
+				t.Error("a secret shows in the error")
+			}
+		})
+	}
+}
+
+func TestLoopbackOnly(t *testing.T) {
+	for addr, want := range map[string]bool{
+		"127.0.0.1:8080": true, "[::1]:8080": true, "localhost:80": true,
+		":8080": false, "0.0.0.0:8080": false, "10.1.2.3:8080": false, "example.com:80": false,
+	} {
+		if got := loopbackOnly(addr); got != want {
+			t.Errorf("loopbackOnly(%q) = %v, want %v", addr, got, want)
+		}
+	}
+}
