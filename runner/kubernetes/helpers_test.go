@@ -325,15 +325,28 @@ func gone(get func(ctx context.Context) error) func(ctx context.Context) (bool, 
 }
 
 // waitWarmPoolReady waits until the fixture's warm pool has n ready
-// sandboxes.
+// sandboxes whose pod IPs the claim controller can see: a claim adopts only
+// such a sandbox (otherwise it retries for up to 2 s, then cold-starts).
 func (f *fixture) waitWarmPoolReady(t testing.TB, n int64) {
 	t.Helper()
 	waitFor(t, fmt.Sprintf("warm pool with %d ready sandboxes", n), time.Minute, func(ctx context.Context) (bool, error) {
 		p, err := f.env.Sandbox.ExtensionsV1beta1().SandboxWarmPools(f.ns).Get(ctx, kubernetes.DefaultWarmPool, metav1.GetOptions{})
+		if err != nil || int64(p.Status.ReadyReplicas) != n {
+			return false, err
+		}
+		sandboxes, err := f.env.Dynamic.Resource(sandboxGVR).Namespace(f.ns).List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return false, err
 		}
-		return int64(p.Status.ReadyReplicas) == n, nil
+		var warm int64
+		for _, sb := range sandboxes.Items {
+			owners := sb.GetOwnerReferences()
+			ips, _, _ := unstructured.NestedStringSlice(sb.Object, "status", "podIPs")
+			if len(owners) == 1 && owners[0].Kind == "SandboxWarmPool" && len(ips) > 0 {
+				warm++
+			}
+		}
+		return warm == n, nil
 	})
 }
 
