@@ -205,3 +205,20 @@ func TestErrorsNameTheObject(t *testing.T) {
 		t.Error("ConfigError is not found by errors.As")
 	}
 }
+
+// FuzzClaimName: whatever the task id, the claim name is a DNS-1035 label
+// (it becomes a Pod and a Service name) and label values stay valid.
+func FuzzClaimName(f *testing.F) {
+	for _, s := range []string{"01JABCDEF", "", "-", "a/b#c", strings.Repeat("z", 100), "ÄÖÜ"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, taskID string) {
+		name := ClaimName(taskID)
+		if msgs := validation.IsDNS1035Label(name); len(msgs) > 0 {
+			t.Fatalf("ClaimName(%q) = %q: %v", taskID, name, msgs)
+		}
+		if v := labelValue(taskID); len(validation.IsValidLabelValue(v)) > 0 {
+			t.Fatalf("labelValue(%q) = %q is not a label value", taskID, v)
+		}
+	})
+}
