@@ -417,6 +417,49 @@ func (c *cutter) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// refusingExecutor fails the first `agent-runner run` before running it, as
+// an API server hiccup would.
+type refusingExecutor struct {
+	kubernetes.Executor
+	refused bool
+}
+
+func (e *refusingExecutor) Exec(ctx context.Context, req kubernetes.ExecRequest) (int, error) {
+	if !e.refused && len(req.Command) > 1 && req.Command[1] == "run" {
+		e.refused = true
+		return 0, errors.New("upgrade request failed: 503 Service Unavailable")
+	}
+	return e.Executor.Exec(ctx, req)
+}
+
+// TestExecRefusedAtStart: when the first exec never reached agent-runner,
+// the launcher finds nothing to attach to and starts agent-runner again.
+func TestExecRefusedAtStart(t *testing.T) {
+	f := newFixture(t, fixtureOptions{warmReplicas: 0})
+	l, reg := f.launcher(t, nil, &refusingExecutor{Executor: f.exec})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	job := f.job("01JTASK-REFUSED", f.script(t, "agent.sh", editScript))
+	run, err := l.Start(ctx, job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := collect(ctx, t, run)
+	if code, err := run.Wait(ctx); err != nil || code != runner.ExitOK {
+		t.Fatalf("Wait = %d, %v; events %+v", code, err, evs)
+	}
+	checkSeqs(t, evs)
+	if res := resultOf(evs); res == nil || res.Status != runner.StatusSucceeded {
+		t.Fatalf("result = %+v", res)
+	}
+	if v := counterValue(t, reg, "agentbot_kubernetes_exec_errors_total", "command", "run"); v != 1 {
+		t.Errorf("exec errors{run} = %v; want 1", v)
+	}
+	if err := l.Cleanup(ctx, job.TaskID, false); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestBrokenStreamResumes: when the exec stream breaks while agent-runner
 // runs, the launcher resumes it with attach from the last event, and the
 // caller sees every event exactly once.

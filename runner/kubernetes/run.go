@@ -128,7 +128,9 @@ func (r *run) loop(command []string, stdin []byte, lastSeq int) {
 	defer stopWatch()
 
 	out := &eventWriter{ctx: r.ctx, events: r.events, lastSeq: lastSeq, log: r.log}
-	name := "run"
+	name := command[1]
+	job := stdin
+	rerun := false
 	for attempt := 0; ; attempt++ {
 		stderr := &tailBuffer{max: 4096}
 		var in io.Reader
@@ -157,6 +159,13 @@ func (r *run) loop(command []string, stdin []byte, lastSeq int) {
 			r.finish(code, failure)
 			return
 		case err == nil && name == "attach" && code == runner.ExitInternal && strings.Contains(stderr.String(), "runner is gone"):
+			if job != nil && out.lastSeq == 0 && !rerun {
+				// The first stream broke before agent-runner ever started:
+				// start it now, once.
+				r.log.Warn("agent-runner never started; starting it again")
+				rerun, name, command, stdin = true, "run", r.l.runCommand(), job
+				continue
+			}
 			r.finish(code, fmt.Errorf("claim %s: %w: %s", r.l.claimRef(r.claim), runner.ErrGone, strings.TrimSpace(stderr.String())))
 			return
 		case err == nil && code >= 128:
