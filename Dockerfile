@@ -59,5 +59,6 @@ ENV AGENTBOT_WORKSPACE=/workspace HOME=/workspace/home
 WORKDIR /workspace
 # The node image's unprivileged user (uid 1000), as the SandboxTemplate expects.
 USER 1000:1000
-# Idle until agentbot execs agent-runner; exit promptly on SIGTERM.
-CMD ["/bin/sh", "-c", "trap 'exit 0' TERM INT; sleep infinity & wait"]
+# Make HOME (on the workspace volume), then idle until agentbot execs
+# agent-runner; exit promptly on SIGTERM.
+CMD ["/bin/sh", "-c", "mkdir -p \"$HOME\"; trap 'exit 0' TERM INT; sleep infinity & wait"]
