@@ -3,6 +3,7 @@ package dispatch
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -37,8 +38,10 @@ type harness struct {
 	store    *state.Store
 	logs     *Logs
 	launcher *local.Launcher
-	reg      *prometheus.Registry
-	d        *Dispatcher
+	// wrap, when set, stands between the dispatcher and the local launcher.
+	wrap func(runner.Launcher) runner.Launcher
+	reg  *prometheus.Registry
+	d    *Dispatcher
 
 	cancel context.CancelFunc
 	done   chan error
@@ -80,8 +83,12 @@ func (h *harness) open() {
 		t.Fatal(err)
 	}
 	h.reg = prometheus.NewRegistry()
+	var launcher runner.Launcher = h.launcher
+	if h.wrap != nil {
+		launcher = h.wrap(launcher)
+	}
 	h.d, err = New(Options{
-		Store: h.store, GitHub: h.client, Launcher: h.launcher, Logs: h.logs,
+		Store: h.store, GitHub: h.client, Launcher: launcher, Logs: h.logs,
 		MaxConcurrent: 2, PublicURL: "http://agentbot.test",
 		Agent:   runner.AgentSpec{Name: "command", Command: scriptedAgentBin},
 		TempDir: h.dir, Registry: h.reg, RescanInterval: 200 * time.Millisecond,
@@ -488,6 +495,51 @@ func TestRecovery(t *testing.T) {
 	repaired := h.waitState(ended.ID, agentbot.StateFailed)
 	if c := h.comment(repaired); c.Body == "working…" || !strings.Contains(c.Body, "the agent failed") {
 		t.Errorf("stale comment not repaired:\n%s", c.Body)
+	}
+	if n := len(h.gh.PullRequests(testRepo)); n != 1 {
+		t.Errorf("%d pull requests, want 1", n)
+	}
+}
+
+// attachGone re-attaches "successfully" to a sandbox whose agent-runner
+// never started: the run ends at once with ErrGone from Wait, as the
+// Kubernetes launcher reports a claim that was Ready when the old process
+// died before its exec.
+type attachGone struct{ runner.Launcher }
+
+func (a attachGone) Attach(context.Context, string, int) (runner.Run, error) {
+	events := make(chan runner.Event)
+	close(events)
+	return goneRun{events}, nil
+}
+
+type goneRun struct{ events chan runner.Event }
+
+func (r goneRun) Events() <-chan runner.Event { return r.events }
+func (r goneRun) Wait(context.Context) (int, error) {
+	return 0, fmt.Errorf("claim agentbot-x: agent-runner never started: %w", runner.ErrGone)
+}
+func (r goneRun) Bundle(context.Context, io.Writer) error { return runner.ErrGone }
+func (r goneRun) Stop(context.Context) error              { return nil }
+
+func TestReattachedRunGoneIsRequeued(t *testing.T) {
+	h := newHarness(t)
+	h.store.Close()
+	h.wrap = func(l runner.Launcher) runner.Launcher { return attachGone{l} }
+	h.open()
+	ctx := context.Background()
+	task := h.enqueue(h.issue(30, "Gone", "scripted: write gone.txt g"))
+	if _, err := h.store.Transition(ctx, task.ID, agentbot.StateQueued, agentbot.StateRunning, func(s *agentbot.Task) error {
+		s.Attempt = 1
+		s.Phase = runner.PhaseCloning
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	h.start()
+	done := h.waitState(task.ID, agentbot.StateSucceeded)
+	if done.Requeues != 1 || done.Attempt != 2 {
+		t.Errorf("requeues %d attempt %d, want 1 and 2", done.Requeues, done.Attempt)
 	}
 	if n := len(h.gh.PullRequests(testRepo)); n != 1 {
 		t.Errorf("%d pull requests, want 1", n)

@@ -113,6 +113,11 @@ func (d *Dispatcher) work(ctx context.Context, t *agentbot.Task, attached runner
 		}, nil, false)
 	case out.timedOut:
 		d.fail(ctx, t, &failure{phase: t.Phase, msg: fmt.Sprintf("the task ran out of its time limit of %s", time.Duration(p.job.TimeLimit)), tail: out.tail})
+	case errors.Is(out.waitErr, runner.ErrGone):
+		// A re-attached sandbox whose agent-runner never started (the
+		// previous process died between the claim turning Ready and the
+		// exec) is an interruption like any other: re-queue it once.
+		d.interrupted(ctx, t)
 	case out.waitErr != nil:
 		d.metrics.launcherErrors.WithLabelValues("wait").Inc()
 		d.fail(ctx, t, &failure{phase: t.Phase, msg: "agentbot lost the sandbox: " + out.waitErr.Error(), tail: out.tail})
