@@ -10,24 +10,8 @@ import (
 	"time"
 
 	"github.com/agentbot/agentbot"
+	"github.com/agentbot/agentbot/internal/testtool"
 )
-
-// chromiumBin finds Debian's chromium; without it the test skips with the
-// reason, unless AGENTBOT_REQUIRE_CHROMIUM=1.
-func chromiumBin(t *testing.T) string {
-	t.Helper()
-	for _, p := range []string{"/usr/bin/chromium", "/usr/bin/chromium-browser"} {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	reason := "chromium is not installed (apt-get install chromium), so the task page is not rendered in a browser"
-	if os.Getenv("AGENTBOT_REQUIRE_CHROMIUM") == "1" {
-		t.Fatal(reason + " (AGENTBOT_REQUIRE_CHROMIUM=1)")
-	}
-	t.Skip(reason)
-	return ""
-}
 
 // dumpDOM renders url in headless Chromium, lets its scripts run for a
 // moment of virtual time, and returns the resulting DOM.
@@ -58,7 +42,7 @@ func dumpDOMBudget(t *testing.T, bin, url string, budgetMS int) string {
 // TestTaskPageInBrowser renders the task list and a finished task's page in
 // headless Chromium: state, timeline, result links and the log are there.
 func TestTaskPageInBrowser(t *testing.T) {
-	bin := chromiumBin(t)
+	bin := testtool.Chromium(t)
 	w := newWorld(t)
 	b := w.start()
 	b.deliver("issues", w.issue(9, "Add <docs>", "scripted: stdout writing docs; write docs.md # Docs; summary Added docs.md"))
@@ -95,7 +79,7 @@ func TestTaskPageInBrowser(t *testing.T) {
 // log over server-sent events, so lines the agent prints after the page
 // loaded appear, and the page notices the end.
 func TestLiveLogInBrowser(t *testing.T) {
-	bin := chromiumBin(t)
+	bin := testtool.Chromium(t)
 	w := newWorld(t)
 	b := w.start()
 	b.deliver("issues", w.issue(10, "Slow docs", "scripted: stdout early line; sleep 2; stdout late line; write docs.md x"))

@@ -1,43 +1,21 @@
 package e2e
 
 import (
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/agentbot/agentbot"
 	"github.com/agentbot/agentbot/internal/fakeanthropic"
+	"github.com/agentbot/agentbot/internal/testtool"
 )
-
-// claudeBin finds Claude Code ($AGENTBOT_CLAUDE_BIN, else claude on PATH).
-// Without it the test skips with the reason, unless AGENTBOT_REQUIRE_CLAUDE=1.
-func claudeBin(t *testing.T) string {
-	t.Helper()
-	bin := os.Getenv("AGENTBOT_CLAUDE_BIN")
-	if bin == "" {
-		bin, _ = exec.LookPath("claude")
-	}
-	if bin != "" {
-		if _, err := os.Stat(bin); err == nil {
-			return bin
-		}
-	}
-	reason := "Claude Code is not installed: set AGENTBOT_CLAUDE_BIN (scripts/test.sh installs it from npm) or put claude on PATH"
-	if os.Getenv("AGENTBOT_REQUIRE_CLAUDE") == "1" {
-		t.Fatal(reason + " (AGENTBOT_REQUIRE_CLAUDE=1)")
-	}
-	t.Skip(reason)
-	return ""
-}
 
 // TestClaudeCodeEndToEnd is the main path once more with the real Claude
 // Code CLI as the agent, driven by the fake Messages API: the pushed branch
 // holds the file Claude Code wrote, and the final comment shows its summary
 // and cost.
 func TestClaudeCodeEndToEnd(t *testing.T) {
-	bin := claudeBin(t)
+	bin := testtool.Claude(t)
 	const summary = "Added NOTES.md with a greeting from Claude."
 	api := fakeanthropic.New(t,
 		fakeanthropic.Turn{Text: "I'll add the notes file.", ToolUses: []fakeanthropic.ToolUse{{

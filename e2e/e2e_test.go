@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/agentbot/agentbot"
+	"github.com/agentbot/agentbot/internal/testtool"
 	"github.com/agentbot/agentbot/web"
 )
 
@@ -291,10 +292,7 @@ func startEnd(tl []web.Phase) (time.Time, time.Time) {
 // real); with, it cannot.
 func TestBubblewrapConfinesAgent(t *testing.T) {
 	if _, err := lookBwrap(); err != nil {
-		if os.Getenv("AGENTBOT_REQUIRE_BWRAP") == "1" {
-			t.Fatalf("bubblewrap is required (AGENTBOT_REQUIRE_BWRAP=1): %v", err)
-		}
-		t.Skipf("bubblewrap is not available, so isolation cannot be tested here: %v", err)
+		testtool.Missing(t, "AGENTBOT_REQUIRE_BWRAP", "bubblewrap is not available, so isolation cannot be tested here: "+err.Error())
 	}
 	cases := []struct {
 		isolation   string

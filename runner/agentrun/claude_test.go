@@ -4,44 +4,22 @@ import (
 	"bytes"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/agentbot/agentbot/internal/fakeanthropic"
+	"github.com/agentbot/agentbot/internal/testtool"
 	"github.com/agentbot/agentbot/runner"
 	"github.com/agentbot/agentbot/runner/agent"
 )
-
-// claudeBin finds Claude Code: $AGENTBOT_CLAUDE_BIN (what .ci/run installs
-// from npm), else claude on PATH. Without it the test skips, unless
-// $AGENTBOT_REQUIRE_CLAUDE=1 (CI) makes that a failure.
-func claudeBin(t *testing.T) string {
-	t.Helper()
-	bin := os.Getenv("AGENTBOT_CLAUDE_BIN")
-	if bin == "" {
-		bin, _ = exec.LookPath("claude")
-	}
-	if bin != "" {
-		if _, err := os.Stat(bin); err == nil {
-			return bin
-		}
-	}
-	reason := "Claude Code is not installed: set AGENTBOT_CLAUDE_BIN (npm install @anthropic-ai/claude-code@2.1.330) or put claude on PATH"
-	if os.Getenv("AGENTBOT_REQUIRE_CLAUDE") == "1" {
-		t.Fatal(reason + " (AGENTBOT_REQUIRE_CLAUDE=1)")
-	}
-	t.Skip(reason)
-	return ""
-}
 
 // TestRealClaudeCode runs the claude adapter with the real Claude Code CLI
 // against the fake Messages API: Claude Code must write the file through
 // its Write tool, and agent-runner must report its progress, summary, cost
 // and usage.
 func TestRealClaudeCode(t *testing.T) {
-	bin := claudeBin(t)
+	bin := testtool.Claude(t)
 	f := newFixture(t)
 	ws := Workspace{Dir: t.TempDir()}
 	const summary = "Added hello.txt with a greeting."

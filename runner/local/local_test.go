@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentbot/agentbot/internal/testtool"
 	"github.com/agentbot/agentbot/runner"
 )
 
@@ -350,10 +351,7 @@ func TestCleanupKeepsFailedWorkspaces(t *testing.T) {
 
 func TestBwrapConfinesWrites(t *testing.T) {
 	if p, why := probeBwrap(); p == "" {
-		if os.Getenv("AGENTBOT_REQUIRE_BWRAP") == "1" {
-			t.Fatalf("bubblewrap required: %s", why)
-		}
-		t.Skipf("bubblewrap unavailable: %s", why)
+		testtool.Missing(t, "AGENTBOT_REQUIRE_BWRAP", "bubblewrap unavailable: "+why)
 	}
 	l := newLauncher(t, IsolationBwrap)
 	outside := t.TempDir() // under /tmp, which the sandbox replaces
