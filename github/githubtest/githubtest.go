@@ -141,11 +141,13 @@ type Token struct {
 // Comment is an issue or pull request comment. Edits holds earlier bodies,
 // oldest first.
 type Comment struct {
-	ID     int64
-	Ref    agentbot.IssueRef
-	Author string
-	Body   string
-	Edits  []string
+	ID      int64
+	Ref     agentbot.IssueRef
+	Author  string
+	Body    string
+	Edits   []string
+	Created time.Time
+	Updated time.Time
 }
 
 // Reaction is a reaction by the App; CommentID 0 is the issue itself.
@@ -203,6 +205,9 @@ type failure struct {
 	left            int
 	status          int
 	headers         map[string]string
+	// after: the request is carried out first and only its answer is
+	// replaced (GitHub answering 502 for a comment it did create).
+	after bool
 }
 
 // New starts a fake GitHub for t, with a fresh App key.
@@ -409,6 +414,21 @@ func (s *Server) FailNext(method, pathPattern string, n, status int, headers map
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.failures = append(s.failures, &failure{method: method, pattern: pathPattern, left: n, status: status, headers: copyMap(headers)})
+}
+
+// FailAfter makes the next n requests matching method and pathPattern (as
+// in FailNext) that succeed be carried out — the comment, check run or pull
+// request is created — and then answered with status instead of the real
+// answer: GitHub timing out or answering 502 after it did the work. A
+// request that the fake refuses anyway (auth, validation) keeps its answer
+// and does not use up a failure.
+func (s *Server) FailAfter(method, pathPattern string, n, status int) {
+	if _, err := path.Match(pathPattern, ""); err != nil {
+		s.t.Fatalf("githubtest: FailAfter pattern %q: %v", pathPattern, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failures = append(s.failures, &failure{method: method, pattern: pathPattern, left: n, status: status, after: true})
 }
 
 // Calls returns every request so far, in order.

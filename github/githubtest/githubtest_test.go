@@ -242,3 +242,106 @@ func TestFailNextAndConcurrency(t *testing.T) {
 		t.Fatalf("check run on an unknown commit: %d", st)
 	}
 }
+
+func TestFailAfterPerformsThenFails(t *testing.T) {
+	s, _ := setup(t)
+	tok := "token " + mint(t, s, "")
+	ref := agentbot.IssueRef{Repo: widgets, Number: 1}
+	s.FailAfter("POST", "/repos/acme/widgets/issues/*/comments", 1, 502)
+	// A refused request keeps its own answer and leaves the failure armed.
+	if st, _ := do(t, s, "POST", "/repos/acme/widgets/issues/1/comments", tok, `{"body":""}`); st != 422 {
+		t.Fatalf("empty body: %d, want 422", st)
+	}
+	if st, _ := do(t, s, "POST", "/repos/acme/widgets/issues/1/comments", tok, `{"body":"one"}`); st != 502 {
+		t.Fatalf("first create: %d, want 502", st)
+	}
+	if got := s.Comments(ref); len(got) != 1 || got[0].Body != "one" {
+		t.Fatalf("comments after a 502 = %+v, want the comment created", got)
+	}
+	if st, _ := do(t, s, "POST", "/repos/acme/widgets/issues/1/comments", tok, `{"body":"two"}`); st != 201 {
+		t.Fatalf("second create: %d, want 201", st)
+	}
+	if calls := s.CallsTo("POST", "/repos/acme/widgets/issues/1/comments"); len(calls) != 3 || calls[1].Status != 502 {
+		t.Fatalf("calls = %v", calls)
+	}
+}
+
+// list GETs path and decodes the JSON answer into out; it returns the
+// Link header.
+func list(t *testing.T, s *Server, path, auth string, out any) string {
+	t.Helper()
+	req, _ := http.NewRequest("GET", strings.TrimSuffix(s.URL, "/")+path, nil)
+	req.Header.Set("Authorization", auth)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %d", path, resp.StatusCode)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		t.Fatal(err)
+	}
+	return resp.Header.Get("Link")
+}
+
+func TestListCommentsAndCheckRuns(t *testing.T) {
+	s, _ := setup(t)
+	tok := "token " + mint(t, s, "")
+	for i := range 3 {
+		if st, _ := do(t, s, "POST", "/repos/acme/widgets/issues/1/comments", tok, fmt.Sprintf(`{"body":"c%d"}`, i)); st != 201 {
+			t.Fatalf("create: %d", st)
+		}
+	}
+	var comments []struct {
+		Body string `json:"body"`
+		Via  struct {
+			ID int64 `json:"id"`
+		} `json:"performed_via_github_app"`
+	}
+	link := list(t, s, "/repos/acme/widgets/issues/1/comments?per_page=2", tok, &comments)
+	if len(comments) != 2 || comments[0].Body != "c0" || comments[0].Via.ID != s.AppID || !strings.Contains(link, `page=2`) {
+		t.Fatalf("page 1 = %+v, link %q", comments, link)
+	}
+	comments = nil
+	if link := list(t, s, "/repos/acme/widgets/issues/1/comments?per_page=2&page=2", tok, &comments); len(comments) != 1 || link != "" {
+		t.Fatalf("page 2 = %+v, link %q", comments, link)
+	}
+	comments = nil
+	future := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	if list(t, s, "/repos/acme/widgets/issues/1/comments?since="+future, tok, &comments); len(comments) != 0 {
+		t.Fatalf("since the future = %+v", comments)
+	}
+
+	head := s.CommitFile(widgets, "main", "x.txt", "x\n")
+	for _, ext := range []string{"a", "b"} {
+		body := fmt.Sprintf(`{"name":"agentbot","head_sha":%q,"external_id":%q}`, head, ext)
+		if st, out := do(t, s, "POST", "/repos/acme/widgets/check-runs", tok, body); st != 201 {
+			t.Fatalf("create check run: %d %v", st, out)
+		}
+	}
+	var runs struct {
+		Total int `json:"total_count"`
+		Runs  []struct {
+			ExternalID string `json:"external_id"`
+			App        struct {
+				ID int64 `json:"id"`
+			} `json:"app"`
+		} `json:"check_runs"`
+	}
+	list(t, s, "/repos/acme/widgets/commits/"+head+"/check-runs?check_name=agentbot&filter=all", tok, &runs)
+	if runs.Total != 2 || runs.Runs[0].ExternalID != "b" || runs.Runs[1].App.ID != s.AppID {
+		t.Fatalf("filter=all = %+v", runs)
+	}
+	runs.Runs = nil
+	list(t, s, "/repos/acme/widgets/commits/main/check-runs?check_name=agentbot", tok, &runs)
+	if runs.Total != 1 || runs.Runs[0].ExternalID != "b" {
+		t.Fatalf("latest on main = %+v", runs)
+	}
+	runs.Runs = nil
+	list(t, s, fmt.Sprintf("/repos/acme/widgets/commits/%s/check-runs?app_id=%d", head, s.AppID+1), tok, &runs)
+	if runs.Total != 0 {
+		t.Fatalf("another App's runs = %+v", runs)
+	}
+}

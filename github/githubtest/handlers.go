@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/agentbot/agentbot"
@@ -295,10 +296,45 @@ func (q *req) commentBody() (string, bool) {
 }
 
 func (s *Server) commentJSON(c *Comment) map[string]any {
-	return map[string]any{
+	out := map[string]any{
 		"id": c.ID, "body": c.Body, "user": userJSON(c.Author),
-		"html_url": fmt.Sprintf("%s/%s/issues/%d#issuecomment-%d", HTMLBase, c.Ref.Repo.FullName(), c.Ref.Number, c.ID),
+		"html_url":   fmt.Sprintf("%s/%s/issues/%d#issuecomment-%d", HTMLBase, c.Ref.Repo.FullName(), c.Ref.Number, c.ID),
+		"created_at": c.Created.UTC().Format(time.RFC3339),
+		"updated_at": c.Updated.UTC().Format(time.RFC3339),
 	}
+	if c.Author == BotLogin {
+		out["performed_via_github_app"] = s.appJSON()
+	}
+	return out
+}
+
+func (s *Server) appJSON() map[string]any {
+	return map[string]any{"id": s.AppID, "slug": strings.TrimSuffix(BotLogin, "[bot]")}
+}
+
+// listComments lists an issue's comments oldest first; since keeps those
+// updated at or after a time, as GitHub does.
+func (s *Server) listComments(q *req) {
+	is, ok := q.issueOf()
+	if !ok {
+		return
+	}
+	var since time.Time
+	if v := q.r.URL.Query().Get("since"); v != "" {
+		t, err := time.Parse(time.RFC3339, v)
+		if err != nil {
+			validationError(q.w, "Invalid request.\n\nsince is not an ISO 8601 timestamp")
+			return
+		}
+		since = t
+	}
+	items := []any{}
+	for _, c := range q.repo.comments {
+		if c.Ref.Number == is.number && !c.Updated.Before(since) {
+			items = append(items, s.commentJSON(c))
+		}
+	}
+	q.page(items, nil)
 }
 
 func (s *Server) createComment(q *req) {
@@ -310,7 +346,8 @@ func (s *Server) createComment(q *req) {
 	if !ok {
 		return
 	}
-	c := &Comment{ID: s.newID(), Ref: agentbot.IssueRef{Repo: q.repo.ref, Number: is.number}, Author: BotLogin, Body: body}
+	now := s.now()
+	c := &Comment{ID: s.newID(), Ref: agentbot.IssueRef{Repo: q.repo.ref, Number: is.number}, Author: BotLogin, Body: body, Created: now, Updated: now}
 	q.repo.comments = append(q.repo.comments, c)
 	writeJSON(q.w, http.StatusCreated, s.commentJSON(c))
 }
@@ -340,6 +377,7 @@ func (s *Server) editComment(q *req) {
 	}
 	c.Edits = append(c.Edits, c.Body)
 	c.Body = body
+	c.Updated = s.now()
 	writeJSON(q.w, http.StatusOK, s.commentJSON(c))
 }
 
@@ -666,7 +704,49 @@ func (s *Server) checkRunJSON(cr *CheckRun) map[string]any {
 		"details_url": cr.DetailsURL, "external_id": cr.ExternalID,
 		"output":  map[string]any{"title": cr.Title, "summary": cr.Summary, "text": cr.Text},
 		"actions": cr.Actions,
+		"app":     s.appJSON(),
 	}
+}
+
+// listCheckRuns lists the check runs on a commit (a SHA or a branch name),
+// newest first, filtered by check_name and app_id as GitHub does.
+func (s *Server) listCheckRuns(q *req) {
+	query := q.r.URL.Query()
+	ref := q.r.PathValue("ref")
+	sha := ref
+	if len(ref) != 40 {
+		sha = q.repo.branchHead(ref)
+	}
+	if sha == "" {
+		validationError(q.w, "No commit found for SHA: "+ref)
+		return
+	}
+	if f := query.Get("filter"); f != "" && f != "latest" && f != "all" {
+		validationError(q.w, "Invalid request.\n\nfilter must be latest or all")
+		return
+	}
+	if id := query.Get("app_id"); id != "" && id != strconv.FormatInt(s.AppID, 10) {
+		q.page([]any{}, func(p []any) any { return map[string]any{"total_count": 0, "check_runs": p} })
+		return
+	}
+	items := []any{}
+	seen := map[string]bool{}
+	for i := len(q.repo.checkRuns) - 1; i >= 0; i-- {
+		cr := q.repo.checkRuns[i]
+		if cr.HeadSHA != sha || (query.Get("check_name") != "" && cr.Name != query.Get("check_name")) {
+			continue
+		}
+		if query.Get("filter") != "all" {
+			// "latest": only the newest run of each name.
+			if seen[cr.Name] {
+				continue
+			}
+			seen[cr.Name] = true
+		}
+		items = append(items, s.checkRunJSON(cr))
+	}
+	total := len(items)
+	q.page(items, func(p []any) any { return map[string]any{"total_count": total, "check_runs": p} })
 }
 
 func (s *Server) createCheckRun(q *req) {

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"path"
 	"strconv"
 	"strings"
@@ -59,6 +60,7 @@ func (s *Server) routes() {
 	s.handle("GET /orgs/{org}/teams/{team}/memberships/{username}", inst("members:read"), s.getMembership)
 	s.handle("GET /repos/{owner}/{repo}/issues/{number}", inst("issues:read", "pull_requests:read"), s.getIssue)
 	s.handle("POST /repos/{owner}/{repo}/issues/{number}/comments", inst("issues:write", "pull_requests:write"), s.createComment)
+	s.handle("GET /repos/{owner}/{repo}/issues/{number}/comments", inst("issues:read", "pull_requests:read"), s.listComments)
 	s.handle("PATCH /repos/{owner}/{repo}/issues/comments/{id}", inst("issues:write", "pull_requests:write"), s.editComment)
 	s.handle("POST /repos/{owner}/{repo}/issues/{number}/reactions", inst("issues:write", "pull_requests:write"), s.reactIssue)
 	s.handle("POST /repos/{owner}/{repo}/issues/comments/{id}/reactions", inst("issues:write", "pull_requests:write"), s.reactComment)
@@ -70,6 +72,7 @@ func (s *Server) routes() {
 	s.handle("GET /repos/{owner}/{repo}/pulls/{number}/comments", inst("pull_requests:read"), s.listReviewComments)
 	s.handle("POST /repos/{owner}/{repo}/check-runs", inst("checks:write"), s.createCheckRun)
 	s.handle("PATCH /repos/{owner}/{repo}/check-runs/{id}", inst("checks:write"), s.updateCheckRun)
+	s.handle("GET /repos/{owner}/{repo}/commits/{ref}/check-runs", inst("checks:read"), s.listCheckRuns)
 }
 
 func (s *Server) handle(pattern string, n need, h handler) {
@@ -119,7 +122,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		call.Status = rec.status
 		s.calls = append(s.calls, *call)
 	}()
-	if f := s.takeFailure(r); f != nil {
+	if f := s.takeFailure(r, false); f != nil {
 		call.Auth = "unchecked"
 		s.writeFailure(rec, f)
 		return
@@ -137,12 +140,42 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	rec.Header().Set("X-RateLimit-Resource", "core")
 	q := &req{body: body, call: call, s: s}
 	r.Body = io.NopCloser(bytes.NewReader(body))
-	s.mux.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), reqKey{}, q)))
+	r = r.WithContext(context.WithValue(r.Context(), reqKey{}, q))
+	if !s.failsAfter(r) {
+		s.mux.ServeHTTP(rec, r)
+		return
+	}
+	// Carry the request out, then answer with the failure if it worked.
+	done := httptest.NewRecorder()
+	s.mux.ServeHTTP(done, r)
+	if done.Code >= 200 && done.Code < 300 {
+		if f := s.takeFailure(r, true); f != nil {
+			s.writeFailure(rec, f)
+			return
+		}
+	}
+	for k, v := range done.Header() {
+		rec.Header()[k] = v
+	}
+	rec.WriteHeader(done.Code)
+	_, _ = rec.Write(done.Body.Bytes())
 }
 
-func (s *Server) takeFailure(r *http.Request) *failure {
+// failsAfter reports whether a FailAfter failure is pending for r.
+func (s *Server) failsAfter(r *http.Request) bool {
 	for _, f := range s.failures {
-		if f.left <= 0 || (f.method != "" && f.method != r.Method) {
+		if f.after && f.left > 0 && (f.method == "" || f.method == r.Method) {
+			if ok, _ := path.Match(f.pattern, r.URL.Path); ok {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (s *Server) takeFailure(r *http.Request, after bool) *failure {
+	for _, f := range s.failures {
+		if f.after != after || f.left <= 0 || (f.method != "" && f.method != r.Method) {
 			continue
 		}
 		if ok, _ := path.Match(f.pattern, r.URL.Path); ok {
@@ -329,6 +362,35 @@ func (q *req) intParam(name string) (int64, bool) {
 		return 0, false
 	}
 	return n, true
+}
+
+// page answers a list endpoint with GitHub's paging: per_page (default
+// 30, at most 100), page (from 1) and a Link header naming the next page.
+func (q *req) page(items []any, wrap func(page []any) any) {
+	query := q.r.URL.Query()
+	perPage, err := strconv.Atoi(query.Get("per_page"))
+	if err != nil || perPage <= 0 {
+		perPage = 30
+	}
+	perPage = min(perPage, 100)
+	pg, err := strconv.Atoi(query.Get("page"))
+	if err != nil || pg <= 0 {
+		pg = 1
+	}
+	from := min((pg-1)*perPage, len(items))
+	to := min(from+perPage, len(items))
+	if to < len(items) {
+		next := *q.r.URL
+		query.Set("page", strconv.Itoa(pg+1))
+		next.RawQuery = query.Encode()
+		q.w.Header().Set("Link", fmt.Sprintf("<%s%s>; rel=\"next\"", strings.TrimSuffix(q.s.URL, "/"), next.RequestURI()))
+	}
+	out := append([]any{}, items[from:to]...)
+	if wrap != nil {
+		writeJSON(q.w, http.StatusOK, wrap(out))
+		return
+	}
+	writeJSON(q.w, http.StatusOK, out)
 }
 
 func (s *Server) newID() int64 {
