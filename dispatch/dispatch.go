@@ -224,8 +224,10 @@ func (d *Dispatcher) poke() {
 
 // Run recovers the work a previous process left and then schedules queued
 // tasks until ctx ends. It returns once every worker it started has
-// returned; runs still in progress stay "running" in the store for the next
-// start to recover.
+// returned. Ending ctx is a graceful stop: runs that cannot outlive this
+// process (the local launcher's) are stopped and their tasks re-queued
+// without counting as an interruption; runs a launcher keeps (Kubernetes)
+// stay "running" in the store for the next start to re-attach.
 func (d *Dispatcher) Run(ctx context.Context) error {
 	defer d.wg.Wait()
 	if n, err := d.logs.Prune(d.now(), logRetention); err != nil {

@@ -114,10 +114,12 @@ func (h *harness) stop() {
 		return
 	}
 	h.cancel()
-	h.launcher.Close()
+	// As serve does: the dispatcher stops its runs first, the launcher's
+	// Close is the backstop.
 	if err := <-h.done; err != nil {
 		h.t.Errorf("Run: %v", err)
 	}
+	h.launcher.Close()
 	h.cancel = nil
 	h.store.Close()
 }
@@ -608,4 +610,57 @@ func hasAction(cr githubtest.CheckRun, id string) bool {
 		}
 	}
 	return false
+}
+
+// TestGracefulStopDoesNotUseTheRequeue stops agentbot (as a deploy would)
+// twice while a task's agent runs: each stop re-queues the task without
+// counting an interruption, so the third start still finishes it, with one
+// pull request.
+func TestGracefulStopDoesNotUseTheRequeue(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	task := h.enqueue(h.issue(40, "Survive deploys", "scripted: write deploy.txt d; sleep 3"))
+	for i := 1; i <= 2; i++ {
+		h.wait(task.ID, "in its agent phase", func(s *agentbot.Task) bool {
+			return s.State == agentbot.StateRunning && s.Attempt == i && s.Phase == runner.PhaseAgent
+		})
+		h.stop()
+		h.open()
+		got, err := h.store.Get(context.Background(), task.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.State != agentbot.StateQueued || got.Requeues != 0 {
+			t.Fatalf("after stop %d: state %s requeues %d, want queued and 0", i, got.State, got.Requeues)
+		}
+		h.start()
+	}
+	done := h.waitState(task.ID, agentbot.StateSucceeded)
+	if done.Requeues != 0 || done.Attempt != 3 {
+		t.Errorf("requeues %d attempt %d, want 0 and 3", done.Requeues, done.Attempt)
+	}
+	if n := len(h.gh.PullRequests(testRepo)); n != 1 {
+		t.Errorf("%d pull requests, want 1", n)
+	}
+	c := h.comment(done)
+	var said bool
+	for _, e := range c.Edits {
+		said = said || strings.Contains(e, stoppedNote)
+	}
+	if !said {
+		t.Errorf("no comment edit said agentbot was stopped: %q", c.Edits)
+	}
+	evs, _, err := h.logs.Read(task.ID, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var notes int
+	for _, ev := range evs {
+		if strings.Contains(ev.Message, stoppedNote) {
+			notes++
+		}
+	}
+	if notes != 2 {
+		t.Errorf("task log notes the stop %d times, want 2", notes)
+	}
 }

@@ -76,7 +76,8 @@ func (d *Dispatcher) work(ctx context.Context, t *agentbot.Task, attached runner
 	p, fail := d.plan(ctx, t)
 	if fail != nil {
 		if ctx.Err() != nil {
-			return // shutting down: the next start re-queues it
+			d.stopping(ctx, t, attached)
+			return
 		}
 		d.fail(ctx, t, fail)
 		return
@@ -88,6 +89,7 @@ func (d *Dispatcher) work(ctx context.Context, t *agentbot.Task, attached runner
 		if err != nil {
 			d.metrics.launcherErrors.WithLabelValues("start").Inc()
 			if ctx.Err() != nil {
+				d.stopping(ctx, t, nil)
 				return
 			}
 			d.fail(ctx, t, failf("starting", "the %s launcher could not start the sandbox: %v", d.launch.Name(), err))
@@ -103,6 +105,7 @@ func (d *Dispatcher) work(ctx context.Context, t *agentbot.Task, attached runner
 
 	out := d.follow(ctx, t, run, act, p.job.TimeLimit)
 	if out.shutdown {
+		d.stopping(ctx, out.task, run)
 		return
 	}
 	t = out.task
@@ -131,7 +134,8 @@ func (d *Dispatcher) work(ctx context.Context, t *agentbot.Task, attached runner
 		res, fail := d.deliver(ctx, t, p, run, out.result)
 		if fail != nil {
 			if ctx.Err() != nil {
-				return // shutting down: the next start re-queues it
+				d.stopping(ctx, t, run)
+				return
 			}
 			d.fail(ctx, t, fail)
 			return
@@ -288,8 +292,8 @@ func (d *Dispatcher) follow(ctx context.Context, t *agentbot.Task, run runner.Ru
 			log.Warn("run outlived its time limit; stopping it")
 			stop()
 		case <-ctx.Done():
-			// Shutdown: leave the task running in the store; the launcher
-			// stops its runs and the next start recovers it.
+			// Shutdown: the worker stops the run (or leaves it to be
+			// re-attached) and re-queues the task.
 			out.shutdown = true
 			return out
 		}

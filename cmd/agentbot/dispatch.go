@@ -328,15 +328,17 @@ func dispatchHook(ctx context.Context, m *Main) (func(context.Context) error, er
 		"agent", dc.Agent.Name, "public_url", dc.PublicURL, "pages_auth", dc.Pages.BearerToken != "" || dc.Pages.BasicUser != "")
 	return func(ctx context.Context) error {
 		cancel()
-		// Local runs die with their parent; stopping them here makes an
-		// in-process stop behave like a process exit.
-		errs := []error{closeLauncher()}
+		// The dispatcher stops the runs it owns and re-queues their tasks
+		// (a graceful stop is not a crash); closing the launcher after it
+		// kills whatever is left, so an in-process stop leaves no agents.
+		var errs []error
 		select {
 		case err := <-done:
 			errs = append(errs, err)
 		case <-ctx.Done():
 			errs = append(errs, fmt.Errorf("dispatcher did not stop: %w", ctx.Err()))
 		}
+		errs = append(errs, closeLauncher())
 		gh.Close()
 		return errors.Join(errs...)
 	}, nil

@@ -191,6 +191,11 @@ func probeBwrap() (path, why string) {
 // Name implements runner.Launcher.
 func (l *Launcher) Name() string { return "local" }
 
+// RunsEndWithProcess reports that a run never outlives the agentbot process
+// that started it (PR_SET_PDEATHSIG), so a dispatcher that stops gracefully
+// stops the runs itself and re-queues their tasks.
+func (l *Launcher) RunsEndWithProcess() bool { return true }
+
 // Isolation is the mode in force: "bwrap" or "none".
 func (l *Launcher) Isolation() string {
 	if l.bwrap != "" {

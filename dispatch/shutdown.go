@@ -1,0 +1,83 @@
+package dispatch
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/agentbot/agentbot"
+	"github.com/agentbot/agentbot/runner"
+)
+
+// stoppedNote is what the task log and the progress comment say about a run
+// that a graceful stop of agentbot (a deploy, SIGTERM) cut short.
+const stoppedNote = "agentbot was stopped; the task will start again"
+
+// runsEndWithProcess is implemented by launchers whose runs cannot outlive
+// the agentbot process that started them (the local launcher: its children
+// die with it). Their runs are stopped and re-queued on a graceful stop.
+// Other launchers' runs (Kubernetes sandboxes) are left running, to be
+// re-attached by the next start.
+type runsEndWithProcess interface {
+	RunsEndWithProcess() bool
+}
+
+// keepsRuns reports whether the launcher's runs survive a restart.
+func (d *Dispatcher) keepsRuns() bool {
+	l, ok := d.launch.(runsEndWithProcess)
+	return !ok || !l.RunsEndWithProcess()
+}
+
+// stopping handles a task whose worker saw agentbot stop (ctx ended). A
+// graceful stop is not a crash: the run this process owns is stopped and the
+// task goes back to queued without counting as an interruption, so deploys
+// never use up the one re-queue that crashes get. run is nil when no sandbox
+// was started yet. A run the launcher keeps across restarts is left alone
+// for the next start to re-attach.
+func (d *Dispatcher) stopping(ctx context.Context, t *agentbot.Task, run runner.Run) {
+	if run != nil && d.keepsRuns() {
+		return
+	}
+	log := d.taskLogger(t)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stopTimeout)
+	defer cancel()
+	if run != nil {
+		stopped := make(chan error, 1)
+		go func() { stopped <- run.Stop(sctx) }()
+		// Keep reading: a run blocked on a full event pipe cannot stop.
+		events := run.Events()
+	drain:
+		for events != nil {
+			select {
+			case ev, ok := <-events:
+				if !ok {
+					break drain
+				}
+				if err := d.logs.Append(t.ID, ev); err != nil {
+					log.Warn("cannot record event", "err", err)
+				}
+			case <-sctx.Done():
+				break drain
+			}
+		}
+		if err := <-stopped; err != nil {
+			d.metrics.launcherErrors.WithLabelValues("stop").Inc()
+			log.Warn("stopping run at shutdown", "err", err)
+		}
+	}
+	phase := t.Phase
+	nt, err := d.store.Transition(sctx, t.ID, agentbot.StateRunning, agentbot.StateQueued, func(s *agentbot.Task) error {
+		s.Phase = ""
+		return nil
+	})
+	if err != nil {
+		// Cancelled or finished meanwhile; the next start sorts out the rest.
+		log.Warn("cannot re-queue task at shutdown", "err", err)
+		return
+	}
+	_ = d.logs.Note(t.ID, d.now(), fmt.Sprintf("agentbot: %s (it was in phase %q)", stoppedNote, phase))
+	log.Info("task re-queued at shutdown", "phase", phase)
+	v := d.view(nt, nil, "")
+	v.Note = stoppedNote + "."
+	d.report(sctx, nt, v)
+	d.cleanup(sctx, nt, false)
+}
