@@ -161,7 +161,9 @@ func (r CheckRun) body(create bool) (checkRunBody, error) {
 
 // CreateCheckRun creates the agentbot check run on run.HeadSHA and returns
 // its id, which the task keeps so that later updates (and a restarted bot)
-// edit the same run.
+// edit the same run. When GitHub answers 5xx (or the connection drops) the
+// run is looked for by its ExternalID before it is created again; without
+// an ExternalID such a failure is returned, not retried.
 func (c *Client) CreateCheckRun(ctx context.Context, installationID int64, repo agentbot.Repo, run CheckRun) (int64, error) {
 	if err := checkRepo(repo); err != nil {
 		return 0, err
@@ -171,7 +173,15 @@ func (c *Client) CreateCheckRun(ctx context.Context, installationID int64, repo 
 		return 0, fmt.Errorf("github: check run on %s@%s: %w", repo, run.HeadSHA, err)
 	}
 	var out gh.CheckRun
-	if _, err := c.call(ctx, installationID, epCreateCheckRun, repoPath(repo)+"/check-runs", body, &out); err != nil {
+	var find func(context.Context) (bool, error)
+	if run.ExternalID != "" {
+		find = func(ctx context.Context) (bool, error) {
+			id, ok, err := c.findCheckRun(ctx, installationID, repo, run.HeadSHA, run.ExternalID)
+			out.ID = &id
+			return ok, err
+		}
+	}
+	if err := c.create(ctx, installationID, epCreateCheckRun, repoPath(repo)+"/check-runs", body, &out, find); err != nil {
 		return 0, fmt.Errorf("github: check run on %s@%s: %w", repo, run.HeadSHA, err)
 	}
 	if out.GetID() == 0 {

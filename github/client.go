@@ -247,7 +247,9 @@ type installationAuth struct {
 }
 
 func (a *installationAuth) RoundTrip(req *http.Request) (*http.Response, error) {
-	tok, err := a.client.installationToken(req.Context(), a.inst)
+	// Minting a token is safe to retry even when the request it is for
+	// is a create.
+	tok, err := a.client.installationToken(withCreate(req.Context(), false), a.inst)
 	if err != nil {
 		if req.Body != nil {
 			req.Body.Close()

@@ -51,7 +51,15 @@ func (c *Client) OpenPullRequest(ctx context.Context, installationID int64, repo
 		"draft": opts.Draft,
 	}
 	var out gh.PullRequest
-	_, err := c.call(ctx, installationID, epCreatePull, repoPath(repo)+"/pulls", body, &out)
+	var found *PRInfo
+	find := func(ctx context.Context) (bool, error) {
+		pr, ok, err := c.findOpenPR(ctx, installationID, repo, opts.Head)
+		if ok {
+			found = &pr
+		}
+		return ok, err
+	}
+	err := c.create(ctx, installationID, epCreatePull, repoPath(repo)+"/pulls", body, &out, find)
 	var apiErr *APIError
 	if errors.As(err, &apiErr) && apiErr.Status == http.StatusUnprocessableEntity {
 		msg := strings.ToLower(apiErr.Message)
@@ -67,14 +75,19 @@ func (c *Client) OpenPullRequest(ctx context.Context, installationID int64, repo
 			c.logger.LogAttrs(ctx, slog.LevelInfo, "draft pull requests not supported; opening a ready one",
 				slog.String("repo", repo.FullName()))
 			body["draft"] = false
-			_, err = c.call(ctx, installationID, epCreatePull, repoPath(repo)+"/pulls", body, &out)
+			err = c.create(ctx, installationID, epCreatePull, repoPath(repo)+"/pulls", body, &out, find)
 		}
 	}
 	if err != nil {
 		return PRInfo{}, false, fmt.Errorf("github: pull request %s into %s: %w", where, opts.Base, err)
 	}
-	c.requestReview(ctx, installationID, repo, out.GetNumber(), opts.Reviewer)
-	return prInfo(&out), true, nil
+	pr := prInfo(&out)
+	if found != nil {
+		// An attempt answered with an error had opened it.
+		pr = *found
+	}
+	c.requestReview(ctx, installationID, repo, pr.Number, opts.Reviewer)
+	return pr, true, nil
 }
 
 // findOpenPR finds the open pull request whose head is branch in repo.

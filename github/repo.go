@@ -322,13 +322,25 @@ func (c *Client) React(ctx context.Context, installationID int64, ref agentbot.I
 }
 
 // CreateComment posts body on issue or pull request ref and returns the new
-// comment's id. A body beyond GitHub's limit is cut to fit.
+// comment's id. A body beyond GitHub's limit is cut to fit. When GitHub
+// answers 5xx (or the connection drops) a body that starts with a
+// CommentMarker is looked for before it is posted again, so it is never
+// posted twice; any other body is then not retried.
 func (c *Client) CreateComment(ctx context.Context, installationID int64, ref agentbot.IssueRef, body string) (int64, error) {
 	if err := checkRef(ref); err != nil {
 		return 0, err
 	}
 	var out gh.IssueComment
-	if _, err := c.call(ctx, installationID, epCreateComment, issuePath(ref)+"/comments", map[string]string{"body": FitComment(body)}, &out); err != nil {
+	var find func(context.Context) (bool, error)
+	if marker := markerOf(body); marker != "" {
+		since := c.now().Add(-lookupWindow)
+		find = func(ctx context.Context) (bool, error) {
+			id, ok, err := c.findComment(ctx, installationID, ref, marker, since)
+			out.ID = &id
+			return ok, err
+		}
+	}
+	if err := c.create(ctx, installationID, epCreateComment, issuePath(ref)+"/comments", map[string]string{"body": FitComment(body)}, &out, find); err != nil {
 		return 0, fmt.Errorf("github: comment on %s: %w", ref, err)
 	}
 	if out.GetID() == 0 {

@@ -77,6 +77,10 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, ctx.Err()
 		}
 		wait, reason, retry := p.decide(attempt, resp, err)
+		if retry && isCreate(ctx) && (reason == "server_error" || (reason == "network" && !isDialError(err))) {
+			// GitHub may have created it; create decides (see create.go).
+			return resp, err
+		}
 		if !retry || attempt >= p.maxAttempts {
 			return resp, err
 		}
