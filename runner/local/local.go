@@ -430,11 +430,17 @@ func (l *Launcher) killLeftovers(taskID string) {
 		return
 	}
 	cmdline, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(meta.PID), "cmdline"))
-	if err != nil || !strings.Contains(string(cmdline), l.Workspace(taskID)) {
-		return
+	if err == nil && strings.Contains(string(cmdline), l.Workspace(taskID)) {
+		l.log.Warn("killing leftover agent-runner", "task_id", taskID, "pid", meta.PID)
+		_ = syscall.Kill(-meta.PID, syscall.SIGKILL)
 	}
-	l.log.Warn("killing leftover agent-runner", "task_id", taskID, "pid", meta.PID)
-	_ = syscall.Kill(-meta.PID, syscall.SIGKILL)
+	// The agent's own children (its process group is not agent-runner's)
+	// survive agent-runner's death; they are in its session and work in
+	// the task's workspace, which tells them from strangers that reuse the
+	// number.
+	if killSession(meta.PID, l.Workspace(taskID)) {
+		l.log.Warn("killed processes the agent left", "task_id", taskID, "session", meta.PID)
+	}
 }
 
 // Close kills every run this launcher started and waits for them. An
@@ -654,40 +660,56 @@ func (r *Run) follow(stdout io.Reader) {
 		r.exitCode = runner.ExitInternal
 		r.waitErr = fmt.Errorf("local launcher: task %s: wait for agent-runner: %w", r.taskID, err)
 	}
-	// Anything the agent left behind in the group goes with it; inside
-	// bwrap the namespace's processes die a moment after bwrap itself.
+	// Anything the agent left behind goes with it. agent-runner puts the
+	// agent in a process group of its own, which a SIGKILL of agent-runner
+	// (a hung runner after the grace, Close) does not reach, but the
+	// agent's processes stay in agent-runner's session unless they escape
+	// with setsid. Inside bwrap the namespace's processes also die a moment
+	// after bwrap itself.
 	_ = syscall.Kill(-r.pid, syscall.SIGKILL)
-	for i := 0; i < 200 && groupAlive(r.pid); i++ {
+	for i := 0; i < 200 && killSession(r.pid, ""); i++ {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
 
-// groupAlive reports whether a process other than a zombie is in process
-// group pgid.
-func groupAlive(pgid int) bool {
+// killSession SIGKILLs every live process of session sid (with within set,
+// only those whose working directory is under it) and reports whether it
+// found any.
+func killSession(sid int, within string) bool {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return false
 	}
+	found := false
 	for _, e := range entries {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
 			continue
 		}
 		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
 		if err != nil {
 			continue
 		}
-		// pid (comm) state ppid pgrp ...; comm may hold spaces and parens.
+		// pid (comm) state ppid pgrp session ...; comm may hold spaces
+		// and parens.
 		i := bytes.LastIndexByte(b, ')')
 		if i < 0 {
 			continue
 		}
 		f := strings.Fields(string(b[i+1:]))
-		if len(f) >= 3 && f[0] != "Z" && f[0] != "X" && f[2] == strconv.Itoa(pgid) {
-			return true
+		if len(f) < 4 || f[0] == "Z" || f[0] == "X" || f[3] != strconv.Itoa(sid) {
+			continue
 		}
+		if within != "" {
+			cwd, err := os.Readlink(filepath.Join("/proc", e.Name(), "cwd"))
+			if err != nil || (cwd != within && !strings.HasPrefix(cwd, within+string(filepath.Separator))) {
+				continue
+			}
+		}
+		found = true
+		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
-	return false
+	return found
 }
 
 func (r *Run) exited() bool {
@@ -734,8 +756,10 @@ func (r *Run) Bundle(ctx context.Context, w io.Writer) error {
 	return nil
 }
 
-// Stop implements runner.Run: SIGTERM to the process group, SIGKILL after
-// the grace period, and it returns once the child has exited.
+// Stop implements runner.Run: SIGTERM to agent-runner's process group
+// (agent-runner then kills the agent's group and exits), SIGKILL after the
+// grace period, and it returns once the child has exited and nothing is left
+// in its session.
 func (r *Run) Stop(ctx context.Context) error {
 	target := r
 	if r.stopTarget != nil {
