@@ -515,9 +515,35 @@ func (g gitRunner) run(ctx context.Context, extraEnv []string, args ...string) (
 		if ctx.Err() != nil {
 			return "", fmt.Errorf("git %s: %w", args[0], ctx.Err())
 		}
-		return stdout.String(), fmt.Errorf("git %s: %w: %s", gitVerb(args), err, firstLine(stderr.String()))
+		// Redact before cutting to one line: a cut through the header
+		// would leave a piece of it that no longer matches the secret.
+		msg := Redact(stderr.String(), secretsOf(extraEnv)...)
+		return stdout.String(), fmt.Errorf("git %s: %w: %s", gitVerb(args), err, firstLine(msg))
 	}
 	return stdout.String(), nil
+}
+
+// secretsOf returns the credentials in an environment made by authEnv: the
+// Basic credential of the extraHeader and the token inside it.
+func secretsOf(env []string) []string {
+	var out []string
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(k, "GIT_CONFIG_VALUE_") {
+			continue
+		}
+		_, cred, ok := strings.Cut(v, "Basic ")
+		if !ok || cred == "" {
+			continue
+		}
+		out = append(out, cred)
+		if raw, err := base64.StdEncoding.DecodeString(cred); err == nil {
+			if _, tok, ok := strings.Cut(string(raw), ":"); ok && tok != "" {
+				out = append(out, tok)
+			}
+		}
+	}
+	return out
 }
 
 // gitVerb names the subcommand of a git invocation for error messages.

@@ -2,8 +2,12 @@ package github
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -427,6 +431,50 @@ func TestMatchPath(t *testing.T) {
 		t.Run(tc.pattern+" "+tc.path, func(t *testing.T) {
 			if got := matchPath(tc.pattern, tc.path); got != tc.want {
 				t.Fatalf("matchPath(%q, %q) = %v", tc.pattern, tc.path, got)
+			}
+		})
+	}
+}
+
+// TestFailedGitNeverEchoesTheToken covers git printing the Authorization
+// header (or the token) on a failed fetch or push, at any position in its
+// message: the error must carry no piece of it, even where the message is
+// cut short.
+func TestFailedGitNeverEchoesTheToken(t *testing.T) {
+	real, err := exec.LookPath("git")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pad := range []int{0, 240, 255, 262, 270, 290} {
+		t.Run(fmt.Sprintf("header after %d bytes", pad), func(t *testing.T) {
+			fake := filepath.Join(t.TempDir(), "git")
+			script := fmt.Sprintf("#!/bin/sh\ncase \" $* \" in *\" push \"*)\n"+
+				"  printf '%%0%dd %%s\\n' 0 \"$GIT_CONFIG_VALUE_0\" >&2\n  exit 1;;\nesac\nexec %s \"$@\"\n", pad, real)
+			if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			h := newHarness(t, func(c *Config) { c.GitPath = fake })
+			w := h.clone()
+			w.git("checkout", "-q", "-b", "agentbot/x")
+			w.commit("x", map[string]string{"a.txt": "a\n"})
+			bundle := w.bundle("agentbot/x", "^"+h.base)
+			info, err := h.client.Repository(context.Background(), instID, h.repo)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = h.client.PushBundle(context.Background(), instID, h.repo, info.CloneURL, bundle, BundleCheck{Branch: "agentbot/x", BranchPrefix: "agentbot/", BaseSHA: h.base})
+			if err == nil {
+				t.Fatal("the push did not fail")
+			}
+			h.logErr(err)
+			msg := err.Error()
+			for _, tok := range h.gh.Tokens() {
+				// The constant "x-access-token:" encodes to 20 characters;
+				// anything past them is the secret.
+				basic := base64.StdEncoding.EncodeToString([]byte("x-access-token:" + tok.Value))
+				if strings.Contains(msg, basic[:24]) || strings.Contains(msg, tok.Value[:8]) {
+					t.Fatalf("the error carries part of a token: %s", msg)
+				}
 			}
 		})
 	}
