@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -305,7 +306,18 @@ func resolveSource(ctx context.Context, repo, base string) (*source, error) {
 	if !strings.Contains(repo, "://") && !strings.Contains(repo, "@") {
 		return nil, fmt.Errorf("agentbot run: %s is neither a local directory nor a git URL", repo)
 	}
-	name := strings.TrimSuffix(filepath.Base(repo), ".git")
+	// The sandbox gets neither the operator's SSH keys nor credentials in
+	// a URL (agent-runner refuses those, and the URL would be printed):
+	// say so before anything runs, without echoing a secret.
+	u, err := url.Parse(repo)
+	if err != nil || !strings.Contains(repo, "://") || u.Scheme == "ssh" {
+		return nil, errors.New("agentbot run: SSH repository URLs are not supported (the sandbox has no SSH keys); use an https:// URL, or clone the repository and pass its path")
+	}
+	if u.User != nil {
+		u.User = nil
+		return nil, fmt.Errorf("agentbot run: the repository URL carries credentials; agentbot run clones without them: use %s for a public repository, or clone it yourself and pass its path", u.String())
+	}
+	name := strings.TrimSuffix(filepath.Base(u.Path), ".git")
 	return &source{cloneURL: repo, display: repo, name: name, base: base}, nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentbot/agentbot/internal/gitserver"
 	"github.com/agentbot/agentbot/runner"
 	"github.com/agentbot/agentbot/runner/local"
 )
@@ -96,5 +97,59 @@ func TestRunOne(t *testing.T) {
 	// The work tree was left alone.
 	if st := gitT(t, repo, "status", "--porcelain"); st != "" {
 		t.Errorf("work tree changed: %s", st)
+	}
+}
+
+// TestRunOneURL runs against a git URL: the result is a bundle on disk
+// holding the new branch; a URL with credentials is refused before anything
+// runs, and the secret never reaches the output or the error.
+func TestRunOneURL(t *testing.T) {
+	l, err := local.New(local.Options{DataDir: t.TempDir(), AgentRunner: agentRunnerBin, Isolation: local.IsolationNone})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	srv := gitserver.New(t, func(repo, user, pass string, write bool) bool { return !write })
+	srv.CreateRepo("acme", "widgets", "main", map[string]string{"README.md": "# widgets\n"})
+	agent := runner.AgentSpec{Name: "command", Command: scriptedAgentBin}
+	cases := []struct {
+		name    string
+		url     string
+		wantErr string
+	}{
+		{"public URL", srv.CloneURL("acme", "widgets"), ""},
+		{"credentials in the URL", strings.Replace(srv.CloneURL("acme", "widgets"), "://", "://x-access-token:ghs_sEcReT123@", 1), "credentials"},
+		{"SSH URL", "git@github.com:acme/widgets.git", "SSH"},
+		{"ssh:// URL", "ssh://git@github.com/acme/widgets.git", "SSH"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var out bytes.Buffer
+			res, err := RunOne(context.Background(), l, OneShot{
+				Repo: tc.url, Prompt: "Say hello\nscripted: write hello.txt hi", Agent: agent,
+				TimeLimit: time.Minute, Progress: &out, BundleDir: t.TempDir(),
+			})
+			if strings.Contains(out.String(), "sEcReT") || (err != nil && strings.Contains(err.Error(), "sEcReT")) {
+				t.Errorf("the URL's secret was shown: %v\n%s", err, out.String())
+			}
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want one mentioning %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("RunOne: %v\n%s", err, out.String())
+			}
+			if res.BundlePath == "" || res.LocalRepo != "" || res.Branch != "agentbot/run-say-hello" {
+				t.Fatalf("result %+v", res)
+			}
+			clone := t.TempDir()
+			gitT(t, clone, "clone", "-q", tc.url, ".")
+			gitT(t, clone, "fetch", "-q", res.BundlePath, res.Branch+":"+res.Branch)
+			if got := gitT(t, clone, "show", res.Branch+":hello.txt"); got != "hi" {
+				t.Errorf("hello.txt = %q", got)
+			}
+		})
 	}
 }
