@@ -89,7 +89,11 @@ func (c *Client) create(ctx context.Context, installationID int64, endpoint, pat
 			return err
 		}
 		wait := c.policy.backoff(attempt)
-		c.policy.metrics.retries.WithLabelValues("server_error").Inc()
+		reason := "network"
+		if apiErr := (*APIError)(nil); errors.As(err, &apiErr) {
+			reason = "server_error"
+		}
+		c.policy.metrics.retries.WithLabelValues(reason).Inc()
 		c.logger.LogAttrs(ctx, slog.LevelWarn, "github create retried after finding nothing made",
 			slog.String("endpoint", endpoint), slog.Int("attempt", attempt), slog.Duration("wait", wait),
 			slog.String("error", err.Error()))

@@ -180,3 +180,26 @@ func TestCreateAfterALostAnswerIsNotRepeated(t *testing.T) {
 		t.Fatalf("comments = %+v, id %d", c, id)
 	}
 }
+
+func TestCreateLostBeforeGitHubIsRetriedOnce(t *testing.T) {
+	ft := &flaky{next: http.DefaultTransport}
+	h := newHarness(t, func(c *Config) { c.Transport = ft })
+	h.gh.AddIssue(h.repo, 3, "t", "b", "alice")
+	if _, err := h.client.Repository(context.Background(), instID, h.repo); err != nil {
+		t.Fatal(err)
+	}
+	ft.n = 1 // the create's first attempt never reaches GitHub
+	id, err := h.client.CreateComment(context.Background(), instID, h.ref(3), CommentMarker("01TASK")+"\nqueued")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := h.gh.Comments(h.ref(3)); len(c) != 1 || c[0].ID != id {
+		t.Fatalf("comments = %+v, id %d", c, id)
+	}
+	if n := len(h.gh.CallsTo("GET", "/repos/acme/widgets/issues/3/comments")); n != 1 {
+		t.Fatalf("%d look-ups, want 1 before the retry", n)
+	}
+	if metricValue(t, h, "agentbot_github_retries_total", map[string]string{"reason": "network"}) != 1 {
+		t.Fatal("the retry is not counted as a network retry")
+	}
+}
