@@ -40,7 +40,9 @@ type harness struct {
 	launcher *local.Launcher
 	// wrap, when set, stands between the dispatcher and the local launcher.
 	wrap func(runner.Launcher) runner.Launcher
-	reg  *prometheus.Registry
+	// wrapGH, when set, stands between the dispatcher and GitHub.
+	wrapGH func(GitHub) GitHub
+	reg    *prometheus.Registry
 	d    *Dispatcher
 
 	cancel context.CancelFunc
@@ -87,8 +89,12 @@ func (h *harness) open() {
 	if h.wrap != nil {
 		launcher = h.wrap(launcher)
 	}
+	var gh GitHub = h.client
+	if h.wrapGH != nil {
+		gh = h.wrapGH(gh)
+	}
 	h.d, err = New(Options{
-		Store: h.store, GitHub: h.client, Launcher: launcher, Logs: h.logs,
+		Store: h.store, GitHub: gh, Launcher: launcher, Logs: h.logs,
 		MaxConcurrent: 2, PublicURL: "http://agentbot.test",
 		Agent:   runner.AgentSpec{Name: "command", Command: scriptedAgentBin},
 		TempDir: h.dir, Registry: h.reg, RescanInterval: 200 * time.Millisecond,
@@ -663,4 +669,47 @@ func TestGracefulStopDoesNotUseTheRequeue(t *testing.T) {
 	if notes != 2 {
 		t.Errorf("task log notes the stop %d times, want 2", notes)
 	}
+}
+
+// cancelDuringComment cancels a task (as `/agent cancel` would) while
+// agentbot opens its progress comment.
+type cancelDuringComment struct {
+	GitHub
+	h      *harness
+	once   sync.Once
+	target func() *agentbot.Task
+}
+
+func (c *cancelDuringComment) CreateComment(ctx context.Context, inst int64, ref agentbot.IssueRef, body string) (int64, error) {
+	c.once.Do(func() {
+		if err := c.h.d.cancelOne(ctx, c.target(), "alice"); err != nil {
+			c.h.t.Errorf("cancel: %v", err)
+		}
+	})
+	return c.GitHub.CreateComment(ctx, inst, ref, body)
+}
+
+// TestCancelWhileAcknowledging: a task cancelled while its progress
+// comment is being opened ends with that comment saying so, not "queued".
+func TestCancelWhileAcknowledging(t *testing.T) {
+	h := newHarness(t)
+	h.store.Close()
+	var task *agentbot.Task
+	h.wrapGH = func(g GitHub) GitHub {
+		return &cancelDuringComment{GitHub: g, h: h, target: func() *agentbot.Task { return task }}
+	}
+	h.open()
+	trig := h.issue(50, "Cancelled early", "scripted: write x.txt x")
+	task = h.enqueue(trig)
+	h.start()
+	done := h.wait(task.ID, "cancelled with a comment", func(s *agentbot.Task) bool {
+		return s.State == agentbot.StateCancelled && s.CommentID != 0
+	})
+	var body string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if body = h.comment(done).Body; strings.Contains(strings.ToLower(body), "cancelled") {
+			return
+		}
+	}
+	t.Errorf("the comment of a cancelled task does not say so:\n%s", body)
 }

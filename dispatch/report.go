@@ -214,14 +214,22 @@ func (d *Dispatcher) acknowledge(ctx context.Context, t *agentbot.Task) {
 			}
 		}
 	}
-	if _, err := d.store.Update(ctx, t.ID, func(s *agentbot.Task) error {
+	nt, err := d.store.Update(ctx, t.ID, func(s *agentbot.Task) error {
 		s.CommentID = commentID
 		if s.CheckRunID == 0 {
 			s.CheckRunID = checkRunID
 		}
 		return nil
-	}); err != nil {
+	})
+	if err != nil {
 		log.Error("cannot record progress comment", "err", err)
+		return
+	}
+	if nt.State.Terminal() {
+		// Cancelled while the comment was being opened: the cancel's
+		// report had no comment to edit, so this one would say "queued"
+		// for ever.
+		d.finalReport(ctx, nt, nil)
 		return
 	}
 	log.Info("task acknowledged", "comment_id", commentID, "queued_behind", behind)
