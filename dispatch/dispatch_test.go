@@ -43,7 +43,7 @@ type harness struct {
 	// wrapGH, when set, stands between the dispatcher and GitHub.
 	wrapGH func(GitHub) GitHub
 	reg    *prometheus.Registry
-	d    *Dispatcher
+	d      *Dispatcher
 
 	cancel context.CancelFunc
 	done   chan error
