@@ -320,6 +320,13 @@ func TestRetriesAndRateLimits(t *testing.T) {
 			wantWaits: func(w []time.Duration) bool { return len(w) == 0 },
 		},
 		{
+			name:      "rate-limit waits stop once their total passes the bound",
+			failures:  []failure{{3, 403, func() map[string]string { return map[string]string{"Retry-After": "200"} }}},
+			wantErr:   ErrRateLimited,
+			wantCalls: 2,
+			wantWaits: func(w []time.Duration) bool { return len(w) == 1 && w[0] == 200*time.Second },
+		},
+		{
 			name:      "403 that is no rate limit is not retried",
 			failures:  []failure{{1, 403, nil}},
 			wantErr:   ErrForbidden,

@@ -54,6 +54,9 @@ type retryTransport struct {
 func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
 	p := t.policy
+	// rateLimited adds up the waits for rate limits: maxRateLimitWait bounds
+	// their total for one request, not only each wait.
+	var rateLimited time.Duration
 	for attempt := 1; ; attempt++ {
 		r := req.Clone(ctx)
 		if attempt > 1 {
@@ -86,6 +89,12 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < wait {
 			return resp, err
+		}
+		if strings.HasSuffix(reason, "rate_limit") {
+			if rateLimited+wait > p.maxRateLimitWait {
+				return resp, err
+			}
+			rateLimited += wait
 		}
 		status := 0
 		if resp != nil {
