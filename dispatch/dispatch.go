@@ -127,6 +127,7 @@ type Dispatcher struct {
 	busy    map[string]string     // issue key -> running task id
 	pending map[string]bool       // task ids in acknowledgement or control
 	active  map[string]*activeRun // running task id -> its worker
+	tokens  map[string]string     // running task id -> its run's read token, for redaction
 }
 
 // activeRun is a worker's handle for cancel.
@@ -208,6 +209,7 @@ func New(opts Options) (*Dispatcher, error) {
 		busy:    map[string]string{},
 		pending: map[string]bool{},
 		active:  map[string]*activeRun{},
+		tokens:  map[string]string{},
 	}, nil
 }
 
@@ -311,6 +313,7 @@ func (d *Dispatcher) release(key, id string) {
 		delete(d.busy, key)
 	}
 	delete(d.active, id)
+	delete(d.tokens, id)
 	d.running--
 	d.metrics.running.Set(float64(d.running))
 	d.mu.Unlock()

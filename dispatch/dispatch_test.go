@@ -42,8 +42,10 @@ type harness struct {
 	wrap func(runner.Launcher) runner.Launcher
 	// wrapGH, when set, stands between the dispatcher and GitHub.
 	wrapGH func(GitHub) GitHub
-	reg    *prometheus.Registry
-	d      *Dispatcher
+	// agentEnv is the operator's AgentEnv.
+	agentEnv map[string]string
+	reg      *prometheus.Registry
+	d        *Dispatcher
 
 	cancel context.CancelFunc
 	done   chan error
@@ -96,8 +98,9 @@ func (h *harness) open() {
 	h.d, err = New(Options{
 		Store: h.store, GitHub: gh, Launcher: launcher, Logs: h.logs,
 		MaxConcurrent: 2, PublicURL: "http://agentbot.test",
-		Agent:   runner.AgentSpec{Name: "command", Command: scriptedAgentBin},
-		TempDir: h.dir, Registry: h.reg, RescanInterval: 200 * time.Millisecond,
+		Agent:    runner.AgentSpec{Name: "command", Command: scriptedAgentBin},
+		AgentEnv: h.agentEnv,
+		TempDir:  h.dir, Registry: h.reg, RescanInterval: 200 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	if err != nil {

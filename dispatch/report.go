@@ -57,6 +57,7 @@ func (d *Dispatcher) view(t *agentbot.Task, logTail []string, behind string) git
 func (d *Dispatcher) report(ctx context.Context, t *agentbot.Task, v github.ProgressView) {
 	log := d.taskLogger(t)
 	inst, ref := t.Trigger.InstallationID, t.Ref()
+	v = d.redactorFor(t.ID).View(v)
 	if t.CommentID != 0 {
 		if err := d.gh.EditComment(ctx, inst, ref.Repo, t.CommentID, github.RenderComment(v)); err != nil {
 			log.Warn("cannot update progress comment", "err", err)
@@ -78,7 +79,7 @@ func (d *Dispatcher) finalReport(ctx context.Context, t *agentbot.Task, logTail 
 	// A new task's check run goes on the pushed commit, which only exists
 	// now; a follow-up's check run was created on the PR head earlier.
 	if t.CheckRunID == 0 && t.Result.Commit != "" {
-		cr := github.RenderCheckRun(d.view(t, logTail, ""))
+		cr := github.RenderCheckRun(d.redactorFor(t.ID).View(d.view(t, logTail, "")))
 		cr.HeadSHA = t.Result.Commit
 		if id, err := d.gh.CreateCheckRun(ctx, t.Trigger.InstallationID, t.Ref().Repo, cr); err != nil {
 			d.taskLogger(t).Warn("cannot create check run", "err", err)
@@ -103,6 +104,9 @@ func (d *Dispatcher) finalReport(ctx context.Context, t *agentbot.Task, logTail 
 func (d *Dispatcher) finish(ctx context.Context, t *agentbot.Task, from, to agentbot.TaskState, outcome string, res agentbot.Result, logTail []string) (*agentbot.Task, error) {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), reportTimeout)
 	defer cancel()
+	red := d.redactorFor(t.ID)
+	res = red.Result(res)
+	logTail = red.Lines(logTail)
 	done, err := d.store.Transition(sctx, t.ID, from, to, func(s *agentbot.Task) error {
 		s.Result = res
 		return nil

@@ -44,6 +44,7 @@ func (d *Dispatcher) stopping(ctx context.Context, t *agentbot.Task, run runner.
 		stopped := make(chan error, 1)
 		go func() { stopped <- run.Stop(sctx) }()
 		// Keep reading: a run blocked on a full event pipe cannot stop.
+		red := d.redactorFor(t.ID)
 		events := run.Events()
 	drain:
 		for events != nil {
@@ -52,7 +53,7 @@ func (d *Dispatcher) stopping(ctx context.Context, t *agentbot.Task, run runner.
 				if !ok {
 					break drain
 				}
-				if err := d.logs.Append(t.ID, ev); err != nil {
+				if err := d.logs.Append(t.ID, red.Event(ev)); err != nil {
 					log.Warn("cannot record event", "err", err)
 				}
 			case <-sctx.Done():

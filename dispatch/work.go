@@ -82,6 +82,7 @@ func (d *Dispatcher) work(ctx context.Context, t *agentbot.Task, attached runner
 		d.fail(ctx, t, fail)
 		return
 	}
+	d.setToken(t.ID, p.job.Token)
 	run := attached
 	if run == nil {
 		var err error
@@ -148,7 +149,7 @@ func (d *Dispatcher) work(ctx context.Context, t *agentbot.Task, attached runner
 // lines (the local launcher does).
 func (d *Dispatcher) stderrTail(taskID string) []string {
 	if s, ok := d.launch.(interface{ StderrTail(string, int) []string }); ok {
-		return s.StderrTail(taskID, logTailLines)
+		return d.redactorFor(taskID).Lines(s.StderrTail(taskID, logTailLines))
 	}
 	return nil
 }
@@ -246,6 +247,7 @@ func (d *Dispatcher) follow(ctx context.Context, t *agentbot.Task, run runner.Ru
 	}
 	var lastReport time.Time
 	var progress string
+	red := d.redactorFor(t.ID)
 	events := run.Events()
 	for events != nil {
 		select {
@@ -254,6 +256,7 @@ func (d *Dispatcher) follow(ctx context.Context, t *agentbot.Task, run runner.Ru
 				events = nil
 				break
 			}
+			ev = red.Event(ev)
 			if err := d.logs.Append(t.ID, ev); err != nil {
 				log.Warn("cannot record event", "err", err)
 			}
