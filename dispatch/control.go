@@ -34,7 +34,10 @@ func (d *Dispatcher) control(ctx context.Context, t *agentbot.Task) {
 	inst, ref := t.Trigger.InstallationID, t.Ref()
 	var commentID int64
 	if reply != "" && ref.Number != 0 {
-		if commentID, err = d.gh.CreateComment(ctx, inst, ref, reply); err != nil {
+		// The marker lets github/ find a reply GitHub made but answered
+		// with 5xx, so it is retried without being posted twice.
+		body := github.CommentMarker(t.ID) + "\n" + reply
+		if commentID, err = d.gh.CreateComment(ctx, inst, ref, body); err != nil {
 			log.Warn("cannot answer control command", "err", err)
 		}
 	}

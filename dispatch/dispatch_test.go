@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -715,4 +716,28 @@ func TestCancelWhileAcknowledging(t *testing.T) {
 		}
 	}
 	t.Errorf("the comment of a cancelled task does not say so:\n%s", body)
+}
+
+// TestControlReplySurvivesA502: GitHub posts a `/agent status` reply and
+// answers 502; the reply carries its task's marker, so it is found rather
+// than lost or posted twice, and the control task records it.
+func TestControlReplySurvivesA502(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	const n = 80
+	h.gh.AddIssue(testRepo, n, "Status please", "", "alice")
+	h.gh.FailAfter(http.MethodPost, "/repos/octo/demo/issues/*/comments", 1, http.StatusBadGateway)
+	ctl := h.enqueue(agentbot.Trigger{Kind: agentbot.KindControl, Control: agentbot.ControlStatus,
+		Issue: agentbot.IssueRef{Repo: testRepo, Number: n}, CommentID: 6001})
+	done := h.waitState(ctl.ID, agentbot.StateSucceeded)
+	comments := h.commentsOn(n)
+	if len(comments) != 1 {
+		t.Fatalf("%d replies, want exactly 1: %+v", len(comments), comments)
+	}
+	if !strings.HasPrefix(comments[0].Body, github.CommentMarker(ctl.ID)+"\n") {
+		t.Errorf("reply does not start with its task's marker:\n%s", comments[0].Body)
+	}
+	if done.CommentID != comments[0].ID {
+		t.Errorf("control task records comment %d, the reply is %d", done.CommentID, comments[0].ID)
+	}
 }
