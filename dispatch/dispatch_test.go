@@ -741,3 +741,21 @@ func TestControlReplySurvivesA502(t *testing.T) {
 		t.Errorf("control task records comment %d, the reply is %d", done.CommentID, comments[0].ID)
 	}
 }
+
+// TestSettingsErrorFence: a settings key with backticks cannot close the
+// code block the refusal quotes the problems in.
+func TestSettingsErrorFence(t *testing.T) {
+	h := newHarness(t)
+	h.gh.SetFile(testRepo, github.SettingsPath, "agent: command\n\"x```y\": 1\n")
+	h.start()
+	task := h.enqueue(h.issue(81, "Bad settings", "scripted: write x.txt x"))
+	done := h.waitState(task.ID, agentbot.StateFailed)
+	body := h.comment(done).Body
+	if !strings.Contains(body, "x```y") {
+		t.Fatalf("refusal does not quote the key:\n%s", body)
+	}
+	_, block, ok := strings.Cut(body, "\n````\n")
+	if !ok || !strings.Contains(block, "x```y") || !strings.Contains(block, "\n````") {
+		t.Errorf("the key is not inside a four-backtick block:\n%s", body)
+	}
+}

@@ -172,7 +172,7 @@ func (d *Dispatcher) acknowledge(ctx context.Context, t *agentbot.Task) {
 	var se *github.SettingsError
 	switch {
 	case errors.As(err, &se):
-		d.refuse(ctx, t, "refused", "settings", fmt.Sprintf("agentbot did not run: the repository's settings file has problems.\n\n```\n%s\n```", se.Error()), false)
+		d.refuse(ctx, t, "refused", "settings", "agentbot did not run: the repository's settings file has problems.\n\n"+codeBlock(se.Error()), false)
 		return
 	case err != nil:
 		log.Warn("cannot read settings; will retry", "err", err)
@@ -237,6 +237,23 @@ func (d *Dispatcher) acknowledge(ctx context.Context, t *agentbot.Task) {
 		return
 	}
 	log.Info("task acknowledged", "comment_id", commentID, "queued_behind", behind)
+}
+
+// codeBlock fences content as a Markdown code block whose fence is longer
+// than any run of backticks inside it, so a key or value quoted from a
+// settings file cannot close the block early.
+func codeBlock(content string) string {
+	longest, run := 0, 0
+	for _, r := range content {
+		if r == '`' {
+			run++
+			longest = max(longest, run)
+		} else {
+			run = 0
+		}
+	}
+	fence := strings.Repeat("`", max(3, longest+1))
+	return fence + "\n" + strings.TrimRight(content, "\n") + "\n" + fence
 }
 
 // queuedBehind names the task t waits for on its issue, if any.
