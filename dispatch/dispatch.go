@@ -83,8 +83,13 @@ type Options struct {
 	AgentEnv map[string]string
 	// AuthorName and AuthorEmail sign the agent's commits.
 	AuthorName, AuthorEmail string
-	// TimeLimit is used when settings give none (default 30m).
+	// TimeLimit is used when a repository's settings give none
+	// (AGENTBOT_TIME_LIMIT, default 30m).
 	TimeLimit time.Duration
+	// MaxTimeLimit is the ceiling of any task's time limit
+	// (AGENTBOT_MAX_TIME_LIMIT, default 2h): a repository's time_limit
+	// above it is cut down to it, and the task's comment says so.
+	MaxTimeLimit time.Duration
 	// TempDir holds bundles between fetch and push ("" = os.TempDir()).
 	TempDir string
 	// ProgressInterval throttles comment edits for progress events between
@@ -128,6 +133,7 @@ type Dispatcher struct {
 	pending map[string]bool       // task ids in acknowledgement or control
 	active  map[string]*activeRun // running task id -> its worker
 	tokens  map[string]string     // running task id -> its run's read token, for redaction
+	notes   map[string]string     // running task id -> a sentence every report of its run adds
 }
 
 // activeRun is a worker's handle for cancel.
@@ -166,6 +172,12 @@ func New(opts Options) (*Dispatcher, error) {
 	}
 	if opts.TimeLimit == 0 {
 		opts.TimeLimit = 30 * time.Minute
+	}
+	if opts.MaxTimeLimit == 0 {
+		opts.MaxTimeLimit = 2 * time.Hour
+	}
+	if opts.TimeLimit > opts.MaxTimeLimit {
+		return nil, fmt.Errorf("dispatch: TimeLimit %s is above MaxTimeLimit %s", opts.TimeLimit, opts.MaxTimeLimit)
 	}
 	if opts.ProgressInterval == 0 {
 		opts.ProgressInterval = 15 * time.Second
@@ -210,6 +222,7 @@ func New(opts Options) (*Dispatcher, error) {
 		pending: map[string]bool{},
 		active:  map[string]*activeRun{},
 		tokens:  map[string]string{},
+		notes:   map[string]string{},
 	}, nil
 }
 
@@ -314,6 +327,7 @@ func (d *Dispatcher) release(key, id string) {
 	}
 	delete(d.active, id)
 	delete(d.tokens, id)
+	delete(d.notes, id)
 	d.running--
 	d.metrics.running.Set(float64(d.running))
 	d.mu.Unlock()

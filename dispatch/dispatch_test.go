@@ -45,8 +45,10 @@ type harness struct {
 	wrapGH func(GitHub) GitHub
 	// agentEnv is the operator's AgentEnv.
 	agentEnv map[string]string
-	reg      *prometheus.Registry
-	d        *Dispatcher
+	// tweak, when set, changes the dispatcher's options before New.
+	tweak func(*Options)
+	reg   *prometheus.Registry
+	d     *Dispatcher
 
 	cancel context.CancelFunc
 	done   chan error
@@ -96,14 +98,18 @@ func (h *harness) open() {
 	if h.wrapGH != nil {
 		gh = h.wrapGH(gh)
 	}
-	h.d, err = New(Options{
+	opts := Options{
 		Store: h.store, GitHub: gh, Launcher: launcher, Logs: h.logs,
 		MaxConcurrent: 2, PublicURL: "http://agentbot.test",
 		Agent:    runner.AgentSpec{Name: "command", Command: scriptedAgentBin},
 		AgentEnv: h.agentEnv,
 		TempDir:  h.dir, Registry: h.reg, RescanInterval: 200 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	})
+	}
+	if h.tweak != nil {
+		h.tweak(&opts)
+	}
+	h.d, err = New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

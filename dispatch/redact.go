@@ -54,6 +54,13 @@ func (d *Dispatcher) setToken(taskID, token string) {
 	d.mu.Unlock()
 }
 
+// setNote records a sentence every report of taskID's run adds.
+func (d *Dispatcher) setNote(taskID, note string) {
+	d.mu.Lock()
+	d.notes[taskID] = note
+	d.mu.Unlock()
+}
+
 func newRedactor(token string, env map[string]string) redactor {
 	var s []string
 	if token != "" {

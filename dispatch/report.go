@@ -52,12 +52,23 @@ func (d *Dispatcher) view(t *agentbot.Task, logTail []string, behind string) git
 	return v
 }
 
+// render is v as it is shown: with the run's standing note, redacted.
+func (d *Dispatcher) render(t *agentbot.Task, v github.ProgressView) github.ProgressView {
+	d.mu.Lock()
+	note := d.notes[t.ID]
+	d.mu.Unlock()
+	if note != "" && !strings.Contains(v.Note, note) {
+		v.Note = strings.TrimSpace(v.Note + " " + note)
+	}
+	return d.redactorFor(t.ID).View(v)
+}
+
 // report writes v to the task's comment and check run. Failures are logged:
 // the conversation lags, the task goes on.
 func (d *Dispatcher) report(ctx context.Context, t *agentbot.Task, v github.ProgressView) {
 	log := d.taskLogger(t)
 	inst, ref := t.Trigger.InstallationID, t.Ref()
-	v = d.redactorFor(t.ID).View(v)
+	v = d.render(t, v)
 	if t.CommentID != 0 {
 		if err := d.gh.EditComment(ctx, inst, ref.Repo, t.CommentID, github.RenderComment(v)); err != nil {
 			log.Warn("cannot update progress comment", "err", err)
@@ -79,7 +90,7 @@ func (d *Dispatcher) finalReport(ctx context.Context, t *agentbot.Task, logTail 
 	// A new task's check run goes on the pushed commit, which only exists
 	// now; a follow-up's check run was created on the PR head earlier.
 	if t.CheckRunID == 0 && t.Result.Commit != "" {
-		cr := github.RenderCheckRun(d.redactorFor(t.ID).View(d.view(t, logTail, "")))
+		cr := github.RenderCheckRun(d.render(t, d.view(t, logTail, "")))
 		cr.HeadSHA = t.Result.Commit
 		if id, err := d.gh.CreateCheckRun(ctx, t.Trigger.InstallationID, t.Ref().Repo, cr); err != nil {
 			d.taskLogger(t).Warn("cannot create check run", "err", err)

@@ -352,9 +352,10 @@ func (d *Dispatcher) plan(ctx context.Context, t *agentbot.Task) (*plan, *failur
 	if err != nil {
 		return nil, failf("preparing", "cannot read the repository: %v", err)
 	}
-	limit := settings.TimeLimit
-	if limit <= 0 {
-		limit = d.opts.TimeLimit
+	limit, note := d.timeLimit(settings)
+	if note != "" {
+		d.setNote(t.ID, note)
+		_ = d.logs.Note(t.ID, d.now(), "agentbot: "+note)
 	}
 	agent, fail := d.agentSpec(settings)
 	if fail != nil {
@@ -432,6 +433,25 @@ func (d *Dispatcher) plan(ctx context.Context, t *agentbot.Task) (*plan, *failur
 	job.Token = tok.Value
 	p.job = job
 	return p, nil
+}
+
+// timeLimit is a run's time limit: the repository's, at most the
+// operator's ceiling, else the operator's default. note says so when the
+// repository's limit was cut down.
+//
+// github.Settings cannot tell a file without time_limit from one that sets
+// the default: both hold github.DefaultSettings().TimeLimit, so that value
+// counts as "not set" and the operator's default applies.
+func (d *Dispatcher) timeLimit(s github.Settings) (limit time.Duration, note string) {
+	limit = s.TimeLimit
+	if limit <= 0 || limit == github.DefaultSettings().TimeLimit {
+		limit = d.opts.TimeLimit
+	}
+	if limit > d.opts.MaxTimeLimit {
+		note = fmt.Sprintf("The repository's time_limit of %s is above this agentbot's maximum, so the task may run for at most %s.", limit, d.opts.MaxTimeLimit)
+		limit = d.opts.MaxTimeLimit
+	}
+	return limit, note
 }
 
 // agentSpec picks the agent. An operator who configured the command agent

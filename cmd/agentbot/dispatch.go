@@ -34,6 +34,8 @@ type DispatchOptions struct {
 	Launcher       string
 	PublicURL      string
 	MaxConcurrent  string
+	TimeLimit      string
+	MaxTimeLimit   string
 	LocalIsolation string
 	AgentRunner    string
 	Agent          string
@@ -58,6 +60,8 @@ var dispatchSettings = []struct {
 	{"launcher", "AGENTBOT_LAUNCHER", "local", "where agents run: local (child processes, bubblewrap where present) or kubernetes", func(o *DispatchOptions) *string { return &o.Launcher }},
 	{"public-url", "AGENTBOT_PUBLIC_URL", "", "URL where this agentbot is reachable; comments and check runs link to its task pages", func(o *DispatchOptions) *string { return &o.PublicURL }},
 	{"max-concurrent", "AGENTBOT_MAX_CONCURRENT", "10", "agent runs at once", func(o *DispatchOptions) *string { return &o.MaxConcurrent }},
+	{"time-limit", "AGENTBOT_TIME_LIMIT", "30m", "a task's time limit when its repository's settings set none", func(o *DispatchOptions) *string { return &o.TimeLimit }},
+	{"max-time-limit", "AGENTBOT_MAX_TIME_LIMIT", "2h", "the longest time limit a repository's settings may give a task (a longer one is cut down to it)", func(o *DispatchOptions) *string { return &o.MaxTimeLimit }},
 	{"local-isolation", "AGENTBOT_LOCAL_ISOLATION", "auto", "local launcher isolation: auto (bwrap when it works here), bwrap or none", func(o *DispatchOptions) *string { return &o.LocalIsolation }},
 	{"agent-runner", "AGENTBOT_AGENT_RUNNER", "", "agent-runner binary (default: next to agentbot, then PATH)", func(o *DispatchOptions) *string { return &o.AgentRunner }},
 	{"agent", "AGENTBOT_AGENT", "claude", "agent used when a repository's settings name none: claude, codex or command", func(o *DispatchOptions) *string { return &o.Agent }},
@@ -87,6 +91,8 @@ type DispatchConfig struct {
 	Launcher       string
 	PublicURL      string
 	MaxConcurrent  int
+	TimeLimit      time.Duration
+	MaxTimeLimit   time.Duration
 	LocalIsolation string
 	AgentRunner    string
 	Agent          runner.AgentSpec
@@ -129,6 +135,19 @@ func (o DispatchOptions) validate(getenv func(string) string) (DispatchConfig, e
 		errs = append(errs, dispatchProblem("max-concurrent", "%q is not a number from 1 to 1000", o.MaxConcurrent))
 	} else {
 		c.MaxConcurrent = n
+	}
+	timeLimit := func(name, v string) time.Duration {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < time.Minute {
+			errs = append(errs, dispatchProblem(name, "%q is not a duration of at least 1m (like 30m or 2h)", v))
+			return 0
+		}
+		return d
+	}
+	c.TimeLimit = timeLimit("time-limit", o.TimeLimit)
+	c.MaxTimeLimit = timeLimit("max-time-limit", o.MaxTimeLimit)
+	if c.TimeLimit > 0 && c.MaxTimeLimit > 0 && c.TimeLimit > c.MaxTimeLimit {
+		errs = append(errs, dispatchProblem("time-limit", "%s is above --max-time-limit %s", c.TimeLimit, c.MaxTimeLimit))
 	}
 	switch o.LocalIsolation {
 	case local.IsolationAuto, local.IsolationBwrap, local.IsolationNone:
@@ -298,6 +317,7 @@ func dispatchHook(ctx context.Context, m *Main) (func(context.Context) error, er
 	d, err := dispatch.New(dispatch.Options{
 		Store: m.Store, GitHub: gh, Launcher: launcher, Logs: logs,
 		MaxConcurrent: dc.MaxConcurrent, PublicURL: dc.PublicURL,
+		TimeLimit: dc.TimeLimit, MaxTimeLimit: dc.MaxTimeLimit,
 		Agent: dc.Agent, AgentEnv: dc.AgentEnv, TempDir: tmp,
 		KeepFailedWorkspaces: dc.KeepFailed > 0,
 		Registry:             m.Registry, Logger: log,

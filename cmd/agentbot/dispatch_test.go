@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestDispatchOptions(t *testing.T) {
@@ -20,7 +21,8 @@ func TestDispatchOptions(t *testing.T) {
 		check   func(t *testing.T, c DispatchConfig)
 	}{
 		{"defaults", nil, nil, func(t *testing.T, c DispatchConfig) {
-			if c.Launcher != "local" || c.MaxConcurrent != 10 || c.LocalIsolation != "auto" || c.Agent.Name != "claude" || c.KeepFailed.Hours() != 24 {
+			if c.Launcher != "local" || c.MaxConcurrent != 10 || c.LocalIsolation != "auto" || c.Agent.Name != "claude" || c.KeepFailed.Hours() != 24 ||
+				c.TimeLimit != 30*time.Minute || c.MaxTimeLimit != 2*time.Hour {
 				t.Errorf("defaults: %+v", c)
 			}
 		}},
@@ -34,6 +36,13 @@ func TestDispatchOptions(t *testing.T) {
 				t.Errorf("pages %+v secret files %v", c.Pages, c.SecretFiles)
 			}
 		}},
+		{"time limits", map[string]string{"AGENTBOT_TIME_LIMIT": "45m", "AGENTBOT_MAX_TIME_LIMIT": "3h"}, nil, func(t *testing.T, c DispatchConfig) {
+			if c.TimeLimit != 45*time.Minute || c.MaxTimeLimit != 3*time.Hour {
+				t.Errorf("time limit %s, max %s", c.TimeLimit, c.MaxTimeLimit)
+			}
+		}},
+		{"bad time limits", map[string]string{"AGENTBOT_TIME_LIMIT": "10s", "AGENTBOT_MAX_TIME_LIMIT": "forever"}, []string{"--time-limit", "--max-time-limit"}, nil},
+		{"default above the ceiling", map[string]string{"AGENTBOT_TIME_LIMIT": "3h"}, []string{"--time-limit ($AGENTBOT_TIME_LIMIT): 3h0m0s is above --max-time-limit 2h0m0s"}, nil},
 		{"every problem named", map[string]string{
 			"AGENTBOT_LAUNCHER": "docker", "AGENTBOT_MAX_CONCURRENT": "0", "AGENTBOT_LOCAL_ISOLATION": "jail",
 			"AGENTBOT_AGENT": "command", "AGENTBOT_PUBLIC_URL": "ftp://x", "AGENTBOT_KEEP_FAILED": "soon",
