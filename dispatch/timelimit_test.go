@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"context"
+	"io"
 	"strings"
 	"sync"
 	"testing"
@@ -97,5 +98,87 @@ func TestTimeLimitClampedAndSaid(t *testing.T) {
 	}
 	if c := h.comment(done); strings.Contains(c.Body, "maximum") {
 		t.Errorf("an unclamped task's comment mentions the maximum:\n%s", c.Body)
+	}
+}
+
+func TestBackstop(t *testing.T) {
+	start := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	cases := []struct {
+		name    string
+		started time.Time
+		now     time.Time
+		want    time.Duration
+	}{
+		{"fresh attempt", start, start, 30*time.Minute + backstopGrace},
+		{"re-attached 10m in", start, start.Add(10 * time.Minute), 20*time.Minute + backstopGrace},
+		{"re-attached past the limit", start, start.Add(3 * time.Hour), 0},
+		{"no start recorded", time.Time{}, start, 30*time.Minute + backstopGrace},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			d := &Dispatcher{now: func() time.Time { return tc.now }}
+			got := d.backstop(&agentbot.Task{StartedAt: tc.started}, runner.Duration(30*time.Minute))
+			if got != tc.want {
+				t.Fatalf("backstop = %s, want %s", got, tc.want)
+			}
+		})
+	}
+}
+
+// attachHung re-attaches to a run that never ends on its own (a hung
+// sandbox): only Stop ends it.
+type attachHung struct{ runner.Launcher }
+
+func (a attachHung) Attach(context.Context, string, int) (runner.Run, error) {
+	return &hungRun{events: make(chan runner.Event), stopped: make(chan struct{})}, nil
+}
+
+type hungRun struct {
+	events  chan runner.Event
+	stopped chan struct{}
+	once    sync.Once
+}
+
+func (r *hungRun) Events() <-chan runner.Event { return r.events }
+func (r *hungRun) Wait(ctx context.Context) (int, error) {
+	select {
+	case <-r.stopped:
+		return runner.ExitCancelled, nil
+	case <-ctx.Done():
+		return runner.ExitInternal, ctx.Err()
+	}
+}
+func (r *hungRun) Bundle(context.Context, io.Writer) error { return runner.ErrGone }
+func (r *hungRun) Stop(context.Context) error {
+	r.once.Do(func() { close(r.stopped); close(r.events) })
+	return nil
+}
+
+// TestBackstopCountsFromAttemptStart: a hung run re-attached after a restart,
+// whose attempt started longer ago than its time limit, is stopped at once
+// as out of time instead of getting the whole limit again.
+func TestBackstopCountsFromAttemptStart(t *testing.T) {
+	h := newHarness(t)
+	h.store.Close()
+	h.wrap = func(l runner.Launcher) runner.Launcher { return attachHung{l} }
+	h.open()
+	ctx := context.Background()
+	task := h.enqueue(h.issue(84, "Hung", "scripted: write hung.txt h"))
+	if _, err := h.store.Transition(ctx, task.ID, agentbot.StateQueued, agentbot.StateRunning, func(s *agentbot.Task) error {
+		s.Attempt, s.Phase = 1, runner.PhaseAgent
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.store.Update(ctx, task.ID, func(s *agentbot.Task) error {
+		s.StartedAt = time.Now().Add(-3 * time.Hour)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	h.start()
+	done := h.waitState(task.ID, agentbot.StateFailed)
+	if !strings.Contains(done.Result.Error, "time limit") || done.Result.FailedPhase != runner.PhaseAgent {
+		t.Fatalf("result %+v, want a time-limit failure in the agent phase", done.Result)
 	}
 }

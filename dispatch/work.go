@@ -228,9 +228,7 @@ type followed struct {
 func (d *Dispatcher) follow(ctx context.Context, t *agentbot.Task, run runner.Run, act *activeRun, limit runner.Duration) followed {
 	log := d.taskLogger(t)
 	out := followed{task: t}
-	// agent-runner enforces the limit itself; this is the backstop for a
-	// runner that cannot (a hung sandbox).
-	deadline := time.NewTimer(time.Duration(limit) + 2*time.Minute)
+	deadline := time.NewTimer(d.backstop(t, limit))
 	defer deadline.Stop()
 	stopped := make(chan error, 1)
 	stopping := false
@@ -328,6 +326,23 @@ func (d *Dispatcher) follow(ctx context.Context, t *agentbot.Task, run runner.Ru
 		out.cancelledBy = "agentbot"
 	}
 	return out
+}
+
+// backstopGrace is how long past its time limit a run may go before the
+// dispatcher stops it: agent-runner enforces the limit itself and needs a
+// moment to report it.
+const backstopGrace = 2 * time.Minute
+
+// backstop is how long from now a run may go on before the dispatcher stops
+// it — the backstop for a runner that cannot enforce its limit (a hung
+// sandbox). It counts from the attempt's start, not from now, so a run
+// re-attached after a restart does not get its time limit afresh.
+func (d *Dispatcher) backstop(t *agentbot.Task, limit runner.Duration) time.Duration {
+	left := time.Duration(limit) + backstopGrace
+	if !t.StartedAt.IsZero() {
+		left -= d.now().Sub(t.StartedAt)
+	}
+	return max(left, 0)
 }
 
 func appendTail(tail []string, msg string) []string {
