@@ -100,6 +100,11 @@ type Options struct {
 	KeepFailedWorkspaces bool
 	// MaxBundleBytes bounds a pushed bundle (0 = github's default).
 	MaxBundleBytes int64
+	// ShutdownGrace is how long a run already past its agent (fetching the
+	// bundle, pushing, opening the pull request) may go on delivering after
+	// a graceful stop began (default 20s); only runs still in the agent's
+	// phases are stopped and re-queued at once.
+	ShutdownGrace time.Duration
 	// RescanInterval is how often the store is scanned without a wake-up
 	// (default 15s), to retry acknowledgements GitHub refused.
 	RescanInterval time.Duration
@@ -181,6 +186,9 @@ func New(opts Options) (*Dispatcher, error) {
 	}
 	if opts.ProgressInterval == 0 {
 		opts.ProgressInterval = 15 * time.Second
+	}
+	if opts.ShutdownGrace == 0 {
+		opts.ShutdownGrace = 20 * time.Second
 	}
 	if opts.RescanInterval == 0 {
 		opts.RescanInterval = 15 * time.Second

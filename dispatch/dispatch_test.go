@@ -765,3 +765,71 @@ func TestSettingsErrorFence(t *testing.T) {
 		t.Errorf("the key is not inside a four-backtick block:\n%s", body)
 	}
 }
+
+// stopDuringDelivery begins a graceful stop of agentbot (as SIGTERM would)
+// when the dispatcher calls GitHub to push or to open the pull request, and
+// then lets the call go on with the context it was given.
+type stopDuringDelivery struct {
+	GitHub
+	h    *harness
+	at   string
+	once sync.Once
+}
+
+func (s *stopDuringDelivery) stop(call string) {
+	if call == s.at {
+		s.once.Do(s.h.cancel)
+	}
+}
+
+func (s *stopDuringDelivery) PushBundle(ctx context.Context, inst int64, repo agentbot.Repo, cloneURL, bundlePath string, check github.BundleCheck) (string, error) {
+	s.stop("push")
+	return s.GitHub.PushBundle(ctx, inst, repo, cloneURL, bundlePath, check)
+}
+
+func (s *stopDuringDelivery) OpenPullRequest(ctx context.Context, inst int64, repo agentbot.Repo, opts github.PROptions) (github.PRInfo, bool, error) {
+	s.stop("pull request")
+	return s.GitHub.OpenPullRequest(ctx, inst, repo, opts)
+}
+
+// TestGracefulStopLetsDeliveryFinish: a stop that begins while the agent's
+// work is being pushed or its pull request opened lets the delivery finish:
+// the task succeeds with one pull request, and the agent ran once.
+func TestGracefulStopLetsDeliveryFinish(t *testing.T) {
+	for i, at := range []string{"push", "pull request"} {
+		t.Run(at, func(t *testing.T) {
+			h := newHarness(t)
+			h.store.Close()
+			rec := &jobRecorder{}
+			h.wrap = func(l runner.Launcher) runner.Launcher { rec.Launcher = l; return rec }
+			h.wrapGH = func(g GitHub) GitHub { return &stopDuringDelivery{GitHub: g, h: h, at: at} }
+			h.open()
+			h.start()
+			task := h.enqueue(h.issue(85+i, "Deliver during stop", "scripted: write stop.txt s"))
+			// Run returns once its workers have: the stop was begun by the
+			// GitHub call and waits for the delivery.
+			if err := <-h.done; err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			h.cancel = nil
+			h.launcher.Close()
+			got, err := h.store.Get(context.Background(), task.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.State != agentbot.StateSucceeded || got.Attempt != 1 || got.Requeues != 0 {
+				t.Fatalf("after the stop: state %s attempt %d requeues %d, want succeeded 1 0 (%+v)", got.State, got.Attempt, got.Requeues, got.Result)
+			}
+			if prs := h.gh.PullRequests(testRepo); len(prs) != 1 {
+				t.Errorf("%d pull requests, want 1", len(prs))
+			}
+			rec.mu.Lock()
+			starts := len(rec.jobs)
+			rec.mu.Unlock()
+			if starts != 1 {
+				t.Errorf("the agent ran %d times, want once", starts)
+			}
+			h.store.Close()
+		})
+	}
+}

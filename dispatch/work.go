@@ -132,9 +132,14 @@ func (d *Dispatcher) work(ctx context.Context, t *agentbot.Task, attached runner
 			NoChanges: true, Summary: out.result.Summary, CostUSD: out.result.CostUSD, BaseSHA: out.result.BaseSHA,
 		}, nil, true)
 	default:
-		res, fail := d.deliver(ctx, t, p, run, out.result)
+		// The agent's work is done: a graceful stop lets it be delivered
+		// within the shutdown grace rather than run the agent again.
+		dctx, done := d.deliveryContext(ctx)
+		res, fail := d.deliver(dctx, t, p, run, out.result)
+		cut := dctx.Err() != nil // the grace ran out
+		done()
 		if fail != nil {
-			if ctx.Err() != nil {
+			if cut {
 				d.stopping(ctx, t, run)
 				return
 			}
@@ -142,6 +147,26 @@ func (d *Dispatcher) work(ctx context.Context, t *agentbot.Task, attached runner
 			return
 		}
 		d.end(ctx, t, agentbot.StateSucceeded, "succeeded", res, nil, true)
+	}
+}
+
+// deliveryContext is ctx that a graceful stop (ctx ending) cancels only
+// after the shutdown grace. done releases it.
+func (d *Dispatcher) deliveryContext(ctx context.Context) (context.Context, func()) {
+	dctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() {
+		grace := time.NewTimer(d.opts.ShutdownGrace)
+		defer grace.Stop()
+		select {
+		case <-grace.C:
+			d.log.Warn("shutdown grace is over; delivery cut short")
+			cancel()
+		case <-dctx.Done():
+		}
+	})
+	return dctx, func() {
+		stop()
+		cancel()
 	}
 }
 

@@ -318,7 +318,10 @@ func dispatchHook(ctx context.Context, m *Main) (func(context.Context) error, er
 		Store: m.Store, GitHub: gh, Launcher: launcher, Logs: logs,
 		MaxConcurrent: dc.MaxConcurrent, PublicURL: dc.PublicURL,
 		TimeLimit: dc.TimeLimit, MaxTimeLimit: dc.MaxTimeLimit,
-		Agent: dc.Agent, AgentEnv: dc.AgentEnv, TempDir: tmp,
+		// A run past its agent may finish delivering within most of the
+		// shutdown timeout; the rest is for reporting and closing.
+		ShutdownGrace: cfg.ShutdownTimeout * 2 / 3,
+		Agent:         dc.Agent, AgentEnv: dc.AgentEnv, TempDir: tmp,
 		KeepFailedWorkspaces: dc.KeepFailed > 0,
 		Registry:             m.Registry, Logger: log,
 	})
