@@ -166,24 +166,34 @@ func (d *Dispatcher) cancel(ctx context.Context, t *agentbot.Task) string {
 			}
 		}
 	}
-	if len(targets) == 0 {
-		return "There is no running or queued agentbot task here to cancel."
-	}
 	var problems []string
+	cancelled := 0
 	for _, tgt := range targets {
-		if err := d.cancelOne(ctx, tgt, login); err != nil {
+		ok, err := d.cancelOne(ctx, tgt, login)
+		if err != nil {
 			problems = append(problems, err.Error())
+		}
+		if ok {
+			cancelled++
 		}
 	}
 	if len(problems) > 0 {
 		return "agentbot could not cancel everything: " + strings.Join(problems, "; ")
 	}
+	if cancelled == 0 {
+		return NothingToCancel
+	}
+	// The cancelled tasks' own comments say so.
 	return ""
 }
 
+// NothingToCancel answers a cancel that found nothing running or queued.
+const NothingToCancel = "Nothing is running on this issue: there is no agentbot task here to cancel."
+
 // cancelOne cancels a queued task, or asks the worker of a running one to
-// stop it (the worker reports the cancellation).
-func (d *Dispatcher) cancelOne(ctx context.Context, tgt *agentbot.Task, login string) error {
+// stop it (the worker reports the cancellation). It reports whether there
+// was anything to cancel: a task that ended meanwhile was not.
+func (d *Dispatcher) cancelOne(ctx context.Context, tgt *agentbot.Task, login string) (bool, error) {
 	askWorker := func() bool {
 		d.mu.Lock()
 		act := d.active[tgt.ID]
@@ -193,26 +203,39 @@ func (d *Dispatcher) cancelOne(ctx context.Context, tgt *agentbot.Task, login st
 		}
 		return act != nil
 	}
+	stale := func(err error) bool {
+		var te interface{ Stale() bool }
+		return errors.As(err, &te) && te.Stale()
+	}
 	switch tgt.State {
 	case agentbot.StateRunning:
 		if askWorker() {
-			return nil
+			return true, nil
 		}
 		// Running in the store but not here (between restart and
 		// recovery): end it directly.
-		if _, err := d.finish(ctx, tgt, agentbot.StateRunning, agentbot.StateCancelled, "cancelled", agentbot.Result{Error: "cancelled by @" + login, FailedPhase: tgt.Phase}, nil); err != nil {
-			return err
+		_, err := d.finish(ctx, tgt, agentbot.StateRunning, agentbot.StateCancelled, "cancelled", agentbot.Result{Error: "cancelled by @" + login, FailedPhase: tgt.Phase}, nil)
+		switch {
+		case stale(err):
+			return false, nil // it ended meanwhile
+		case err != nil:
+			return false, err
 		}
 		d.cleanup(ctx, tgt, false)
+		return true, nil
 	case agentbot.StateQueued:
 		_, err := d.finish(ctx, tgt, agentbot.StateQueued, agentbot.StateCancelled, "cancelled", agentbot.Result{Error: "cancelled by @" + login + " before it started"}, nil)
-		var te interface{ Stale() bool }
-		if errors.As(err, &te) && te.Stale() && askWorker() {
-			return nil // it started meanwhile: its worker stops it
+		switch {
+		case err == nil:
+			return true, nil
+		case stale(err) && askWorker():
+			return true, nil // it started meanwhile: its worker stops it
+		case stale(err):
+			return false, nil // it ended meanwhile
 		}
-		return err
+		return false, err
 	}
-	return nil
+	return false, nil
 }
 
 func (d *Dispatcher) retry(ctx context.Context, t *agentbot.Task) string {

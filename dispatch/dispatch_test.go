@@ -692,7 +692,7 @@ type cancelDuringComment struct {
 
 func (c *cancelDuringComment) CreateComment(ctx context.Context, inst int64, ref agentbot.IssueRef, body string) (int64, error) {
 	c.once.Do(func() {
-		if err := c.h.d.cancelOne(ctx, c.target(), "alice"); err != nil {
+		if _, err := c.h.d.cancelOne(ctx, c.target(), "alice"); err != nil {
 			c.h.t.Errorf("cancel: %v", err)
 		}
 	})
@@ -832,4 +832,52 @@ func TestGracefulStopLetsDeliveryFinish(t *testing.T) {
 			h.store.Close()
 		})
 	}
+}
+
+// TestCancelWithNothingToCancel: `/agent cancel` where nothing runs gets a
+// short reply of its own — also when the task it found ended meanwhile.
+func TestCancelWithNothingToCancel(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	ended := h.enqueue(h.issue(91, "Done already", "scripted: write done.txt d"))
+	h.waitState(ended.ID, agentbot.StateSucceeded)
+	cases := []struct {
+		name  string
+		issue int
+	}{
+		{"no tasks on the issue", 95},
+		{"the issue's task has ended", 91},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.issue != 91 {
+				h.gh.AddIssue(testRepo, tc.issue, "Nothing here", "", "alice")
+			}
+			before := len(h.commentsOn(tc.issue))
+			ctl := h.enqueue(agentbot.Trigger{Kind: agentbot.KindControl, Control: agentbot.ControlCancel,
+				Issue: agentbot.IssueRef{Repo: testRepo, Number: tc.issue}, CommentID: 7000 + int64(tc.issue)})
+			done := h.waitState(ctl.ID, agentbot.StateSucceeded)
+			comments := h.commentsOn(tc.issue)
+			if len(comments) != before+1 || !strings.Contains(comments[len(comments)-1].Body, "Nothing is running on this issue") {
+				t.Fatalf("want one new reply saying nothing is running; comments %+v", comments)
+			}
+			if done.CommentID != comments[len(comments)-1].ID {
+				t.Errorf("control task records comment %d", done.CommentID)
+			}
+		})
+	}
+
+	t.Run("task ended between look-up and cancel", func(t *testing.T) {
+		ctx := context.Background()
+		task := h.enqueue(agentbot.Trigger{Kind: agentbot.KindNew, Issue: agentbot.IssueRef{Repo: testRepo, Number: 93}, Sender: agentbot.Sender{Login: "dependabot[bot]"}})
+		snapshot, err := h.store.Get(ctx, task.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.waitState(task.ID, agentbot.StateCancelled) // a bot's trigger is ignored
+		ok, err := h.d.cancelOne(ctx, snapshot, "alice")
+		if ok || err != nil {
+			t.Fatalf("cancelOne of a task that ended meanwhile = %v, %v; want nothing cancelled and no error", ok, err)
+		}
+	})
 }
