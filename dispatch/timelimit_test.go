@@ -23,6 +23,7 @@ func TestTimeLimit(t *testing.T) {
 	}{
 		{"repository sets none: operator default", 0, 45 * time.Minute, false},
 		{"repository's file without time_limit: operator default", github.DefaultSettings().TimeLimit, 45 * time.Minute, false},
+		{"repository sets exactly 30m", 30 * time.Minute, 30 * time.Minute, false},
 		{"repository's own limit", 90 * time.Minute, 90 * time.Minute, false},
 		{"at the ceiling", 2 * time.Hour, 2 * time.Hour, false},
 		{"above the ceiling is clamped", 6 * time.Hour, 2 * time.Hour, true},

@@ -478,13 +478,9 @@ func (d *Dispatcher) plan(ctx context.Context, t *agentbot.Task) (*plan, *failur
 // timeLimit is a run's time limit: the repository's, at most the
 // operator's ceiling, else the operator's default. note says so when the
 // repository's limit was cut down.
-//
-// github.Settings cannot tell a file without time_limit from one that sets
-// the default: both hold github.DefaultSettings().TimeLimit, so that value
-// counts as "not set" and the operator's default applies.
 func (d *Dispatcher) timeLimit(s github.Settings) (limit time.Duration, note string) {
 	limit = s.TimeLimit
-	if limit <= 0 || limit == github.DefaultSettings().TimeLimit {
+	if limit <= 0 {
 		limit = d.opts.TimeLimit
 	}
 	if limit > d.opts.MaxTimeLimit {

@@ -31,7 +31,7 @@ type Settings struct {
 	Template       string
 	Agent          string
 	Model          string // "" = the agent's default
-	TimeLimit      time.Duration
+	TimeLimit      time.Duration // 0 = not set: the operator's default applies
 	DraftPR        bool
 	AllowedUsers   []string // with AllowedTeams: empty = anyone with write access
 	AllowedTeams   []string // "org/team-slug", or a slug in the owner's organisation
@@ -46,7 +46,6 @@ func DefaultSettings() Settings {
 		BranchPrefix:   "agentbot/",
 		Template:       "default",
 		Agent:          "claude",
-		TimeLimit:      30 * time.Minute,
 		DraftPR:        true,
 		ProtectedPaths: []string{".github/workflows/**"},
 	}
