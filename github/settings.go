@@ -30,7 +30,7 @@ type Settings struct {
 	BranchPrefix   string
 	Template       string
 	Agent          string
-	Model          string // "" = the agent's default
+	Model          string        // "" = the agent's default
 	TimeLimit      time.Duration // 0 = not set: the operator's default applies
 	DraftPR        bool
 	AllowedUsers   []string // with AllowedTeams: empty = anyone with write access
