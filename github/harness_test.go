@@ -1,7 +1,6 @@
 package github
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -17,11 +16,12 @@ import (
 	"github.com/agentbot/agentbot"
 	"github.com/agentbot/agentbot/github/githubtest"
 	"github.com/agentbot/agentbot/internal/gitserver"
+	"github.com/agentbot/agentbot/internal/testtool"
 )
 
 // allLogs captures the slog output of every client in every test of the
 // package; TestMain greps it for every token any fake minted.
-var allLogs = &syncBuffer{}
+var allLogs = &testtool.Buffer{}
 
 var (
 	mintedMu sync.Mutex
@@ -46,23 +46,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // harness is one fake GitHub, one real git server and a Client wired to
 // them, with one installation (instID) on repo acme/widgets.
 type harness struct {
@@ -71,7 +54,7 @@ type harness struct {
 	git    *gitserver.Server
 	client *Client
 	reg    *prometheus.Registry
-	logs   *syncBuffer
+	logs   *testtool.Buffer
 	repo   agentbot.Repo
 	base   string // head of main at start
 
@@ -83,7 +66,7 @@ const instID = 77
 
 func newHarness(t *testing.T, opts ...func(*Config)) *harness {
 	t.Helper()
-	h := &harness{t: t, gh: githubtest.New(t), logs: &syncBuffer{}, repo: agentbot.Repo{Owner: "acme", Name: "widgets"}}
+	h := &harness{t: t, gh: githubtest.New(t), logs: &testtool.Buffer{}, repo: agentbot.Repo{Owner: "acme", Name: "widgets"}}
 	h.git = gitserver.New(t, h.gh.GitAuthorize())
 	h.base = h.git.CreateRepo("acme", "widgets", "main", map[string]string{"README.md": "widgets\n", "src/app.go": "package app\n"})
 	h.gh.AddRepo(h.repo, h.git, "main")

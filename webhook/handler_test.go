@@ -19,35 +19,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/agentbot/agentbot"
+	"github.com/agentbot/agentbot/internal/testtool"
 	"github.com/agentbot/agentbot/state"
 )
 
 var secret = []byte("It's a Secret to Everybody")
-
-// lockedBuffer collects log output written from handler goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // intake is a handler over a real bbolt store behind a real HTTP server.
 type intake struct {
 	store    *state.Store
 	srv      *httptest.Server
 	reg      *prometheus.Registry
-	logs     *lockedBuffer
+	logs     *testtool.Buffer
 	mu       sync.Mutex
 	enqueued []*agentbot.Task
 }
@@ -57,7 +40,7 @@ func newIntake(t *testing.T, path string) *intake {
 	if path == "" {
 		path = filepath.Join(t.TempDir(), "agentbot.db")
 	}
-	in := &intake{reg: prometheus.NewRegistry(), logs: &lockedBuffer{}}
+	in := &intake{reg: prometheus.NewRegistry(), logs: &testtool.Buffer{}}
 	var err error
 	in.store, err = state.Open(path, state.Options{})
 	if err != nil {

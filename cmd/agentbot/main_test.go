@@ -23,6 +23,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/agentbot/agentbot"
+	"github.com/agentbot/agentbot/internal/testtool"
 	"github.com/agentbot/agentbot/state"
 	"github.com/agentbot/agentbot/webhook"
 )
@@ -180,11 +181,11 @@ func TestParseFlags(t *testing.T) {
 }
 
 // serveMain starts serve in-process on 127.0.0.1:0 over dataDir.
-func serveMain(t *testing.T, dataDir string, configure func(*Main)) (*Main, *lockedBuffer) {
+func serveMain(t *testing.T, dataDir string, configure func(*Main)) (*Main, *testtool.Buffer) {
 	t.Helper()
 	secret := writeFile(t, t.TempDir(), "secret", testSecret)
 	m := NewMain()
-	logs := &lockedBuffer{}
+	logs := &testtool.Buffer{}
 	m.Stdout, m.Stderr = io.Discard, logs
 	env := map[string]string{"AGENTBOT_WEBHOOK_SECRET_FILE": secret, "AGENTBOT_DATA_DIR": dataDir, "AGENTBOT_STORE_TIMEOUT": "100ms"}
 	if err := m.ParseFlags([]string{"serve", "--listen", "127.0.0.1:0"}, envFunc(env)); err != nil {
@@ -199,23 +200,6 @@ func serveMain(t *testing.T, dataDir string, configure func(*Main)) (*Main, *loc
 	}
 	t.Cleanup(func() { m.Close() })
 	return m, logs
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func labeledPayload(n int) []byte {

@@ -5,8 +5,10 @@
 package testtool
 
 import (
+	"bytes"
 	"os"
 	"os/exec"
+	"sync"
 	"testing"
 )
 
@@ -46,4 +48,23 @@ func Missing(t testing.TB, requireEnv, reason string) {
 		t.Fatalf("%s (%s=1)", reason, requireEnv)
 	}
 	t.Skip(reason)
+}
+
+// Buffer is a bytes.Buffer safe for concurrent writers and readers, for
+// capturing the logs of code under test.
+type Buffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

@@ -6,30 +6,12 @@ import (
 	"errors"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/agentbot/agentbot/internal/testtool"
 	"github.com/agentbot/agentbot/runner"
 )
-
-// syncBuffer is a bytes.Buffer safe for one writer and one reader.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 func TestAttachReplaysAFinishedRun(t *testing.T) {
 	f := newFixture(t)
@@ -70,7 +52,7 @@ func TestAttachFollowsALiveRun(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	var out syncBuffer
+	var out testtool.Buffer
 	code, err := Attach(t.Context(), ws, 0, &out)
 	runCode := <-runDone
 	if err != nil || code != runCode || code != runner.ExitAgent {
@@ -110,7 +92,7 @@ func TestAttachWaitsForWholeLines(t *testing.T) {
 	}
 	write(ev1 + ev2[:20])
 
-	var out syncBuffer
+	var out testtool.Buffer
 	type result struct {
 		code int
 		err  error
