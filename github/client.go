@@ -22,6 +22,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -401,7 +402,7 @@ func (c *Client) mint(ctx context.Context, installationID int64, body tokenReque
 func checkGranted(asked tokenRequest, got *gh.InstallationToken) error {
 	if len(asked.Repositories) > 0 {
 		for _, r := range got.Repositories {
-			if !contains(asked.Repositories, r.GetName()) {
+			if !slices.Contains(asked.Repositories, r.GetName()) {
 				return fmt.Errorf("token covers repository %q that was not asked for", r.GetName())
 			}
 		}
@@ -439,15 +440,6 @@ func levelRank(l string) int {
 		return 3
 	}
 	return 4
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // TokenFor mints an installation access token restricted to repo and to

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -111,7 +112,7 @@ func ParseSettings(data []byte) (Settings, error) {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		if !contains(settingsKeys, k) {
+		if !slices.Contains(settingsKeys, k) {
 			msg := fmt.Sprintf("unknown key %q", k)
 			if near := nearestKey(k); near != "" {
 				msg += fmt.Sprintf(" (did you mean %q?)", near)

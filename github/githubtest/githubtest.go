@@ -23,6 +23,7 @@ import (
 	"os"
 	"os/exec"
 	"path"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -541,7 +542,7 @@ func (s *Server) GitAuthorize() gitserver.Authorize {
 		if pass == "" || tok == nil || tok.Revoked || !s.now().Before(tok.ExpiresAt) {
 			return false
 		}
-		if !contains(tok.Repos, repoName) {
+		if !slices.Contains(tok.Repos, repoName) {
 			return false
 		}
 		need := "read"
@@ -599,15 +600,6 @@ func rank(level string) int {
 		return 3
 	}
 	return 0
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 func copyMap(m map[string]string) map[string]string {

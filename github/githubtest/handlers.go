@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"os/exec"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -568,7 +569,7 @@ func (s *Server) requestReviewers(q *req) {
 		}
 	}
 	for _, r := range body.Reviewers {
-		if !contains(pr.Reviewers, r) {
+		if !slices.Contains(pr.Reviewers, r) {
 			pr.Reviewers = append(pr.Reviewers, r)
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -240,7 +241,7 @@ func (s *Server) authenticate(q *req, n need) bool {
 	if owner := q.r.PathValue("owner"); owner != "" {
 		full := owner + "/" + q.r.PathValue("repo")
 		rp := s.repos[full]
-		if rp == nil || !contains(tok.Repos, full) {
+		if rp == nil || !slices.Contains(tok.Repos, full) {
 			// GitHub hides repositories a token cannot see.
 			writeError(q.w, http.StatusNotFound, "Not Found")
 			return false
