@@ -124,7 +124,7 @@ func RenderComment(v ProgressView) string {
 		b.WriteString("\n" + truncateMarkdown(v.Note, budgetNote) + "\n")
 	}
 	if v.Summary != "" && v.State != agentbot.StateQueued {
-		b.WriteString("\n" + truncateMarkdown(strings.TrimSpace(v.Summary), budgetSummary) + "\n")
+		b.WriteString("\n" + truncateMarkdown(quietMentions(strings.TrimSpace(v.Summary)), budgetSummary) + "\n")
 	}
 	if v.Error != "" {
 		b.WriteString("\n" + fenced(strings.Split(strings.TrimRight(v.Error, "\n"), "\n"), budgetError, false))
@@ -205,7 +205,7 @@ func RenderCheckRun(v ProgressView) CheckRun {
 		parts = append(parts, truncateMarkdown(v.Note, budgetNote))
 	}
 	if v.Summary != "" {
-		parts = append(parts, truncateMarkdown(strings.TrimSpace(v.Summary), budgetSummary))
+		parts = append(parts, truncateMarkdown(quietMentions(strings.TrimSpace(v.Summary)), budgetSummary))
 	}
 	if v.Error != "" {
 		parts = append(parts, fenced(strings.Split(strings.TrimRight(v.Error, "\n"), "\n"), budgetError, false))
@@ -225,7 +225,7 @@ func RenderCheckRun(v ProgressView) CheckRun {
 func PullRequestBody(issueNumber int, summary, taskURL string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Fixes #%d\n\n", issueNumber)
-	if s := strings.TrimSpace(summary); s != "" {
+	if s := quietMentions(strings.TrimSpace(summary)); s != "" {
 		b.WriteString(truncateMarkdown(s, budgetSummary) + "\n\n")
 	}
 	b.WriteString("---\n<sub>Opened by agentbot")
@@ -439,4 +439,43 @@ func truncateRunes(s string, n int) string {
 	}
 	r := []rune(s)
 	return string(r[:n])
+}
+
+// mention is an @user or @org/team reference GitHub would notify.
+var mention = regexp.MustCompile(`(^|[^A-Za-z0-9_.+\-/@])@([A-Za-z0-9][A-Za-z0-9-]*(?:/[A-Za-z0-9_.-]+)?)`)
+
+// quietMentions keeps text written by the agent (its summary) from pinging
+// people: a zero-width space after each @ outside code, where GitHub would
+// otherwise notify the user or team. A prompt-injected agent must not be
+// able to page a repository's maintainers through agentbot's comments.
+func quietMentions(s string) string {
+	if !strings.Contains(s, "@") {
+		return s
+	}
+	var b strings.Builder
+	fenced := false
+	for _, line := range strings.SplitAfter(s, "\n") {
+		if t := strings.TrimSpace(line); strings.HasPrefix(t, "```") || strings.HasPrefix(t, "~~~") {
+			fenced = !fenced
+			b.WriteString(line)
+			continue
+		}
+		if fenced {
+			b.WriteString(line)
+			continue
+		}
+		// Outside fences, inline code spans (between backticks) are left
+		// alone too: GitHub does not notify there.
+		parts := strings.Split(line, "`")
+		for j, p := range parts {
+			if j > 0 {
+				b.WriteByte('`')
+			}
+			if j%2 == 0 {
+				p = mention.ReplaceAllString(p, "$1@\u200b$2")
+			}
+			b.WriteString(p)
+		}
+	}
+	return b.String()
 }

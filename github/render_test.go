@@ -197,3 +197,35 @@ func TestBranchNameAndPRBody(t *testing.T) {
 		t.Fatalf("PR body: %d bytes, prefix %q", len(body), body[:20])
 	}
 }
+
+func TestAgentSummaryMentionsNobody(t *testing.T) {
+	const zw = "@\u200b"
+	cases := []struct {
+		name, in, want string
+	}{
+		{"user", "Thanks @alice for the report", "Thanks " + zw + "alice for the report"},
+		{"team", "cc @acme/maintainers.", "cc " + zw + "acme/maintainers."},
+		{"start and punctuation", "@bob,(@carol)", zw + "bob,(" + zw + "carol)"},
+		{"email untouched", "mail ops@example.com", "mail ops@example.com"},
+		{"inline code untouched", "run `npm i @scope/pkg` then ping @dave", "run `npm i @scope/pkg` then ping " + zw + "dave"},
+		{"fenced code untouched", "```\n@eve\n```\n@frank", "```\n@eve\n```\n" + zw + "frank"},
+		{"no mention", "plain text", "plain text"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := quietMentions(tc.in); got != tc.want {
+				t.Fatalf("quietMentions(%q) = %q, want %q", tc.in, got, tc.want)
+			}
+		})
+	}
+	// And where the summary is shown: the progress comment and the PR body.
+	v := ProgressView{TaskID: "t1", State: agentbot.StateSucceeded, Summary: "Done. @alice please review."}
+	for name, body := range map[string]string{
+		"comment": RenderComment(v),
+		"PR body": PullRequestBody(3, v.Summary, ""),
+	} {
+		if strings.Contains(body, " @alice") || !strings.Contains(body, zw+"alice") {
+			t.Errorf("%s still mentions @alice:\n%s", name, body)
+		}
+	}
+}
