@@ -131,7 +131,10 @@ func parseIssues(e *issuesEvent, opts ParseOptions) decision {
 		labels = []string{DefaultTriggerLabel}
 	}
 	label := e.Label.Name
-	if !slices.ContainsFunc(labels, func(l string) bool { return strings.EqualFold(l, label) }) {
+	// "*" accepts every label: for operators whose repositories set their
+	// own trigger_label, which the dispatcher checks against the settings
+	// file (intake never calls GitHub).
+	if !slices.ContainsFunc(labels, func(l string) bool { return l == "*" || strings.EqualFold(l, label) }) {
 		return ignore(d, "label %q is not a trigger label", label)
 	}
 	if e.Issue.Number <= 0 {

@@ -95,6 +95,16 @@ func TestParse(t *testing.T) {
 				Sender: agentbot.Sender{Login: "Codertocat", ID: 21031067}, Reason: `labeled "AI"`,
 			},
 		},
+		{
+			name: "issues.labeled with any label when the operator accepts *", event: "issues",
+			payload: payload(t, "issues.labeled.json", set("label.name", "robots")),
+			opts:    ParseOptions{TriggerLabels: []string{"*"}},
+			want: agentbot.Trigger{
+				Kind: agentbot.KindNew, InstallationID: 4242, Issue: hello(1), Label: "robots",
+				Prompt: agentbot.Prompt{Title: "Spelling error in the README file", Body: "It looks like you accidently spelled 'commit' with two 't's.\n\nPlease fix it in README.md."},
+				Sender: agentbot.Sender{Login: "Codertocat", ID: 21031067}, Reason: `labeled "robots"`,
+			},
+		},
 		{name: "issues.labeled with another label", event: "issues", payload: payload(t, "issues.labeled.json", set("label.name", "bug")), ignored: true},
 		{name: "issues.labeled by a bot", event: "issues", payload: payload(t, "issues.labeled.json", bot), ignored: true},
 		{name: "issues.labeled by a [bot] login", event: "issues", payload: payload(t, "issues.labeled.json", set("sender.login", "agentbot[bot]")), ignored: true},

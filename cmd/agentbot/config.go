@@ -53,7 +53,7 @@ var settings = []setting{
 	{"webhook-secret-file", "AGENTBOT_WEBHOOK_SECRET_FILE", "", "file holding the webhook secret (required)", func(o *Options) *string { return &o.WebhookSecretFile }},
 	{"github-url", "AGENTBOT_GITHUB_URL", "https://api.github.com/", "GitHub REST API base URL (GitHub Enterprise Server: https://HOST/api/v3/)", func(o *Options) *string { return &o.GitHubURL }},
 	{"log-level", "AGENTBOT_LOG_LEVEL", "info", "debug, info, warn or error", func(o *Options) *string { return &o.LogLevel }},
-	{"trigger-labels", "AGENTBOT_TRIGGER_LABELS", webhook.DefaultTriggerLabel, "comma-separated labels whose issues.labeled event creates a task", func(o *Options) *string { return &o.TriggerLabels }},
+	{"trigger-labels", "AGENTBOT_TRIGGER_LABELS", webhook.DefaultTriggerLabel, "comma-separated labels whose issues.labeled event creates a task (* = any label; the repository's trigger_label then decides)", func(o *Options) *string { return &o.TriggerLabels }},
 	{"max-body", "AGENTBOT_MAX_BODY", strconv.FormatInt(webhook.DefaultMaxBody, 10), "largest webhook body accepted, in bytes", func(o *Options) *string { return &o.MaxBody }},
 	{"delivery-retention", "AGENTBOT_DELIVERY_RETENTION", "168h", "how long delivery IDs are kept to refuse redeliveries", func(o *Options) *string { return &o.DeliveryRetention }},
 	{"shutdown-timeout", "AGENTBOT_SHUTDOWN_TIMEOUT", "30s", "how long shutdown waits for in-flight requests", func(o *Options) *string { return &o.ShutdownTimeout }},
