@@ -135,11 +135,33 @@ type issueComment struct {
 	} `json:"performed_via_github_app"`
 }
 
-// findComment finds a comment on ref by this App, updated since since,
-// whose first line is marker.
+// FindComment looks on ref for this App's comment whose first line is
+// marker (a CommentMarker), among the comments updated since since less a
+// margin for clock skew between agentbot and GitHub; a zero since looks at
+// them all. It is for a caller whose earlier CreateComment failed in a way
+// GitHub may have carried out (an error, a crash) and that must adopt that
+// comment rather than post a second one.
+func (c *Client) FindComment(ctx context.Context, installationID int64, ref agentbot.IssueRef, marker string, since time.Time) (int64, bool, error) {
+	if err := checkRef(ref); err != nil {
+		return 0, false, err
+	}
+	if marker == "" || markerOf(marker) != marker {
+		return 0, false, fmt.Errorf("github: find comment on %s: %q is not a comment marker", ref, marker)
+	}
+	if !since.IsZero() {
+		since = since.Add(-lookupWindow)
+	}
+	return c.findComment(ctx, installationID, ref, marker, since)
+}
+
+// findComment finds a comment on ref by this App, updated since since (all
+// of them for a zero since), whose first line is marker.
 func (c *Client) findComment(ctx context.Context, installationID int64, ref agentbot.IssueRef, marker string, since time.Time) (int64, bool, error) {
 	for page := 1; page <= maxLookupPages; page++ {
-		q := url.Values{"since": {since.UTC().Format(time.RFC3339)}, "per_page": {strconv.Itoa(lookupPerPage)}, "page": {strconv.Itoa(page)}}
+		q := url.Values{"per_page": {strconv.Itoa(lookupPerPage)}, "page": {strconv.Itoa(page)}}
+		if !since.IsZero() {
+			q.Set("since", since.UTC().Format(time.RFC3339))
+		}
 		var comments []issueComment
 		resp, err := c.call(ctx, installationID, epListComments, issuePath(ref)+"/comments?"+q.Encode(), nil, &comments)
 		if err != nil {

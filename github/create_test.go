@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestCreatesAnsweredWithAnErrorAreNotDuplicated covers GitHub creating a
@@ -201,5 +202,45 @@ func TestCreateLostBeforeGitHubIsRetriedOnce(t *testing.T) {
 	}
 	if metricValue(t, h, "agentbot_github_retries_total", map[string]string{"reason": "network"}) != 1 {
 		t.Fatal("the retry is not counted as a network retry")
+	}
+}
+
+// TestFindComment: a caller whose earlier create failed finds the comment
+// it may have posted by its marker, and only that one.
+func TestFindComment(t *testing.T) {
+	h := newHarness(t)
+	h.gh.AddIssue(h.repo, 3, "t", "b", "alice")
+	ctx := context.Background()
+	if _, err := h.client.CreateComment(ctx, instID, h.ref(3), CommentMarker("01OTHER")+"\nqueued"); err != nil {
+		t.Fatal(err)
+	}
+	ours, err := h.client.CreateComment(ctx, instID, h.ref(3), CommentMarker("01TASK")+"\nqueued")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		marker  string
+		since   time.Time
+		wantID  int64
+		wantErr bool
+	}{
+		{name: "ours among others", marker: CommentMarker("01TASK"), wantID: ours},
+		{name: "recent enough", marker: CommentMarker("01TASK"), since: time.Now(), wantID: ours},
+		{name: "updated before since", marker: CommentMarker("01TASK"), since: time.Now().Add(time.Hour)},
+		{name: "no such task", marker: CommentMarker("01NONE")},
+		{name: "not a marker", marker: "queued", wantErr: true},
+		{name: "empty marker", marker: "", wantErr: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			id, found, err := h.client.FindComment(ctx, instID, h.ref(3), tc.marker, tc.since)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("err = %v, want error: %v", err, tc.wantErr)
+			}
+			if id != tc.wantID || found != (tc.wantID != 0) {
+				t.Fatalf("FindComment = %d, %v; want %d", id, found, tc.wantID)
+			}
+		})
 	}
 }
