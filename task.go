@@ -182,6 +182,12 @@ type Task struct {
 	// comment and check run instead of creating new ones.
 	CommentID  int64 `json:"comment_id,omitempty"`
 	CheckRunID int64 `json:"check_run_id,omitempty"`
+	// CommentAttemptedAt is when agentbot first began to post this task's
+	// comment (progress comment, refusal or control reply). It is stored
+	// before the post: GitHub may post a comment and still fail the call,
+	// so a later attempt (after such an error, or a crash) looks for the
+	// comment by its marker and adopts it rather than post a second one.
+	CommentAttemptedAt time.Time `json:"comment_attempted_at,omitempty"`
 
 	// Phase is the last phase agent-runner reported.
 	Phase string `json:"phase,omitempty"`

@@ -31,13 +31,14 @@ func (d *Dispatcher) control(ctx context.Context, t *agentbot.Task) {
 		return
 	}
 	reply, outcome := d.execControl(ctx, t)
-	inst, ref := t.Trigger.InstallationID, t.Ref()
+	ref := t.Ref()
 	var commentID int64
 	if reply != "" && ref.Number != 0 {
-		// The marker lets github/ find a reply GitHub made but answered
-		// with 5xx, so it is retried without being posted twice.
+		// The marker lets a reply GitHub made but answered with 5xx be
+		// found (by github/ at once, by postComment after a restart
+		// re-runs the command), so it is never posted twice.
 		body := github.CommentMarker(t.ID) + "\n" + reply
-		if commentID, err = d.gh.CreateComment(ctx, inst, ref, body); err != nil {
+		if commentID, err = d.postComment(ctx, t, body); err != nil {
 			log.Warn("cannot answer control command", "err", err)
 		}
 	}

@@ -50,6 +50,7 @@ type GitHub interface {
 	ReviewComments(ctx context.Context, installationID int64, ref agentbot.IssueRef) ([]string, error)
 	React(ctx context.Context, installationID int64, ref agentbot.IssueRef, commentID int64, content string) error
 	CreateComment(ctx context.Context, installationID int64, ref agentbot.IssueRef, body string) (int64, error)
+	FindComment(ctx context.Context, installationID int64, ref agentbot.IssueRef, marker string, since time.Time) (int64, bool, error)
 	EditComment(ctx context.Context, installationID int64, repo agentbot.Repo, commentID int64, body string) error
 	CreateCheckRun(ctx context.Context, installationID int64, repo agentbot.Repo, run github.CheckRun) (int64, error)
 	UpdateCheckRun(ctx context.Context, installationID int64, repo agentbot.Repo, id int64, run github.CheckRun) error

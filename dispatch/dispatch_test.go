@@ -881,3 +881,32 @@ func TestCancelWithNothingToCancel(t *testing.T) {
 		}
 	})
 }
+
+// TestProgressCommentAdoptedAfterAFailedLookUp: GitHub posts a task's
+// progress comment but answers 502, and the client's look-up for it fails
+// too, so the acknowledgement fails and the task stays queued. The next
+// scan finds that comment by its marker and adopts it: one progress
+// comment, the task's.
+func TestProgressCommentAdoptedAfterAFailedLookUp(t *testing.T) {
+	h := newHarness(t)
+	const n = 83
+	trig := h.issue(n, "Post once", "scripted: write once.txt o")
+	h.gh.FailAfter(http.MethodPost, "/repos/octo/demo/issues/83/comments", 1, http.StatusBadGateway)
+	h.gh.FailNext(http.MethodGet, "/repos/octo/demo/issues/83/comments", 1, http.StatusBadGateway, nil)
+	h.start()
+	task := h.enqueue(trig)
+	done := h.waitState(task.ID, agentbot.StateSucceeded)
+	comments := h.commentsOn(n)
+	if len(comments) != 1 {
+		t.Fatalf("%d comments, want exactly 1: %+v", len(comments), comments)
+	}
+	if done.CommentID != comments[0].ID {
+		t.Errorf("task records comment %d, the progress comment is %d", done.CommentID, comments[0].ID)
+	}
+	if looks := h.gh.CallsTo(http.MethodGet, "/repos/octo/demo/issues/83/comments"); len(looks) < 2 {
+		t.Errorf("%d look-ups, want the failed one and the one that adopted the comment", len(looks))
+	}
+	if !strings.Contains(comments[0].Body, done.Result.PRURL) {
+		t.Errorf("the adopted comment was not kept up to date:\n%s", comments[0].Body)
+	}
+}

@@ -145,7 +145,7 @@ func (d *Dispatcher) refuse(ctx context.Context, t *agentbot.Task, outcome, phas
 	}
 	if !silent {
 		body := github.CommentMarker(t.ID) + "\n" + reason
-		if id, err := d.gh.CreateComment(ctx, t.Trigger.InstallationID, t.Ref(), body); err != nil {
+		if id, err := d.postComment(ctx, t, body); err != nil {
 			log.Warn("cannot post refusal", "err", err)
 		} else {
 			t.CommentID = id
@@ -206,7 +206,7 @@ func (d *Dispatcher) acknowledge(ctx context.Context, t *agentbot.Task) {
 		log.Warn("cannot react", "err", err)
 	}
 	behind := d.queuedBehind(ctx, t)
-	commentID, err := d.gh.CreateComment(ctx, inst, ref, github.RenderComment(d.view(t, nil, behind)))
+	commentID, err := d.postComment(ctx, t, github.RenderComment(d.view(t, nil, behind)))
 	if err != nil {
 		log.Warn("cannot open progress comment; will retry", "err", err)
 		return
@@ -248,6 +248,41 @@ func (d *Dispatcher) acknowledge(ctx context.Context, t *agentbot.Task) {
 		return
 	}
 	log.Info("task acknowledged", "comment_id", commentID, "queued_behind", behind)
+}
+
+// postComment posts body, which starts with t's CommentMarker, as t's
+// comment. A create is not idempotent: GitHub may post the comment and still
+// fail the call, and github/'s own look-up after it may fail too (or agentbot
+// may die before recording the id). So the first attempt is recorded on the
+// task before it is made, and every later attempt first looks for the
+// comment an earlier one may have posted, adopting it (with body) if found.
+// A failed look-up is an error: posting blind could make a second comment.
+func (d *Dispatcher) postComment(ctx context.Context, t *agentbot.Task, body string) (int64, error) {
+	inst, ref := t.Trigger.InstallationID, t.Ref()
+	var since time.Time
+	if _, err := d.store.Update(ctx, t.ID, func(s *agentbot.Task) error {
+		since = s.CommentAttemptedAt
+		if since.IsZero() {
+			s.CommentAttemptedAt = d.now()
+		}
+		return nil
+	}); err != nil {
+		return 0, fmt.Errorf("dispatch: record the comment attempt of %s: %w", t, err)
+	}
+	if !since.IsZero() {
+		id, found, err := d.gh.FindComment(ctx, inst, ref, github.CommentMarker(t.ID), since)
+		if err != nil {
+			return 0, fmt.Errorf("dispatch: look for the comment an earlier attempt may have posted for %s: %w", t, err)
+		}
+		if found {
+			d.taskLogger(t).Info("adopting the comment an earlier attempt posted", "comment_id", id)
+			if err := d.gh.EditComment(ctx, inst, ref.Repo, id, body); err != nil {
+				d.taskLogger(t).Warn("cannot update adopted comment", "comment_id", id, "err", err)
+			}
+			return id, nil
+		}
+	}
+	return d.gh.CreateComment(ctx, inst, ref, body)
 }
 
 // codeBlock fences content as a Markdown code block whose fence is longer
