@@ -167,11 +167,15 @@ func (d *Dispatcher) cancel(ctx context.Context, t *agentbot.Task) string {
 			}
 		}
 	}
-	var problems []string
+	var problems, late []string
 	cancelled := 0
 	for _, tgt := range targets {
 		ok, err := d.cancelOne(ctx, tgt, login)
-		if err != nil {
+		var tl *tooLate
+		switch {
+		case errors.As(err, &tl):
+			late = append(late, tl.Error())
+		case err != nil:
 			problems = append(problems, err.Error())
 		}
 		if ok {
@@ -179,7 +183,10 @@ func (d *Dispatcher) cancel(ctx context.Context, t *agentbot.Task) string {
 		}
 	}
 	if len(problems) > 0 {
-		return "agentbot could not cancel everything: " + strings.Join(problems, "; ")
+		return strings.Join(append([]string{"agentbot could not cancel everything: " + strings.Join(problems, "; ")}, late...), "\n\n")
+	}
+	if len(late) > 0 {
+		return strings.Join(late, "\n\n")
 	}
 	if cancelled == 0 {
 		return NothingToCancel
@@ -188,21 +195,36 @@ func (d *Dispatcher) cancel(ctx context.Context, t *agentbot.Task) string {
 	return ""
 }
 
+// tooLate is a cancel that came when the task's run was past its agent and
+// delivering its result, which is not interrupted half-way.
+type tooLate struct {
+	taskID, branch string
+}
+
+func (e *tooLate) Error() string {
+	return fmt.Sprintf("Too late to cancel: task `%s` has finished its agent run and is delivering its result (branch `%s`).", e.taskID, e.branch)
+}
+
 // NothingToCancel answers a cancel that found nothing running or queued.
 const NothingToCancel = "Nothing is running on this issue: there is no agentbot task here to cancel."
 
 // cancelOne cancels a queued task, or asks the worker of a running one to
 // stop it (the worker reports the cancellation). It reports whether there
-// was anything to cancel: a task that ended meanwhile was not.
+// was anything to cancel: a task that ended meanwhile was not. A run that
+// is delivering its result is not stopped: the error is then a *tooLate.
 func (d *Dispatcher) cancelOne(ctx context.Context, tgt *agentbot.Task, login string) (bool, error) {
+	var late error
 	askWorker := func() bool {
 		d.mu.Lock()
 		act := d.active[tgt.ID]
 		d.mu.Unlock()
-		if act != nil {
-			act.requestCancel(login)
+		if act == nil {
+			return false
 		}
-		return act != nil
+		if branch, ok := act.requestCancel(login); !ok {
+			late = &tooLate{taskID: tgt.ID, branch: branch}
+		}
+		return true
 	}
 	stale := func(err error) bool {
 		var te interface{ Stale() bool }
@@ -211,7 +233,7 @@ func (d *Dispatcher) cancelOne(ctx context.Context, tgt *agentbot.Task, login st
 	switch tgt.State {
 	case agentbot.StateRunning:
 		if askWorker() {
-			return true, nil
+			return late == nil, late
 		}
 		// Running in the store but not here (between restart and
 		// recovery): end it directly.
@@ -230,7 +252,7 @@ func (d *Dispatcher) cancelOne(ctx context.Context, tgt *agentbot.Task, login st
 		case err == nil:
 			return true, nil
 		case stale(err) && askWorker():
-			return true, nil // it started meanwhile: its worker stops it
+			return late == nil, late // it started meanwhile: its worker stops it
 		case stale(err):
 			return false, nil // it ended meanwhile
 		}

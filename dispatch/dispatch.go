@@ -144,12 +144,36 @@ type Dispatcher struct {
 
 // activeRun is a worker's handle for cancel.
 type activeRun struct {
-	cancel chan string // who cancelled
-	once   sync.Once
+	cancel chan string // who cancelled; buffered, sent to at most once
+
+	mu        sync.Mutex
+	requested bool
+	// delivering is the branch the run's result is being delivered to,
+	// once the run is past its agent; cancels are refused from then on.
+	delivering string
 }
 
-func (a *activeRun) requestCancel(by string) {
-	a.once.Do(func() { a.cancel <- by })
+// requestCancel asks the worker to stop its run. A run already delivering
+// its result is not interrupted half-way (its branch may be pushed already):
+// requestCancel then asks nothing and returns the branch and false.
+func (a *activeRun) requestCancel(by string) (delivering string, accepted bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.delivering != "" {
+		return a.delivering, false
+	}
+	if !a.requested {
+		a.requested = true
+		a.cancel <- by
+	}
+	return "", true
+}
+
+// startDelivery marks the run as delivering its result to branch.
+func (a *activeRun) startDelivery(branch string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.delivering = branch
 }
 
 // New checks the options and registers the metrics.

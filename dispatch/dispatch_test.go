@@ -910,3 +910,81 @@ func TestProgressCommentAdoptedAfterAFailedLookUp(t *testing.T) {
 		t.Errorf("the adopted comment was not kept up to date:\n%s", comments[0].Body)
 	}
 }
+
+// holdDelivery holds the dispatcher's push or pull-request call (at) until
+// released, and says when it holds it.
+type holdDelivery struct {
+	GitHub
+	at      string
+	held    chan struct{}
+	release chan struct{}
+	once    sync.Once
+}
+
+func (b *holdDelivery) hold(ctx context.Context, call string) {
+	if call != b.at {
+		return
+	}
+	b.once.Do(func() {
+		close(b.held)
+		select {
+		case <-b.release:
+		case <-ctx.Done():
+		}
+	})
+}
+
+func (b *holdDelivery) PushBundle(ctx context.Context, inst int64, repo agentbot.Repo, cloneURL, bundlePath string, check github.BundleCheck) (string, error) {
+	b.hold(ctx, "push")
+	return b.GitHub.PushBundle(ctx, inst, repo, cloneURL, bundlePath, check)
+}
+
+func (b *holdDelivery) OpenPullRequest(ctx context.Context, inst int64, repo agentbot.Repo, opts github.PROptions) (github.PRInfo, bool, error) {
+	b.hold(ctx, "pull request")
+	return b.GitHub.OpenPullRequest(ctx, inst, repo, opts)
+}
+
+// TestCancelWhileDeliveringIsTooLate: `/agent cancel` while a task pushes
+// its result or opens its pull request does not cut the delivery short,
+// and the reply says it came too late; the task succeeds with one PR.
+func TestCancelWhileDeliveringIsTooLate(t *testing.T) {
+	for i, at := range []string{"push", "pull request"} {
+		t.Run(at, func(t *testing.T) {
+			h := newHarness(t)
+			h.store.Close()
+			hold := &holdDelivery{at: at, held: make(chan struct{}), release: make(chan struct{})}
+			h.wrapGH = func(g GitHub) GitHub { hold.GitHub = g; return hold }
+			h.open()
+			h.start()
+			var released sync.Once
+			release := func() { released.Do(func() { close(hold.release) }) }
+			defer release() // before the harness stops, on failure too
+			n := 100 + i
+			task := h.enqueue(h.issue(n, "Deliver despite cancel", "scripted: write late.txt l"))
+			<-hold.held
+			ctl := h.enqueue(agentbot.Trigger{Kind: agentbot.KindControl, Control: agentbot.ControlCancel,
+				Issue: agentbot.IssueRef{Repo: testRepo, Number: n}, CommentID: 8000 + int64(n)})
+			answered := h.waitState(ctl.ID, agentbot.StateSucceeded)
+			var reply string
+			for _, c := range h.commentsOn(n) {
+				if c.ID == answered.CommentID && answered.CommentID != 0 {
+					reply = c.Body
+				}
+			}
+			branch := fmt.Sprintf("agentbot/issue-%d-deliver-despite-cancel", n)
+			for _, want := range []string{"Too late to cancel", task.ID, "delivering its result", branch} {
+				if !strings.Contains(reply, want) {
+					t.Errorf("the cancel's reply lacks %q:\n%s", want, reply)
+				}
+			}
+			release()
+			done := h.waitState(task.ID, agentbot.StateSucceeded)
+			if done.Result.Branch != branch || done.Result.PRNumber == 0 {
+				t.Errorf("result %+v", done.Result)
+			}
+			if prs := h.gh.PullRequests(testRepo); len(prs) != 1 {
+				t.Errorf("%d pull requests, want 1", len(prs))
+			}
+		})
+	}
+}

@@ -132,8 +132,11 @@ func (d *Dispatcher) work(ctx context.Context, t *agentbot.Task, attached runner
 			NoChanges: true, Summary: out.result.Summary, CostUSD: out.result.CostUSD, BaseSHA: out.result.BaseSHA,
 		}, nil, true)
 	default:
-		// The agent's work is done: a graceful stop lets it be delivered
-		// within the shutdown grace rather than run the agent again.
+		// The agent's work is done: it is delivered whole. A cancel from
+		// now on is told it is too late, and a graceful stop lets the
+		// delivery finish within the shutdown grace rather than run the
+		// agent again.
+		act.startDelivery(deliveryBranch(p, out.result))
 		dctx, done := d.deliveryContext(ctx)
 		res, fail := d.deliver(dctx, t, p, run, out.result)
 		cut := dctx.Err() != nil // the grace ran out
@@ -520,7 +523,6 @@ func (d *Dispatcher) deliver(ctx context.Context, t *agentbot.Task, p *plan, run
 	log := d.taskLogger(t)
 	inst, ref := t.Trigger.InstallationID, t.Ref()
 	res := agentbot.Result{
-		Branch:       rr.Branch,
 		BaseBranch:   p.job.BaseBranch,
 		BaseSHA:      rr.BaseSHA,
 		Commit:       rr.Commit,
@@ -528,9 +530,7 @@ func (d *Dispatcher) deliver(ctx context.Context, t *agentbot.Task, p *plan, run
 		CostUSD:      rr.CostUSD,
 		FilesChanged: len(rr.Files),
 	}
-	if res.Branch == "" {
-		res.Branch = p.job.Branch
-	}
+	res.Branch = deliveryBranch(p, rr)
 	d.setPhase(ctx, t, "pushing")
 	f, err := os.CreateTemp(d.opts.TempDir, "agentbot-"+t.ID+"-*.bundle")
 	if err != nil {
@@ -598,6 +598,14 @@ func (d *Dispatcher) deliver(ctx context.Context, t *agentbot.Task, p *plan, run
 	res.PRNumber, res.PRURL = pr.Number, pr.HTMLURL
 	log.Info("pull request ready", "pr", pr.Number, "created", created)
 	return res, nil
+}
+
+// deliveryBranch is the branch a run's result is pushed to.
+func deliveryBranch(p *plan, rr *runner.RunResult) string {
+	if rr.Branch != "" {
+		return rr.Branch
+	}
+	return p.job.Branch
 }
 
 func (d *Dispatcher) setPhase(ctx context.Context, t *agentbot.Task, phase string) {
