@@ -146,8 +146,8 @@ type Dispatcher struct {
 type activeRun struct {
 	cancel chan string // who cancelled; buffered, sent to at most once
 
-	mu        sync.Mutex
-	requested bool
+	mu          sync.Mutex
+	requestedBy string
 	// delivering is the branch the run's result is being delivered to,
 	// once the run is past its agent; cancels are refused from then on.
 	delivering string
@@ -162,18 +162,21 @@ func (a *activeRun) requestCancel(by string) (delivering string, accepted bool) 
 	if a.delivering != "" {
 		return a.delivering, false
 	}
-	if !a.requested {
-		a.requested = true
+	if a.requestedBy == "" {
+		a.requestedBy = by
 		a.cancel <- by
 	}
 	return "", true
 }
 
-// startDelivery marks the run as delivering its result to branch.
-func (a *activeRun) startDelivery(branch string) {
+// startDelivery marks the run as delivering its result to branch. A run
+// reaches delivery only if no cancel stopped it, so it returns who asked to
+// cancel, if anyone did, as the agent finished: too late, but unanswered.
+func (a *activeRun) startDelivery(branch string) (lateBy string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.delivering = branch
+	return a.requestedBy
 }
 
 // New checks the options and registers the metrics.

@@ -988,3 +988,62 @@ func TestCancelWhileDeliveringIsTooLate(t *testing.T) {
 		})
 	}
 }
+
+// cancelAtWait cancels the task (as `/agent cancel` would) once its run's
+// events have ended, before the dispatcher waits for its exit: the cancel
+// is accepted, but the run has finished on its own.
+type cancelAtWait struct {
+	runner.Launcher
+	h      *harness
+	target func() *agentbot.Task
+}
+
+func (c *cancelAtWait) Start(ctx context.Context, job runner.Job) (runner.Run, error) {
+	run, err := c.Launcher.Start(ctx, job)
+	if err != nil {
+		return nil, err
+	}
+	return &cancelAtWaitRun{Run: run, c: c}, nil
+}
+
+type cancelAtWaitRun struct {
+	runner.Run
+	c    *cancelAtWait
+	once sync.Once
+}
+
+func (r *cancelAtWaitRun) Wait(ctx context.Context) (int, error) {
+	r.once.Do(func() {
+		task, err := r.c.h.store.Get(ctx, r.c.target().ID)
+		if err != nil {
+			r.c.h.t.Errorf("get task: %v", err)
+			return
+		}
+		if ok, err := r.c.h.d.cancelOne(ctx, task, "alice"); !ok || err != nil {
+			r.c.h.t.Errorf("cancelOne = %v, %v; want the worker asked", ok, err)
+		}
+	})
+	return r.Run.Wait(ctx)
+}
+
+// TestCancelAsTheAgentFinishesIsSaid: a cancel the worker accepted just as
+// the run ended on its own does not stop the delivery, and the task's
+// comment, where that cancel's answer was left, says it came too late.
+func TestCancelAsTheAgentFinishesIsSaid(t *testing.T) {
+	h := newHarness(t)
+	h.store.Close()
+	var task *agentbot.Task
+	h.wrap = func(l runner.Launcher) runner.Launcher {
+		return &cancelAtWait{Launcher: l, h: h, target: func() *agentbot.Task { return task }}
+	}
+	h.open()
+	task = h.enqueue(h.issue(110, "Finish first", "scripted: write first.txt f"))
+	h.start()
+	done := h.waitState(task.ID, agentbot.StateSucceeded)
+	if prs := h.gh.PullRequests(testRepo); len(prs) != 1 {
+		t.Errorf("%d pull requests, want 1", len(prs))
+	}
+	if body := h.comment(done).Body; !strings.Contains(body, "@alice asked to cancel just as the agent finished") {
+		t.Errorf("the final comment does not say the cancel came too late:\n%s", body)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"regexp"
 	"sort"
+	"strings"
 
 	"github.com/agentbot/agentbot"
 	"github.com/agentbot/agentbot/github"
@@ -58,6 +59,13 @@ func (d *Dispatcher) setToken(taskID, token string) {
 func (d *Dispatcher) setNote(taskID, note string) {
 	d.mu.Lock()
 	d.notes[taskID] = note
+	d.mu.Unlock()
+}
+
+// addNote adds a sentence to the ones every report of taskID's run adds.
+func (d *Dispatcher) addNote(taskID, note string) {
+	d.mu.Lock()
+	d.notes[taskID] = strings.TrimSpace(d.notes[taskID] + " " + note)
 	d.mu.Unlock()
 }
 

@@ -136,7 +136,11 @@ func (d *Dispatcher) work(ctx context.Context, t *agentbot.Task, attached runner
 		// now on is told it is too late, and a graceful stop lets the
 		// delivery finish within the shutdown grace rather than run the
 		// agent again.
-		act.startDelivery(deliveryBranch(p, out.result))
+		if by := act.startDelivery(deliveryBranch(p, out.result)); by != "" {
+			// Asked as the agent finished: the reply was left to this
+			// task's comment, which must say why it did not stop.
+			d.addNote(t.ID, fmt.Sprintf("@%s asked to cancel just as the agent finished; it was too late to stop, so its result is delivered.", by))
+		}
 		dctx, done := d.deliveryContext(ctx)
 		res, fail := d.deliver(dctx, t, p, run, out.result)
 		cut := dctx.Err() != nil // the grace ran out
