@@ -184,21 +184,17 @@ func verifyIn(ctx context.Context, g gitRunner, gitDir, bundlePath string, check
 		return "", reject("the bundle adds no commits to %s", short(anc))
 	}
 	if len(check.ProtectedPaths) > 0 {
+		// --raw gives each entry's modes: a symlink or submodule may not
+		// stand where a protected directory would be, or a checkout would
+		// put other content under the protected path without any commit
+		// touching it.
 		out, err := g.run(ctx, nil, "--git-dir", gitDir, "log", "--no-renames", "--no-ext-diff", "--no-textconv",
-			"-m", "--name-only", "--format=", "-z", anc+".."+head)
+			"-m", "--root", "--raw", "--no-abbrev", "--format=", "-z", anc+".."+head)
 		if err != nil {
 			return "", fmt.Errorf("github: verify bundle: list changed paths: %w", err)
 		}
-		for _, p := range strings.Split(out, "\x00") {
-			p = strings.Trim(p, "\n")
-			if p == "" {
-				continue
-			}
-			for _, pat := range check.ProtectedPaths {
-				if matchPath(pat, p) {
-					return "", reject("a commit changes %s, which is protected (%s)", p, pat)
-				}
-			}
+		if err := checkProtected(out, check.ProtectedPaths); err != nil {
+			return "", err
 		}
 	}
 	return head, nil
@@ -244,6 +240,64 @@ func singleBranch(listing string, check BundleCheck) (string, error) {
 	return branchSHA, nil
 }
 
+// checkProtected reads `git log --raw -z` and refuses an entry under a
+// protected pattern, and a symlink or submodule (gitlink) whose path is a
+// directory an anchored pattern covers something in.
+func checkProtected(raw string, patterns []string) error {
+	fields := strings.Split(raw, "\x00")
+	for i := 0; i < len(fields); i++ {
+		meta := strings.TrimLeft(fields[i], "\n")
+		if !strings.HasPrefix(meta, ":") || i+1 >= len(fields) {
+			continue
+		}
+		i++
+		p := fields[i]
+		// ":oldmode newmode oldsha newsha status"
+		modes := strings.Fields(meta)
+		newMode := ""
+		if len(modes) >= 2 {
+			newMode = modes[1]
+		}
+		for _, pat := range patterns {
+			if matchPath(pat, p) {
+				return reject("a commit changes %s, which is protected (%s)", p, pat)
+			}
+			if (newMode == "120000" || newMode == "160000") && coversBelow(pat, p) {
+				kind := "symlink"
+				if newMode == "160000" {
+					kind = "submodule"
+				}
+				return reject("a commit makes %s a %s, where protected paths (%s) would be", p, kind, pat)
+			}
+		}
+	}
+	return nil
+}
+
+// coversBelow reports whether an anchored pattern can match a path strictly
+// inside directory p (".github/workflows/**" covers something in ".github").
+func coversBelow(pattern, p string) bool {
+	pattern = strings.TrimPrefix(pattern, "/")
+	if !strings.Contains(strings.TrimSuffix(pattern, "/"), "/") {
+		return false
+	}
+	return coversSegs(strings.Split(strings.TrimSuffix(pattern, "/"), "/"), strings.Split(strings.ToLower(p), "/"))
+}
+
+func coversSegs(pat, segs []string) bool {
+	if len(pat) == 0 {
+		// p is the pattern's own directory, which covers what is inside.
+		return len(segs) == 0
+	}
+	if len(segs) == 0 || pat[0] == "**" {
+		return true
+	}
+	if ok, _ := path.Match(strings.ToLower(pat[0]), segs[0]); !ok {
+		return false
+	}
+	return coversSegs(pat[1:], segs[1:])
+}
+
 // validPattern checks a protected-path pattern.
 func validPattern(p string) error {
 	if strings.TrimSpace(p) == "" {
@@ -264,9 +318,13 @@ func validPattern(p string) error {
 // without a slash matches a file or directory name at any depth ("*.pem",
 // "secrets"); otherwise it is anchored at the root, "**" spans any number
 // of directories, and a pattern naming a directory covers what is inside
-// (".github/workflows" protects ".github/workflows/ci.yml").
+// (".github/workflows" protects ".github/workflows/ci.yml"). Matching
+// ignores case.
 func matchPath(pattern, p string) bool {
-	pattern = strings.TrimPrefix(pattern, "/")
+	// Case is folded: a checkout on a case-insensitive file system puts
+	// ".GitHub/Workflows/x.yml" where ".github/workflows/x.yml" would be.
+	pattern = strings.ToLower(strings.TrimPrefix(pattern, "/"))
+	p = strings.ToLower(p)
 	if strings.HasSuffix(pattern, "/") {
 		pattern += "**"
 	}

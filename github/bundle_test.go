@@ -163,6 +163,35 @@ func TestPushBundleRefusals(t *testing.T) {
 			w.commit("key", map[string]string{"deploy/keys/prod.pem": "KEY\n"})
 			return w.bundle(branch, "^"+h.base), okCheck(h)
 		}, "deploy/keys/prod.pem"},
+		{"symlink where a protected directory would be", func(h *harness, w *work) (string, BundleCheck) {
+			w.git("checkout", "-q", "-b", branch)
+			w.commit("ci", map[string]string{"ci/workflows/evil.yml": "on: push\n"})
+			if err := os.Symlink("ci", w.dir+"/.github"); err != nil {
+				t.Fatal(err)
+			}
+			w.git("add", ".github")
+			w.git("commit", "-q", "-m", "link")
+			return w.bundle(branch, "^"+h.base), okCheck(h)
+		}, "makes .github a symlink"},
+		{"submodule where a protected directory would be", func(h *harness, w *work) (string, BundleCheck) {
+			w.git("checkout", "-q", "-b", branch)
+			w.git("update-index", "--add", "--cacheinfo", "160000,"+h.base+",.github")
+			w.git("commit", "-q", "-m", "gitlink")
+			return w.bundle(branch, "^"+h.base), okCheck(h)
+		}, "makes .github a submodule"},
+		{"protected path in another case", func(h *harness, w *work) (string, BundleCheck) {
+			w.git("checkout", "-q", "-b", branch)
+			w.commit("ci", map[string]string{".GitHub/Workflows/ci.yml": "on: push\n"})
+			return w.bundle(branch, "^"+h.base), okCheck(h)
+		}, ".GitHub/Workflows/ci.yml"},
+		{"merge of an unrelated history carrying a workflow", func(h *harness, w *work) (string, BundleCheck) {
+			w.git("checkout", "-q", "--orphan", "side")
+			w.git("rm", "-rqf", ".")
+			w.commit("side root", map[string]string{".github/workflows/evil.yml": "on: push\n"})
+			w.git("checkout", "-q", "-b", branch, h.base)
+			w.git("merge", "-q", "--allow-unrelated-histories", "-s", "ours", "-m", "merge", "side")
+			return w.bundle(branch, "^"+h.base), okCheck(h)
+		}, ".github/workflows/evil.yml"},
 		{"protected file renamed away", func(h *harness, w *work) (string, BundleCheck) {
 			w.git("checkout", "-q", "-b", branch)
 			w.git("mv", "src/app.go", "src/main.go")
@@ -426,11 +455,36 @@ func TestMatchPath(t *testing.T) {
 		{"docs/**/*.md", "docs/c.md", true},
 		{"docs/**/*.md", "src/c.md", false},
 		{"**", "anything/at/all", true},
+		{".github/workflows/**", ".GITHUB/workflows/ci.yml", true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.pattern+" "+tc.path, func(t *testing.T) {
 			if got := matchPath(tc.pattern, tc.path); got != tc.want {
 				t.Fatalf("matchPath(%q, %q) = %v", tc.pattern, tc.path, got)
+			}
+		})
+	}
+}
+
+func TestCoversBelow(t *testing.T) {
+	tests := []struct {
+		pattern, dir string
+		want         bool
+	}{
+		{".github/workflows/**", ".github", true},
+		{".github/workflows/**", ".GitHub", true},
+		{".github/workflows", ".github/workflows", true},
+		{".github/workflows/**", ".github/workflows", true},
+		{".github/workflows/**", "docs", false},
+		{".github/workflows/**", ".github/ISSUE_TEMPLATE", false},
+		{"deploy/keys/*.pem", "deploy", true},
+		{"*.pem", "certs", false},
+		{"secrets", "secrets", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.pattern+" "+tc.dir, func(t *testing.T) {
+			if got := coversBelow(tc.pattern, tc.dir); got != tc.want {
+				t.Fatalf("coversBelow(%q, %q) = %v", tc.pattern, tc.dir, got)
 			}
 		})
 	}
