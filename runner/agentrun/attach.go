@@ -85,7 +85,7 @@ func (t *tail) close() {
 // newline yet is kept until the rest arrives.
 func (t *tail) poll() error {
 	if t.f == nil {
-		f, err := os.Open(t.path)
+		f, err := openState(t.path)
 		if errors.Is(err, os.ErrNotExist) {
 			return nil
 		}
@@ -136,7 +136,7 @@ func (t *tail) flushLines() error {
 
 // WriteBundle copies the workspace's result bundle to w.
 func WriteBundle(ws Workspace, w io.Writer) error {
-	f, err := os.Open(ws.BundleFile())
+	f, err := openState(ws.BundleFile())
 	if errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("agentrun: %s: %w", ws.BundleFile(), ErrNoBundle)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -157,6 +158,72 @@ func TestAttachReportsAGoneRunner(t *testing.T) {
 			}
 			if tc.events != "" && out.String() != `{"seq":2,"type":"phase","phase":"agent"}`+"\n" {
 				t.Errorf("attach wrote %q", out.String())
+			}
+		})
+	}
+}
+
+// TestHostSideReadsRefuseLinks: attach and bundle run outside the sandbox
+// on a workspace the agent could write, so a symlink (at the file or at
+// .agentbot) must not lead them to the host's files, and a FIFO must not
+// hang them.
+func TestHostSideReadsRefuseLinks(t *testing.T) {
+	const secret = "HOST-SECRET-7f3a"
+	outside := t.TempDir()
+	secretEvent := `{"seq":1,"type":"log","message":"` + secret + `"}` + "\n"
+	for name, content := range map[string]string{"result.bundle": secret, "events.jsonl": secretEvent, "exit-code": "0\n"} {
+		if err := os.WriteFile(outside+"/"+name, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		name  string
+		setup func(t *testing.T, ws Workspace)
+	}{
+		{"files are symlinks", func(t *testing.T, ws Workspace) {
+			for _, name := range []string{"result.bundle", "events.jsonl", "exit-code"} {
+				if err := os.Symlink(outside+"/"+name, ws.StateDir()+"/"+name); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}},
+		{"state directory is a symlink", func(t *testing.T, ws Workspace) {
+			if err := os.Remove(ws.StateDir()); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(outside, ws.StateDir()); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"files are FIFOs", func(t *testing.T, ws Workspace) {
+			for _, name := range []string{"result.bundle", "events.jsonl", "exit-code"} {
+				if err := syscall.Mkfifo(ws.StateDir()+"/"+name, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ws := Workspace{Dir: t.TempDir()}
+			if err := os.MkdirAll(ws.StateDir(), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			tc.setup(t, ws)
+			var out bytes.Buffer
+			if err := WriteBundle(ws, &out); err == nil {
+				t.Errorf("WriteBundle succeeded, want a refusal")
+			}
+			if strings.Contains(out.String(), secret) {
+				t.Errorf("WriteBundle copied the linked file: %q", out.String())
+			}
+			out.Reset()
+			code, err := Attach(t.Context(), ws, 0, &out)
+			if err == nil || code != runner.ExitInternal {
+				t.Errorf("Attach = %d, %v; want ExitInternal and an error", code, err)
+			}
+			if strings.Contains(out.String(), secret) {
+				t.Errorf("Attach followed the link: %q", out.String())
 			}
 		})
 	}

@@ -3,6 +3,7 @@ package agentrun
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -74,7 +75,7 @@ func (w Workspace) lock() (*os.File, error) {
 
 // running reports whether an agent-runner holds the workspace's lock.
 func (w Workspace) running() bool {
-	f, err := os.Open(w.LockFile())
+	f, err := openState(w.LockFile())
 	if err != nil {
 		return false
 	}
@@ -87,12 +88,59 @@ func (w Workspace) running() bool {
 	return false
 }
 
+// openState opens a file of the state directory (DIR/.agentbot/NAME) for
+// reading without following a symlink at .agentbot or at the file, and only
+// if it is a regular file. The agent can write the workspace, and attach and
+// bundle read it from outside the sandbox, so a symlink there could point
+// them at the host's files (another task's events, the App's key) and a
+// FIFO or device could hang them.
+func openState(path string) (*os.File, error) {
+	stateDir := filepath.Dir(path)
+	dirfd, err := syscall.Open(filepath.Dir(stateDir), syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: filepath.Dir(stateDir), Err: err}
+	}
+	defer syscall.Close(dirfd)
+	sfd, err := syscall.Openat(dirfd, filepath.Base(stateDir), syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: stateDir, Err: noFollowErr(err)}
+	}
+	defer syscall.Close(sfd)
+	fd, err := syscall.Openat(sfd, filepath.Base(path), syscall.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: noFollowErr(err)}
+	}
+	var st syscall.Stat_t
+	if err := syscall.Fstat(fd, &st); err != nil {
+		syscall.Close(fd)
+		return nil, &os.PathError{Op: "stat", Path: path, Err: err}
+	}
+	if st.Mode&syscall.S_IFMT != syscall.S_IFREG {
+		syscall.Close(fd)
+		return nil, &os.PathError{Op: "open", Path: path, Err: errors.New("not a regular file")}
+	}
+	return os.NewFile(uintptr(fd), path), nil
+}
+
+// noFollowErr names what O_NOFOLLOW refused.
+func noFollowErr(err error) error {
+	if errors.Is(err, syscall.ELOOP) || errors.Is(err, syscall.ENOTDIR) {
+		return fmt.Errorf("is a symlink or not a directory where one belongs: %w", err)
+	}
+	return err
+}
+
 // readExitCode returns the recorded exit code and whether there is one.
 func (w Workspace) readExitCode() (int, bool, error) {
-	b, err := os.ReadFile(w.ExitCodeFile())
+	f, err := openState(w.ExitCodeFile())
 	if errors.Is(err, os.ErrNotExist) {
 		return 0, false, nil
 	}
+	if err != nil {
+		return 0, false, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, 64))
 	if err != nil {
 		return 0, false, err
 	}
