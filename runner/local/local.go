@@ -2,9 +2,11 @@
 // process of agentbot, one workspace directory per task under the data
 // directory, in its own session and process group so that cancel kills the
 // agent with it. Where bubblewrap (bwrap) is present it runs the child inside
-// it: a read-only root, a private /tmp, only the task's workspace writable,
-// new PID/IPC/UTS namespaces, and the network kept because the agent needs
-// its model API and the git host.
+// it: a read-only root, a private /tmp, an empty /run (the host's sockets
+// live there), only the task's workspace writable, new PID/IPC/UTS
+// namespaces, and the network kept because the agent needs its model API
+// and the git host (which also leaves the host's loopback services and
+// abstract Unix sockets reachable).
 //
 // The child dies with agentbot (PR_SET_PDEATHSIG, and bwrap's
 // --die-with-parent), so after a restart Attach always reports
@@ -301,6 +303,12 @@ func (l *Launcher) command(job runner.Job, ws string, args ...string) *exec.Cmd 
 			"--die-with-parent",
 			"--hostname", "agentbot-sandbox",
 		}
+		// /run (and a /var/run that is not a link to it) holds the host's
+		// sockets: the systemd user bus (systemd-run --user runs commands
+		// outside the sandbox), docker.sock, gpg and ssh agents. A read-only
+		// bind does not stop connect(), so they get an empty tmpfs; the
+		// resolver's directory comes back when /etc/resolv.conf lives there.
+		b = append(b, runMounts()...)
 		// The data directory holds the store and other tasks' workspaces.
 		b = append(b, "--tmpfs", l.opts.DataDir)
 		readOnly := []string{l.opts.DataDir}
@@ -333,6 +341,28 @@ func (l *Launcher) command(job runner.Job, ws string, args ...string) *exec.Cmd 
 	cmd.Env = env
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
 	return cmd
+}
+
+// runMounts hides the host's runtime directories from the sandbox, keeping
+// the directory /etc/resolv.conf resolves into when it is one of them.
+func runMounts() []string {
+	var out, hidden []string
+	for _, p := range []string{"/run", "/var/run"} {
+		if fi, err := os.Lstat(p); err == nil && fi.IsDir() {
+			out = append(out, "--tmpfs", p)
+			hidden = append(hidden, p)
+		}
+	}
+	if target, err := filepath.EvalSymlinks("/etc/resolv.conf"); err == nil {
+		for _, h := range hidden {
+			if strings.HasPrefix(target, h+"/") {
+				dir := filepath.Dir(target)
+				out = append(out, "--ro-bind", dir, dir)
+				break
+			}
+		}
+	}
+	return out
 }
 
 // readOnlyPaths lists what must stay visible inside bwrap although /tmp is

@@ -130,6 +130,17 @@ func fakeRunner(args []string) int {
 		time.Sleep(300 * time.Millisecond)
 		emit(runner.Event{Type: runner.EventPhase, Phase: runner.PhaseCommitting})
 		return finish(runner.ExitOK)
+	case "list":
+		// Body names directories; report what each holds.
+		for _, p := range strings.Fields(job.Prompt.Body) {
+			ents, err := os.ReadDir(p)
+			var names []string
+			for _, e := range ents {
+				names = append(names, e.Name())
+			}
+			emit(runner.Event{Type: runner.EventLog, Message: fmt.Sprintf("%s: %s %v", p, strings.Join(names, " "), err)})
+		}
+		return finish(runner.ExitOK)
 	case "escape":
 		// Body names paths to try writing; report each outcome.
 		for _, p := range strings.Fields(job.Prompt.Body) {
@@ -389,6 +400,47 @@ func TestBwrapConfinesWrites(t *testing.T) {
 			if _, err := os.Stat(p); err == nil {
 				t.Errorf("%s exists on the host", p)
 				os.Remove(p)
+			}
+		}
+	}
+}
+
+// TestBwrapHidesHostSockets: the host's /run (systemd user bus, docker.sock,
+// agents' sockets) must not be reachable from the sandbox; a read-only bind
+// would not stop connect().
+func TestBwrapHidesHostSockets(t *testing.T) {
+	if p, why := probeBwrap(); p == "" {
+		testtool.Missing(t, "AGENTBOT_REQUIRE_BWRAP", "bubblewrap unavailable: "+why)
+	}
+	host, err := os.ReadDir("/run")
+	if err != nil || len(host) == 0 {
+		t.Skipf("the host's /run is empty or unreadable (%v): nothing to hide", err)
+	}
+	keep := map[string]bool{}
+	if target, err := filepath.EvalSymlinks("/etc/resolv.conf"); err == nil && strings.HasPrefix(target, "/run/") {
+		keep[strings.SplitN(strings.TrimPrefix(target, "/run/"), "/", 2)[0]] = true
+	}
+	l := newLauncher(t, IsolationBwrap)
+	ctx := context.Background()
+	r, err := l.Start(ctx, runner.Job{Version: 1, TaskID: "run", Prompt: runner.JobPrompt{Instructions: "list", Body: "/run"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := collect(t, r)
+	if code, err := r.Wait(ctx); code != 0 || err != nil {
+		t.Fatalf("Wait = %d, %v", code, err)
+	}
+	if len(evs) != 2 {
+		t.Fatalf("events: %+v", evs)
+	}
+	listed := strings.TrimPrefix(evs[1].Message, "/run: ")
+	for _, e := range host {
+		if keep[e.Name()] {
+			continue
+		}
+		for _, name := range strings.Fields(listed) {
+			if name == e.Name() {
+				t.Errorf("the sandbox sees the host's /run/%s (%s)", name, evs[1].Message)
 			}
 		}
 	}
