@@ -41,7 +41,8 @@ func authEnv(cloneURL, token string) []string {
 }
 
 // cleanGitEnv drops variables that would make git act on another repository
-// or with another configuration than agent-runner means.
+// or with another configuration than agent-runner means, or trace what it
+// sends.
 func cleanGitEnv(env []string) []string {
 	var out []string
 	for _, kv := range env {
@@ -51,6 +52,10 @@ func cleanGitEnv(env []string) []string {
 			k == "GIT_ALTERNATE_OBJECT_DIRECTORIES", k == "GIT_CONFIG", k == "GIT_CONFIG_PARAMETERS",
 			k == "GIT_CONFIG_COUNT", strings.HasPrefix(k, "GIT_CONFIG_KEY_"), strings.HasPrefix(k, "GIT_CONFIG_VALUE_"),
 			k == "GIT_ASKPASS", k == "SSH_ASKPASS", k == "GIT_TERMINAL_PROMPT", k == "GIT_NAMESPACE":
+			continue
+		case strings.HasPrefix(k, "GIT_TRACE"), k == "GIT_CURL_VERBOSE", k == "GIT_REDACT_COOKIES":
+			// Traces (GIT_TRACE_CURL with GIT_TRACE_REDACT=0, trace2)
+			// would write the Authorization header to a file or stderr.
 			continue
 		}
 		out = append(out, kv)

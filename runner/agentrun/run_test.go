@@ -530,6 +530,36 @@ func TestTokenNeverLeaks(t *testing.T) {
 	}
 }
 
+// TestGitTraceNeverSeesTheToken: git's trace variables in agent-runner's
+// environment (an operator debugging) must not make git write the
+// Authorization header to a trace file or to standard error.
+func TestGitTraceNeverSeesTheToken(t *testing.T) {
+	f := newFixture(t)
+	trace := filepath.Join(t.TempDir(), "trace")
+	environ := append(os.Environ(), "GIT_TRACE_CURL="+trace+".curl", "GIT_TRACE_REDACT=0",
+		"GIT_TRACE="+trace+".cmd", "GIT_TRACE2_EVENT="+trace+".event", "GIT_TRACE_PACKET="+trace+".packet")
+	o := runJobIn(t, t.Context(), Workspace{Dir: t.TempDir()}, f.job("scripted: write a.txt x"), environ)
+	if o.code != runner.ExitOK {
+		t.Fatalf("exit %d", o.code)
+	}
+	header := base64.StdEncoding.EncodeToString([]byte("x-access-token:" + testToken))
+	for _, ext := range []string{".curl", ".cmd", ".event", ".packet"} {
+		data, err := os.ReadFile(trace + ext)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(data, []byte(header)) || bytes.Contains(data, []byte(testToken)) {
+			t.Errorf("git's trace %s holds the token", ext)
+		}
+	}
+	if bytes.Contains(o.stdout, []byte(header)) {
+		t.Error("the events hold the token")
+	}
+}
+
 func TestRunCloneFailures(t *testing.T) {
 	tests := []struct {
 		name   string
