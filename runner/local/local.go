@@ -4,7 +4,8 @@
 // agent with it. Where bubblewrap (bwrap) is present it runs the child inside
 // it: a read-only root, a private /tmp, an empty /run (the host's sockets
 // live there), only the task's workspace writable, new PID/IPC/UTS
-// namespaces, and the network kept because the agent needs its model API
+// namespaces, no capabilities even when agentbot runs as root, and the
+// network kept because the agent needs its model API
 // and the git host (which also leaves the host's loopback services and
 // abstract Unix sockets reachable).
 //
@@ -183,7 +184,7 @@ func probeBwrap() (path, why string) {
 	defer cancel()
 	out, err := exec.CommandContext(ctx, p, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
 		"--tmpfs", "/tmp", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--die-with-parent",
-		"--", "true").CombinedOutput()
+		"--cap-drop", "ALL", "--", "true").CombinedOutput()
 	if err != nil {
 		return "", fmt.Sprintf("bwrap fails here: %v: %s", err, strings.TrimSpace(string(out)))
 	}
@@ -301,6 +302,11 @@ func (l *Launcher) command(job runner.Job, ws string, args ...string) *exec.Cmd 
 			"--tmpfs", "/tmp",
 			"--unshare-pid", "--unshare-ipc", "--unshare-uts",
 			"--die-with-parent",
+			// Run as root (a container's default), bwrap would otherwise
+			// leave the agent every capability: CAP_SYS_ADMIN unmounts the
+			// tmpfs hiding the data directory and the key, CAP_NET_ADMIN
+			// acts on the host's network namespace.
+			"--cap-drop", "ALL",
 			"--hostname", "agentbot-sandbox",
 		}
 		// /run (and a /var/run that is not a link to it) holds the host's

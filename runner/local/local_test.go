@@ -130,6 +130,17 @@ func fakeRunner(args []string) int {
 		time.Sleep(300 * time.Millisecond)
 		emit(runner.Event{Type: runner.EventPhase, Phase: runner.PhaseCommitting})
 		return finish(runner.ExitOK)
+	case "caps":
+		status, err := os.ReadFile("/proc/self/status")
+		for _, line := range strings.Split(string(status), "\n") {
+			if strings.HasPrefix(line, "CapEff:") || strings.HasPrefix(line, "CapPrm:") {
+				emit(runner.Event{Type: runner.EventLog, Message: line})
+			}
+		}
+		if err != nil {
+			emit(runner.Event{Type: runner.EventLog, Message: err.Error()})
+		}
+		return finish(runner.ExitOK)
 	case "list":
 		// Body names directories; report what each holds.
 		for _, p := range strings.Fields(job.Prompt.Body) {
@@ -442,6 +453,33 @@ func TestBwrapHidesHostSockets(t *testing.T) {
 			if name == e.Name() {
 				t.Errorf("the sandbox sees the host's /run/%s (%s)", name, evs[1].Message)
 			}
+		}
+	}
+}
+
+// TestBwrapDropsCapabilities: agentbot run as root must not hand the agent
+// root's capabilities (CAP_SYS_ADMIN would unmount what hides the data
+// directory and the App key).
+func TestBwrapDropsCapabilities(t *testing.T) {
+	if p, why := probeBwrap(); p == "" {
+		testtool.Missing(t, "AGENTBOT_REQUIRE_BWRAP", "bubblewrap unavailable: "+why)
+	}
+	l := newLauncher(t, IsolationBwrap)
+	ctx := context.Background()
+	r, err := l.Start(ctx, runner.Job{Version: 1, TaskID: "caps", Prompt: runner.JobPrompt{Instructions: "caps"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := collect(t, r)
+	if code, err := r.Wait(ctx); code != 0 || err != nil {
+		t.Fatalf("Wait = %d, %v", code, err)
+	}
+	if len(evs) != 3 {
+		t.Fatalf("events: %+v", evs)
+	}
+	for _, ev := range evs[1:] {
+		if _, v, _ := strings.Cut(ev.Message, ":"); strings.Trim(strings.TrimSpace(v), "0") != "" {
+			t.Errorf("the sandbox holds capabilities: %s", ev.Message)
 		}
 	}
 }
