@@ -106,29 +106,7 @@ func (r redactor) Lines(lines []string) []string {
 }
 
 // Event redacts every string an event carries.
-func (r redactor) Event(e runner.Event) runner.Event {
-	e.Phase = r.String(e.Phase)
-	e.Message = r.String(e.Message)
-	e.Tool = r.String(e.Tool)
-	e.File = r.String(e.File)
-	e.StderrTail = r.Lines(e.StderrTail)
-	if e.Result != nil {
-		res := *e.Result
-		res.Summary = r.String(res.Summary)
-		res.Branch = r.String(res.Branch)
-		res.BundlePath = r.String(res.BundlePath)
-		if len(res.Files) > 0 {
-			files := make([]runner.FileChange, len(res.Files))
-			for i, f := range res.Files {
-				f.Path = r.String(f.Path)
-				files[i] = f
-			}
-			res.Files = files
-		}
-		e.Result = &res
-	}
-	return e
-}
+func (r redactor) Event(e runner.Event) runner.Event { return e.MapStrings(r.String) }
 
 // View redacts what a comment or check run shows.
 func (r redactor) View(v github.ProgressView) github.ProgressView {

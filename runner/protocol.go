@@ -232,3 +232,37 @@ type Run interface {
 // ErrGone is returned by Launcher.Attach when the sandbox of a task no longer
 // runs agent-runner, so the task must be re-queued or failed.
 var ErrGone = errors.New("runner: sandbox is gone")
+
+// MapStrings returns a copy of e with f applied to every free-text string it
+// carries (message, tool, file, phase, stderr tail, and the result's summary,
+// branch, bundle path and file paths). Redaction on both sides of the
+// protocol goes through it, so a field added here is redacted everywhere.
+func (e Event) MapStrings(f func(string) string) Event {
+	e.Phase = f(e.Phase)
+	e.Message = f(e.Message)
+	e.Tool = f(e.Tool)
+	e.File = f(e.File)
+	if len(e.StderrTail) > 0 {
+		tail := make([]string, len(e.StderrTail))
+		for i, l := range e.StderrTail {
+			tail[i] = f(l)
+		}
+		e.StderrTail = tail
+	}
+	if e.Result != nil {
+		res := *e.Result
+		res.Summary = f(res.Summary)
+		res.Branch = f(res.Branch)
+		res.BundlePath = f(res.BundlePath)
+		if len(res.Files) > 0 {
+			files := make([]FileChange, len(res.Files))
+			for i, fc := range res.Files {
+				fc.Path = f(fc.Path)
+				files[i] = fc
+			}
+			res.Files = files
+		}
+		e.Result = &res
+	}
+	return e
+}

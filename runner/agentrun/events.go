@@ -57,33 +57,7 @@ func (r *redactor) String(s string) string {
 }
 
 // event redacts every string an event carries.
-func (r *redactor) event(e runner.Event) runner.Event {
-	e.Message = r.String(e.Message)
-	e.Tool = r.String(e.Tool)
-	e.File = r.String(e.File)
-	if len(e.StderrTail) > 0 {
-		tail := make([]string, len(e.StderrTail))
-		for i, l := range e.StderrTail {
-			tail[i] = r.String(l)
-		}
-		e.StderrTail = tail
-	}
-	if e.Result != nil {
-		res := *e.Result
-		res.Summary = r.String(res.Summary)
-		res.Branch = r.String(res.Branch)
-		if len(res.Files) > 0 {
-			files := make([]runner.FileChange, len(res.Files))
-			for i, f := range res.Files {
-				f.Path = r.String(f.Path)
-				files[i] = f
-			}
-			res.Files = files
-		}
-		e.Result = &res
-	}
-	return e
-}
+func (r *redactor) event(e runner.Event) runner.Event { return e.MapStrings(r.String) }
 
 // emitter numbers events, redacts them and writes each as one line to the
 // events file and to standard output.
