@@ -188,6 +188,11 @@ type Task struct {
 	// so a later attempt (after such an error, or a crash) looks for the
 	// comment by its marker and adopts it rather than post a second one.
 	CommentAttemptedAt time.Time `json:"comment_attempted_at,omitempty"`
+	// AcknowledgedAt is when the task was admitted (sender allowed,
+	// settings read) and its progress comment opened; until then it may
+	// not run. Schema version 1 files inferred this from CommentID; Open
+	// migrates them.
+	AcknowledgedAt time.Time `json:"acknowledged_at,omitempty"`
 
 	// Phase is the last phase agent-runner reported.
 	Phase string `json:"phase,omitempty"`
@@ -196,6 +201,9 @@ type Task struct {
 	Reported bool   `json:"reported,omitempty"`
 	Result   Result `json:"result"`
 }
+
+// Acknowledged reports whether the task was admitted and told so on GitHub.
+func (t *Task) Acknowledged() bool { return !t.AcknowledgedAt.IsZero() }
 
 // Ref is the task's issue or pull request.
 func (t *Task) Ref() IssueRef { return t.Trigger.Issue }

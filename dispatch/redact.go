@@ -4,7 +4,6 @@ import (
 	"encoding/base64"
 	"regexp"
 	"sort"
-	"strings"
 
 	"github.com/agentbot/agentbot"
 	"github.com/agentbot/agentbot/github"
@@ -37,36 +36,6 @@ var (
 // form and every AgentEnv value.
 type redactor struct {
 	secrets []string // longest first, so a secret containing another goes whole
-}
-
-// redactorFor is the redactor of task taskID: the operator's agent
-// environment and the token its current run was given.
-func (d *Dispatcher) redactorFor(taskID string) redactor {
-	d.mu.Lock()
-	tok := d.tokens[taskID]
-	d.mu.Unlock()
-	return newRedactor(tok, d.opts.AgentEnv)
-}
-
-// setToken records the read token minted for taskID's run, for redaction.
-func (d *Dispatcher) setToken(taskID, token string) {
-	d.mu.Lock()
-	d.tokens[taskID] = token
-	d.mu.Unlock()
-}
-
-// setNote records a sentence every report of taskID's run adds.
-func (d *Dispatcher) setNote(taskID, note string) {
-	d.mu.Lock()
-	d.notes[taskID] = note
-	d.mu.Unlock()
-}
-
-// addNote adds a sentence to the ones every report of taskID's run adds.
-func (d *Dispatcher) addNote(taskID, note string) {
-	d.mu.Lock()
-	d.notes[taskID] = strings.TrimSpace(d.notes[taskID] + " " + note)
-	d.mu.Unlock()
 }
 
 func newRedactor(token string, env map[string]string) redactor {
