@@ -449,11 +449,14 @@ func TestFailedTaskIsRetried(t *testing.T) {
 	h.start()
 	fail := h.enqueue(h.issue(40, "Will fail", "scripted: stdout working on it; fail 2 cannot do this"))
 	failed := h.waitState(fail.ID, agentbot.StateFailed)
-	if failed.Result.FailedPhase != runner.PhaseAgent || !strings.Contains(failed.Result.Error, "cannot do this") {
+	if failed.Result.FailedPhase != runner.PhaseAgent || !strings.Contains(failed.Result.Error, "status 2") {
 		t.Errorf("failure result %+v", failed.Result)
 	}
-	if c := h.comment(failed); !strings.Contains(c.Body, "working on it") {
-		t.Errorf("failure comment lacks the agent's last output:\n%s", c.Body)
+	c := h.comment(failed)
+	for _, want := range []string{"working on it", "cannot do this"} {
+		if !strings.Contains(c.Body, want) {
+			t.Errorf("failure comment lacks the agent's last output %q:\n%s", want, c.Body)
+		}
 	}
 	h.enqueue(agentbot.Trigger{Kind: agentbot.KindControl, Control: agentbot.ControlRetry, Issue: failed.Ref(), CommentID: 5003})
 	var retry *agentbot.Task
@@ -471,7 +474,7 @@ func TestFailedTaskIsRetried(t *testing.T) {
 		t.Fatal("retry made no task")
 	}
 	again := h.waitState(retry.ID, agentbot.StateFailed)
-	if !strings.Contains(again.Result.Error, "cannot do this") || again.Trigger.Prompt.Body != failed.Trigger.Prompt.Body {
+	if again.Result.FailedPhase != runner.PhaseAgent || again.Trigger.Prompt.Body != failed.Trigger.Prompt.Body {
 		t.Errorf("retry did not run the same task again: %+v", again)
 	}
 }
