@@ -115,6 +115,8 @@ type Call struct {
 	Installation int64
 	Body         string
 	Status       int
+	// Time is when the request arrived.
+	Time time.Time
 }
 
 func (c Call) String() string {
