@@ -15,12 +15,6 @@ import (
 // (cancel, shutdown), so its final state still reaches the conversation.
 const reportTimeout = 30 * time.Second
 
-// isBot reports whether a login is a GitHub App or another bot account;
-// agentbot never acts for bots and never answers them.
-func isBot(login string) bool {
-	return strings.HasSuffix(strings.ToLower(login), "[bot]")
-}
-
 // view builds what the comment and check run show for t.
 func (d *Dispatcher) view(t *agentbot.Task, logTail []string, behind string) github.ProgressView {
 	v := github.ProgressView{
@@ -175,7 +169,7 @@ func (d *Dispatcher) refuse(ctx context.Context, t *agentbot.Task, outcome, phas
 func (d *Dispatcher) acknowledge(ctx context.Context, t *agentbot.Task) {
 	log := d.taskLogger(t)
 	inst, ref, login := t.Trigger.InstallationID, t.Ref(), t.Trigger.Sender.Login
-	if isBot(login) {
+	if agentbot.IsBot(login, "") {
 		d.refuse(ctx, t, "ignored", "", "ignored: triggered by the bot account "+login, true)
 		return
 	}
