@@ -25,6 +25,7 @@ import (
 	"github.com/agentbot/agentbot"
 	"github.com/agentbot/agentbot/github"
 	"github.com/agentbot/agentbot/runner"
+	"github.com/agentbot/agentbot/tasklog"
 )
 
 // Store is what the dispatcher needs of state.Store.
@@ -67,7 +68,7 @@ type Options struct {
 	Store    Store
 	GitHub   GitHub
 	Launcher runner.Launcher
-	Logs     *Logs
+	Logs     *tasklog.Store
 
 	// MaxConcurrent bounds agent runs in progress (AGENTBOT_MAX_CONCURRENT,
 	// default 10).
@@ -122,7 +123,7 @@ type Dispatcher struct {
 	store   Store
 	gh      GitHub
 	launch  runner.Launcher
-	logs    *Logs
+	logs    *tasklog.Store
 	log     *slog.Logger
 	now     func() time.Time
 	metrics *metrics

@@ -21,6 +21,7 @@ import (
 	"github.com/agentbot/agentbot/runner"
 	"github.com/agentbot/agentbot/runner/local"
 	"github.com/agentbot/agentbot/state"
+	"github.com/agentbot/agentbot/tasklog"
 )
 
 var testRepo = agentbot.Repo{Owner: "octo", Name: "demo"}
@@ -37,7 +38,7 @@ type harness struct {
 	git      *gitserver.Server
 	client   *github.Client
 	store    *state.Store
-	logs     *Logs
+	logs     *tasklog.Store
 	launcher *local.Launcher
 	// wrap, when set, stands between the dispatcher and the local launcher.
 	wrap func(runner.Launcher) runner.Launcher
@@ -81,7 +82,7 @@ func (h *harness) open() {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.logs, err = NewLogs(filepath.Join(h.dir, "logs"), 0)
+	h.logs, err = tasklog.Open(filepath.Join(h.dir, "logs"), 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,7 +29,7 @@ type Store interface {
 	List(ctx context.Context, limit int) ([]*agentbot.Task, error)
 }
 
-// Logs is what the pages read of dispatch.Logs.
+// Logs is what the pages read of tasklog.Store.
 type Logs interface {
 	Read(taskID string, from, max int) ([]runner.Event, int, error)
 	Watch(taskID string) (<-chan struct{}, func())

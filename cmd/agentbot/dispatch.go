@@ -24,6 +24,7 @@ import (
 	"github.com/agentbot/agentbot/runner"
 	"github.com/agentbot/agentbot/runner/kubernetes"
 	"github.com/agentbot/agentbot/runner/local"
+	"github.com/agentbot/agentbot/tasklog"
 	"github.com/agentbot/agentbot/web"
 )
 
@@ -302,7 +303,7 @@ func dispatchHook(ctx context.Context, m *Main) (func(context.Context) error, er
 		gh.Close()
 		return nil, err
 	}
-	logs, err := dispatch.NewLogs(filepath.Join(cfg.DataDir, "logs"), 0)
+	logs, err := tasklog.Open(filepath.Join(cfg.DataDir, "logs"), 0)
 	if err != nil {
 		closeLauncher()
 		gh.Close()
