@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/agentbot/agentbot"
+	"github.com/agentbot/agentbot/bundle"
 	"github.com/agentbot/agentbot/github"
 	"github.com/agentbot/agentbot/github/githubtest"
 	"github.com/agentbot/agentbot/internal/gitserver"
@@ -783,7 +784,7 @@ func (s *stopDuringDelivery) stop(call string) {
 	}
 }
 
-func (s *stopDuringDelivery) PushBundle(ctx context.Context, inst int64, repo agentbot.Repo, cloneURL, bundlePath string, check github.BundleCheck) (string, error) {
+func (s *stopDuringDelivery) PushBundle(ctx context.Context, inst int64, repo agentbot.Repo, cloneURL, bundlePath string, check bundle.Check) (string, error) {
 	s.stop("push")
 	return s.GitHub.PushBundle(ctx, inst, repo, cloneURL, bundlePath, check)
 }
@@ -935,7 +936,7 @@ func (b *holdDelivery) hold(ctx context.Context, call string) {
 	})
 }
 
-func (b *holdDelivery) PushBundle(ctx context.Context, inst int64, repo agentbot.Repo, cloneURL, bundlePath string, check github.BundleCheck) (string, error) {
+func (b *holdDelivery) PushBundle(ctx context.Context, inst int64, repo agentbot.Repo, cloneURL, bundlePath string, check bundle.Check) (string, error) {
 	b.hold(ctx, "push")
 	return b.GitHub.PushBundle(ctx, inst, repo, cloneURL, bundlePath, check)
 }

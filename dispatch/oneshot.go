@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/agentbot/agentbot/bundle"
 	"github.com/agentbot/agentbot/github"
 	"github.com/agentbot/agentbot/runner"
 )
@@ -253,7 +254,7 @@ func RunOne(ctx context.Context, l runner.Launcher, o OneShot) (*OneShotResult, 
 	}
 	defer os.Remove(bundlePath)
 	// The same checks the bot makes before pushing to GitHub.
-	head, err := github.VerifyBundle(ctx, "git", bundlePath, github.BundleCheck{
+	head, err := bundle.Verify(ctx, "git", bundlePath, bundle.Check{
 		Branch: out.Branch, BranchPrefix: "agentbot/", BaseSHA: res.BaseSHA,
 		ProtectedPaths: o.ProtectedPaths, ObjectsFrom: src.gitDir,
 	})

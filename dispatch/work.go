@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/agentbot/agentbot"
+	"github.com/agentbot/agentbot/bundle"
 	"github.com/agentbot/agentbot/github"
 	"github.com/agentbot/agentbot/runner"
 )
@@ -559,7 +560,7 @@ func (d *Dispatcher) deliver(ctx context.Context, t *agentbot.Task, p *plan, run
 	if p.job.FollowUp {
 		baseBranch = ""
 	}
-	head, err := d.gh.PushBundle(ctx, inst, ref.Repo, p.repo.CloneURL, f.Name(), github.BundleCheck{
+	head, err := d.gh.PushBundle(ctx, inst, ref.Repo, p.repo.CloneURL, f.Name(), bundle.Check{
 		Branch:         res.Branch,
 		BranchPrefix:   p.settings.BranchPrefix,
 		BaseSHA:        rr.BaseSHA,
@@ -568,7 +569,7 @@ func (d *Dispatcher) deliver(ctx context.Context, t *agentbot.Task, p *plan, run
 		ProtectedPaths: p.settings.ProtectedPaths,
 		MaxBytes:       d.opts.MaxBundleBytes,
 	})
-	var rej *github.BundleRejected
+	var rej *bundle.Rejected
 	switch {
 	case errors.As(err, &rej):
 		return res, failf("pushing", "agentbot refused to push the agent's work: %s", rej.Reason)

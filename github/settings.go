@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/agentbot/agentbot"
+	"github.com/agentbot/agentbot/bundle"
 )
 
 // SettingsPath is where a repository configures agentbot, read from the
@@ -189,7 +190,7 @@ func ParseSettings(data []byte) (Settings, error) {
 	}
 	list("allowed_users", &s.AllowedUsers, loginName.MatchString, "a GitHub login")
 	list("allowed_teams", &s.AllowedTeams, teamName.MatchString, "a team such as my-org/my-team")
-	list("protected_paths", &s.ProtectedPaths, func(p string) bool { return validPattern(p) == nil }, "a path pattern such as .github/workflows/**")
+	list("protected_paths", &s.ProtectedPaths, func(p string) bool { return bundle.ValidPattern(p) == nil }, "a path pattern such as .github/workflows/**")
 	if v, ok := raw["max_turns"]; ok {
 		if err := json.Unmarshal(v, &s.MaxTurns); err != nil || s.MaxTurns < 0 || s.MaxTurns > 10000 {
 			problems = append(problems, "max_turns must be a whole number between 0 and 10000")

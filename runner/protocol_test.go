@@ -113,7 +113,9 @@ func TestMapStringsKeepsTheProtocolsWords(t *testing.T) {
 		{"phase and stream", Event{Type: EventLog, Phase: PhaseAgent, Stream: "stderr"},
 			func(e Event) bool { return e.Phase == PhaseAgent && e.Stream == "stderr" }},
 		{"status and phase seconds", Event{Type: EventResult, Result: &RunResult{Status: StatusSucceeded, PhaseSeconds: map[string]float64{PhaseAgent: 1}}},
-			func(e Event) bool { return e.Result.Status == StatusSucceeded && e.Result.PhaseSeconds[PhaseAgent] == 1 }},
+			func(e Event) bool {
+				return e.Result.Status == StatusSucceeded && e.Result.PhaseSeconds[PhaseAgent] == 1
+			}},
 		{"a word that is not the protocol's", Event{Type: "error-ish", Stream: "errors"},
 			func(e Event) bool { return e.Type == "[REDACTED]-ish" && e.Stream == "[REDACTED]s" }},
 	}
