@@ -203,9 +203,9 @@ func runFailure(t *agentbot.Task, out followed, stderr []string) *failure {
 		}
 	}
 	if f.msg == "" {
-		f.msg = exitMeaning(out.code)
+		f.msg = runner.ExitMeaning(out.code)
 	} else {
-		f.msg += " (" + exitMeaning(out.code) + ")"
+		f.msg += " (" + runner.ExitMeaning(out.code) + ")"
 	}
 	if len(f.tail) == 0 {
 		f.tail = stderr
@@ -214,32 +214,6 @@ func runFailure(t *agentbot.Task, out followed, stderr []string) *failure {
 		f.phase = runner.PhaseCloning
 	}
 	return f
-}
-
-func exitMeaning(code int) string {
-	switch code {
-	case runner.ExitOK:
-		return "agent-runner ended without a result"
-	case runner.ExitBadJob:
-		return "agent-runner refused the job"
-	case runner.ExitClone:
-		return "the repository could not be cloned"
-	case runner.ExitInit:
-		return "the template's init script failed"
-	case runner.ExitAgent:
-		return "the agent failed"
-	case runner.ExitTimeout:
-		return "the time limit passed"
-	case runner.ExitCommit:
-		return "the changes could not be committed"
-	case runner.ExitBundle:
-		return "the result could not be bundled"
-	case runner.ExitCancelled:
-		return "the run was cancelled"
-	case runner.ExitInternal:
-		return "agent-runner failed internally"
-	}
-	return fmt.Sprintf("agent-runner exited with code %d", code)
 }
 
 // followed is how a run went.

@@ -14,7 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/agentbot/agentbot/dispatch"
 	"github.com/agentbot/agentbot/runner"
 )
 
@@ -153,7 +152,7 @@ func (m *Main) runOnce(ctx context.Context) error {
 			env[k] = os.Getenv(k)
 		}
 	}
-	res, err := dispatch.RunOne(ctx, l, dispatch.OneShot{
+	res, err := runOne(ctx, l, oneShot{
 		Repo: o.Repo, Prompt: o.Prompt, Base: o.Base, Branch: o.Branch,
 		Agent:    runner.AgentSpec{Name: o.Agent, Command: o.AgentCommand, Model: o.Model},
 		AgentEnv: env, TimeLimit: o.TimeLimit, Progress: m.Stdout, Quiet: o.Quiet,
