@@ -149,6 +149,8 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.WriteHeader(status)
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
+	// The header is sent: an error now means the client went away, and
+	// there is no one left to tell.
 	_ = enc.Encode(v)
 }
 
@@ -392,7 +394,11 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
 	lastState, lastPhase := agentbot.TaskState(""), ""
 	for {
-		_ = rc.SetWriteDeadline(time.Now().Add(h.opts.Heartbeat + 30*time.Second))
+		if err := rc.SetWriteDeadline(time.Now().Add(h.opts.Heartbeat + 30*time.Second)); err != nil {
+			// The writer cannot extend its deadline: the server's write
+			// timeout will end the stream, and the page reconnects.
+			h.log.Debug("log stream: cannot extend the write deadline", "task_id", t.ID, "err", err)
+		}
 		evs, next, err := h.opts.Logs.Read(t.ID, from, 500)
 		if err != nil {
 			return

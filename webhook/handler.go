@@ -267,7 +267,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) delivery {
 	d.issue = task.Trigger.Issue.Number
 	created, err := h.store.CreateTask(r.Context(), d.id, task)
 	if err != nil {
-		h.log.ErrorContext(r.Context(), "store task", slog.String("delivery_id", d.id), slog.Any("error", err))
+		h.log.ErrorContext(r.Context(), "store task", slog.String("delivery_id", d.id), slog.Any("err", err))
 		return refuse(http.StatusInternalServerError, outcomeError, "could not store the task")
 	}
 	w.Header().Set("Content-Type", "application/json")

@@ -150,7 +150,7 @@ func (m *Main) pruneLoop(ctx context.Context) {
 		n, err := m.Store.PruneDeliveries(ctx)
 		switch {
 		case err != nil && ctx.Err() == nil:
-			m.Logger.Error("prune deliveries", slog.Any("error", err))
+			m.Logger.Error("prune deliveries", slog.Any("err", err))
 		case n > 0:
 			m.Logger.Info("pruned deliveries", slog.Int("count", n))
 		}

@@ -510,7 +510,11 @@ func (l *Launcher) Cleanup(ctx context.Context, taskID string, keep bool) error 
 	delete(l.runs, taskID)
 	l.mu.Unlock()
 	if r != nil && !r.exited() {
-		_ = r.Stop(ctx)
+		// Cleanup goes on to remove the workspace either way; a run that
+		// cannot be stopped is worth a line in the log.
+		if err := r.Stop(ctx); err != nil {
+			l.log.Warn("cleanup: cannot stop the run", "task_id", taskID, "err", err)
+		}
 	}
 	dir := l.taskDir(taskID)
 	if keep {
