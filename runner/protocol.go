@@ -251,13 +251,7 @@ func (e Event) MapStrings(f func(string) string) Event {
 	e.Message = f(e.Message)
 	e.Tool = f(e.Tool)
 	e.File = f(e.File)
-	if len(e.StderrTail) > 0 {
-		tail := make([]string, len(e.StderrTail))
-		for i, l := range e.StderrTail {
-			tail[i] = f(l)
-		}
-		e.StderrTail = tail
-	}
+	e.StderrTail = mapSlice(e.StderrTail, f)
 	if e.Result != nil {
 		res := e.Result.mapStrings(f)
 		e.Result = &res
@@ -272,14 +266,10 @@ func (res RunResult) mapStrings(f func(string) string) RunResult {
 	res.Commit = f(res.Commit)
 	res.BundlePath = f(res.BundlePath)
 	res.Summary = f(res.Summary)
-	if len(res.Files) > 0 {
-		files := make([]FileChange, len(res.Files))
-		for i, fc := range res.Files {
-			fc.Path = f(fc.Path)
-			files[i] = fc
-		}
-		res.Files = files
-	}
+	res.Files = mapSlice(res.Files, func(fc FileChange) FileChange {
+		fc.Path = f(fc.Path)
+		return fc
+	})
 	if len(res.PhaseSeconds) > 0 {
 		secs := make(map[string]float64, len(res.PhaseSeconds))
 		for k, v := range res.PhaseSeconds {
@@ -297,6 +287,19 @@ var (
 	streams    = []string{"stdout", "stderr", "agentbot"}
 	statuses   = []string{StatusSucceeded, StatusNoChanges}
 )
+
+// mapSlice is f applied to every element, in a new slice (an empty one
+// stays as it is, nil included).
+func mapSlice[T any](s []T, f func(T) T) []T {
+	if len(s) == 0 {
+		return s
+	}
+	out := make([]T, len(s))
+	for i, v := range s {
+		out[i] = f(v)
+	}
+	return out
+}
 
 func mapWord(s string, f func(string) string, words []string) string {
 	if s == "" || slices.Contains(words, s) {
