@@ -22,7 +22,7 @@ import (
 func (d *Dispatcher) admit(ctx context.Context, t *agentbot.Task, more func(context.Context, github.Settings)) (github.Settings, bool) {
 	inst, ref, login := t.Trigger.InstallationID, t.Ref(), t.Trigger.Sender.Login
 	log := logFrom(ctx)
-	if isBot(login) {
+	if agentbot.IsBot(login, "") {
 		d.refuse(ctx, t, "ignored", "", "ignored: triggered by the bot account "+login, true)
 		return github.Settings{}, false
 	}
@@ -186,10 +186,4 @@ func codeBlock(content string) string {
 	}
 	fence := strings.Repeat("`", max(3, longest+1))
 	return fence + "\n" + strings.TrimRight(content, "\n") + "\n" + fence
-}
-
-// isBot reports whether a login is a GitHub App or another bot account;
-// agentbot never acts for bots and never answers them.
-func isBot(login string) bool {
-	return strings.HasSuffix(strings.ToLower(login), "[bot]")
 }

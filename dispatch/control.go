@@ -64,7 +64,7 @@ func (d *Dispatcher) control(ctx context.Context, t *agentbot.Task) {
 // ("" for none) and the outcome.
 func (d *Dispatcher) execControl(ctx context.Context, t *agentbot.Task) (reply, outcome string) {
 	inst, ref, login := t.Trigger.InstallationID, t.Ref(), t.Trigger.Sender.Login
-	if isBot(login) {
+	if agentbot.IsBot(login, "") {
 		return "", "ignored"
 	}
 	settings, err := d.gh.Settings(ctx, inst, ref.Repo)

@@ -171,8 +171,14 @@ func (c *conversation) Flush(ctx context.Context) {
 func (c *conversation) edit(ctx context.Context, v github.ProgressView) {
 	c.mu.Lock()
 	commentID, checkRunID := c.commentID, c.checkRunID
-	c.lastEdit = c.now()
 	c.mu.Unlock()
+	// The interval counts from when GitHub has answered, so the next edit
+	// arrives at least minEditInterval after this one did.
+	defer func() {
+		c.mu.Lock()
+		c.lastEdit = c.now()
+		c.mu.Unlock()
+	}()
 	v = c.render(v)
 	log := logFrom(ctx)
 	if commentID != 0 {

@@ -67,7 +67,9 @@ func (r burstRun) Events() <-chan runner.Event { return r.events }
 func TestEditsAreNeverWithinASecond(t *testing.T) {
 	h := newHarness(t)
 	h.store.Close()
-	h.wrap = func(l runner.Launcher) runner.Launcher { return burstLauncher{Launcher: l, burst: 3500 * time.Millisecond} }
+	h.wrap = func(l runner.Launcher) runner.Launcher {
+		return burstLauncher{Launcher: l, burst: 3500 * time.Millisecond}
+	}
 	h.tweak = func(o *Options) { o.ProgressInterval = time.Millisecond }
 	h.open()
 	h.start()

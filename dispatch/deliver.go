@@ -6,6 +6,7 @@ import (
 	"os"
 
 	"github.com/agentbot/agentbot"
+	"github.com/agentbot/agentbot/bundle"
 	"github.com/agentbot/agentbot/github"
 	"github.com/agentbot/agentbot/runner"
 )
@@ -82,7 +83,7 @@ func (a *attempt) push(ctx context.Context, p *plan, run runner.Run, rr *runner.
 	if p.job.FollowUp {
 		baseBranch = ""
 	}
-	head, err := d.gh.PushBundle(ctx, t.Trigger.InstallationID, t.Ref().Repo, p.repo.CloneURL, f.Name(), github.BundleCheck{
+	head, err := d.gh.PushBundle(ctx, t.Trigger.InstallationID, t.Ref().Repo, p.repo.CloneURL, f.Name(), bundle.Check{
 		Branch:         p.job.Branch,
 		BranchPrefix:   p.settings.BranchPrefix,
 		BaseSHA:        rr.BaseSHA,
@@ -91,7 +92,7 @@ func (a *attempt) push(ctx context.Context, p *plan, run runner.Run, rr *runner.
 		ProtectedPaths: p.settings.ProtectedPaths,
 		MaxBytes:       d.opts.MaxBundleBytes,
 	})
-	var rej *github.BundleRejected
+	var rej *bundle.Rejected
 	switch {
 	case errors.As(err, &rej):
 		return "", failf("pushing", "agentbot refused to push the agent's work: %s", rej.Reason)

@@ -24,8 +24,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/agentbot/agentbot"
+	"github.com/agentbot/agentbot/bundle"
 	"github.com/agentbot/agentbot/github"
 	"github.com/agentbot/agentbot/runner"
+	"github.com/agentbot/agentbot/tasklog"
 )
 
 // Store is what the dispatcher needs of state.Store.
@@ -55,7 +57,7 @@ type GitHub interface {
 	EditComment(ctx context.Context, installationID int64, repo agentbot.Repo, commentID int64, body string) error
 	CreateCheckRun(ctx context.Context, installationID int64, repo agentbot.Repo, run github.CheckRun) (int64, error)
 	UpdateCheckRun(ctx context.Context, installationID int64, repo agentbot.Repo, id int64, run github.CheckRun) error
-	PushBundle(ctx context.Context, installationID int64, repo agentbot.Repo, cloneURL, bundlePath string, check github.BundleCheck) (string, error)
+	PushBundle(ctx context.Context, installationID int64, repo agentbot.Repo, cloneURL, bundlePath string, check bundle.Check) (string, error)
 	OpenPullRequest(ctx context.Context, installationID int64, repo agentbot.Repo, opts github.PROptions) (github.PRInfo, bool, error)
 }
 
@@ -68,7 +70,7 @@ type Options struct {
 	Store    Store
 	GitHub   GitHub
 	Launcher runner.Launcher
-	Logs     *Logs
+	Logs     *tasklog.Store
 
 	// MaxConcurrent bounds agent runs in progress (AGENTBOT_MAX_CONCURRENT,
 	// default 10).
@@ -125,7 +127,7 @@ type Dispatcher struct {
 	store   Store
 	gh      GitHub
 	launch  runner.Launcher
-	logs    *Logs
+	logs    *tasklog.Store
 	log     *slog.Logger
 	now     func() time.Time
 	metrics *metrics

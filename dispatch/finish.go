@@ -44,9 +44,9 @@ func runFailure(t *agentbot.Task, out followed, stderr []string) *failure {
 		}
 	}
 	if f.msg == "" {
-		f.msg = exitMeaning(out.code)
+		f.msg = runner.ExitMeaning(out.code)
 	} else {
-		f.msg += " (" + exitMeaning(out.code) + ")"
+		f.msg += " (" + runner.ExitMeaning(out.code) + ")"
 	}
 	if len(f.tail) == 0 {
 		f.tail = stderr
@@ -55,26 +55,6 @@ func runFailure(t *agentbot.Task, out followed, stderr []string) *failure {
 		f.phase = runner.PhaseCloning
 	}
 	return f
-}
-
-var exitMeanings = map[int]string{
-	runner.ExitOK:        "agent-runner ended without a result",
-	runner.ExitBadJob:    "agent-runner refused the job",
-	runner.ExitClone:     "the repository could not be cloned",
-	runner.ExitInit:      "the template's init script failed",
-	runner.ExitAgent:     "the agent failed",
-	runner.ExitTimeout:   "the time limit passed",
-	runner.ExitCommit:    "the changes could not be committed",
-	runner.ExitBundle:    "the result could not be bundled",
-	runner.ExitCancelled: "the run was cancelled",
-	runner.ExitInternal:  "agent-runner failed internally",
-}
-
-func exitMeaning(code int) string {
-	if m, ok := exitMeanings[code]; ok {
-		return m
-	}
-	return fmt.Sprintf("agent-runner exited with code %d", code)
 }
 
 // view builds what the comment and check run show for t.

@@ -390,9 +390,9 @@ func contains(list []string, s string) bool {
 func (b *bot) waitDone(id string, timeout time.Duration) web.TaskPage {
 	b.t.Helper()
 	var page web.TaskPage
-	eventually(b.t, timeout, "task "+id+" to end", func() bool {
+	eventually(b.t, timeout, "task "+id+" to end and say so on GitHub", func() bool {
 		page = b.task(id)
-		return page.Task.State.Terminal()
+		return page.Task.State.Terminal() && page.Reported
 	})
 	return page
 }

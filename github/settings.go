@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/agentbot/agentbot"
+	"github.com/agentbot/agentbot/bundle"
 )
 
 // SettingsPath is where a repository configures agentbot, read from the
@@ -184,7 +185,7 @@ func (p *settingsParser) fields(s *Settings) {
 	}
 	p.list("allowed_users", &s.AllowedUsers, loginName.MatchString, "a GitHub login")
 	p.list("allowed_teams", &s.AllowedTeams, teamName.MatchString, "a team such as my-org/my-team")
-	p.list("protected_paths", &s.ProtectedPaths, func(x string) bool { return validPattern(x) == nil }, "a path pattern such as .github/workflows/**")
+	p.list("protected_paths", &s.ProtectedPaths, func(x string) bool { return bundle.ValidPattern(x) == nil }, "a path pattern such as .github/workflows/**")
 	if v, ok := p.raw["max_turns"]; ok {
 		if err := json.Unmarshal(v, &s.MaxTurns); err != nil || s.MaxTurns < 0 || s.MaxTurns > 10000 {
 			p.problem("max_turns must be a whole number between 0 and 10000")

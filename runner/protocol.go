@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"slices"
 	"time"
 )
 
@@ -233,36 +234,76 @@ type Run interface {
 // runs agent-runner, so the task must be re-queued or failed.
 var ErrGone = errors.New("runner: sandbox is gone")
 
-// MapStrings returns a copy of e with f applied to every free-text string it
-// carries (message, tool, file, phase, stderr tail, and the result's summary,
-// branch, bundle path and file paths). Redaction on both sides of the
-// protocol goes through it, so a field added here is redacted everywhere.
+// MapStrings returns a copy of e with f applied to every string it carries,
+// the result's and its files' included. Redaction on both sides of the
+// protocol goes through it, so a field added here is redacted everywhere
+// (TestMapStringsReachesEveryString fails for a field it misses).
+//
+// The protocol's own words (event types, streams, phases, statuses) are
+// passed through unchanged: they are public, and redacting them would
+// corrupt the event — an operator's LOG_LEVEL=error would otherwise turn
+// every error event into one of an unknown type. Any other value in those
+// fields, as a hostile sandbox may write, goes through f like the rest.
 func (e Event) MapStrings(f func(string) string) Event {
-	e.Phase = f(e.Phase)
+	e.Type = mapWord(e.Type, f, eventTypes)
+	e.Phase = mapWord(e.Phase, f, phases)
+	e.Stream = mapWord(e.Stream, f, streams)
 	e.Message = f(e.Message)
 	e.Tool = f(e.Tool)
 	e.File = f(e.File)
-	if len(e.StderrTail) > 0 {
-		tail := make([]string, len(e.StderrTail))
-		for i, l := range e.StderrTail {
-			tail[i] = f(l)
-		}
-		e.StderrTail = tail
-	}
+	e.StderrTail = mapSlice(e.StderrTail, f)
 	if e.Result != nil {
-		res := *e.Result
-		res.Summary = f(res.Summary)
-		res.Branch = f(res.Branch)
-		res.BundlePath = f(res.BundlePath)
-		if len(res.Files) > 0 {
-			files := make([]FileChange, len(res.Files))
-			for i, fc := range res.Files {
-				fc.Path = f(fc.Path)
-				files[i] = fc
-			}
-			res.Files = files
-		}
+		res := e.Result.mapStrings(f)
 		e.Result = &res
 	}
 	return e
+}
+
+func (res RunResult) mapStrings(f func(string) string) RunResult {
+	res.Status = mapWord(res.Status, f, statuses)
+	res.Branch = f(res.Branch)
+	res.BaseSHA = f(res.BaseSHA)
+	res.Commit = f(res.Commit)
+	res.BundlePath = f(res.BundlePath)
+	res.Summary = f(res.Summary)
+	res.Files = mapSlice(res.Files, func(fc FileChange) FileChange {
+		fc.Path = f(fc.Path)
+		return fc
+	})
+	if len(res.PhaseSeconds) > 0 {
+		secs := make(map[string]float64, len(res.PhaseSeconds))
+		for k, v := range res.PhaseSeconds {
+			secs[mapWord(k, f, phases)] = v
+		}
+		res.PhaseSeconds = secs
+	}
+	return res
+}
+
+// The protocol's own words, which MapStrings leaves alone.
+var (
+	eventTypes = []string{EventPhase, EventLog, EventProgress, EventResult, EventError}
+	phases     = []string{PhaseCloning, PhaseInit, PhaseAgent, PhaseCommitting, PhaseBundling}
+	streams    = []string{"stdout", "stderr", "agentbot"}
+	statuses   = []string{StatusSucceeded, StatusNoChanges}
+)
+
+// mapSlice is f applied to every element, in a new slice (an empty one
+// stays as it is, nil included).
+func mapSlice[T any](s []T, f func(T) T) []T {
+	if len(s) == 0 {
+		return s
+	}
+	out := make([]T, len(s))
+	for i, v := range s {
+		out[i] = f(v)
+	}
+	return out
+}
+
+func mapWord(s string, f func(string) string, words []string) string {
+	if s == "" || slices.Contains(words, s) {
+		return s
+	}
+	return f(s)
 }

@@ -13,14 +13,14 @@ import (
 	"time"
 
 	"github.com/agentbot/agentbot"
-	"github.com/agentbot/agentbot/dispatch"
 	"github.com/agentbot/agentbot/runner"
 	"github.com/agentbot/agentbot/state"
+	"github.com/agentbot/agentbot/tasklog"
 )
 
 type fixture struct {
 	store *state.Store
-	logs  *dispatch.Logs
+	logs  *tasklog.Store
 	done  *agentbot.Task // succeeded, with a log
 	live  *agentbot.Task // running
 }
@@ -33,7 +33,7 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	logs, err := dispatch.NewLogs(filepath.Join(dir, "logs"), 0)
+	logs, err := tasklog.Open(filepath.Join(dir, "logs"), 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,13 +27,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/agentbot/agentbot"
 	"github.com/agentbot/agentbot/runner"
 )
 
@@ -214,11 +214,9 @@ func (l *Launcher) Workspace(taskID string) string {
 
 func (l *Launcher) taskDir(taskID string) string { return filepath.Join(l.root, taskID) }
 
-var taskIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
-
 func checkTaskID(id string) error {
-	if !taskIDPattern.MatchString(id) || strings.Contains(id, "..") {
-		return fmt.Errorf("local launcher: task id %q is not a safe directory name", id)
+	if err := agentbot.CheckTaskID(id); err != nil {
+		return fmt.Errorf("local launcher: %w", err)
 	}
 	return nil
 }
@@ -512,7 +510,11 @@ func (l *Launcher) Cleanup(ctx context.Context, taskID string, keep bool) error 
 	delete(l.runs, taskID)
 	l.mu.Unlock()
 	if r != nil && !r.exited() {
-		_ = r.Stop(ctx)
+		// Cleanup goes on to remove the workspace either way; a run that
+		// cannot be stopped is worth a line in the log.
+		if err := r.Stop(ctx); err != nil {
+			l.log.Warn("cleanup: cannot stop the run", "task_id", taskID, "err", err)
+		}
 	}
 	dir := l.taskDir(taskID)
 	if keep {
