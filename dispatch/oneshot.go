@@ -184,7 +184,8 @@ func RunOne(ctx context.Context, l runner.Launcher, o OneShot) (*OneShotResult, 
 			})
 		}
 	}
-	code, err := run.Wait(context.WithoutCancel(ctx))
+	exit, err := run.Wait(context.WithoutCancel(ctx))
+	code := exit.Code
 	if err != nil {
 		return nil, fmt.Errorf("agentbot run: lost the runner: %w", err)
 	}
@@ -202,13 +203,11 @@ func RunOne(ctx context.Context, l runner.Launcher, o OneShot) (*OneShotResult, 
 				oe.Tail = errEv.StderrTail
 			}
 		}
+		if len(oe.Tail) == 0 {
+			oe.Tail = exit.StderrTail
+		}
 		if len(oe.Tail) > 10 {
 			oe.Tail = oe.Tail[len(oe.Tail)-10:]
-		}
-		if len(oe.Tail) == 0 {
-			if s, ok := l.(interface{ StderrTail(string, int) []string }); ok {
-				oe.Tail = s.StderrTail(id, 10)
-			}
 		}
 		return nil, oe
 	}

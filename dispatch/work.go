@@ -126,7 +126,7 @@ func (d *Dispatcher) work(ctx context.Context, t *agentbot.Task, attached runner
 		d.metrics.launcherErrors.WithLabelValues("wait").Inc()
 		d.fail(ctx, t, &failure{phase: t.Phase, msg: "agentbot lost the sandbox: " + out.waitErr.Error(), tail: out.tail})
 	case out.code != runner.ExitOK || out.result == nil:
-		d.fail(ctx, t, runFailure(t, out, d.stderrTail(t.ID)))
+		d.fail(ctx, t, runFailure(t, out, out.stderr))
 	case out.result.Status == runner.StatusNoChanges:
 		d.end(ctx, t, agentbot.StateSucceeded, "no_changes", agentbot.Result{
 			NoChanges: true, Summary: out.result.Summary, CostUSD: out.result.CostUSD, BaseSHA: out.result.BaseSHA,
@@ -175,15 +175,6 @@ func (d *Dispatcher) deliveryContext(ctx context.Context) (context.Context, func
 		stop()
 		cancel()
 	}
-}
-
-// stderrTail asks a launcher that keeps agent-runner's stderr for its last
-// lines (the local launcher does).
-func (d *Dispatcher) stderrTail(taskID string) []string {
-	if s, ok := d.launch.(interface{ StderrTail(string, int) []string }); ok {
-		return d.redactorFor(taskID).Lines(s.StderrTail(taskID, logTailLines))
-	}
-	return nil
 }
 
 // runFailure explains a run that ended badly from its error event, its
@@ -249,6 +240,7 @@ type followed struct {
 	result      *runner.RunResult
 	errEvent    *runner.Event
 	tail        []string
+	stderr      []string // agent-runner's, redacted
 	cancelledBy string
 	timedOut    bool
 	shutdown    bool
@@ -331,11 +323,13 @@ func (d *Dispatcher) follow(ctx context.Context, t *agentbot.Task, run runner.Ru
 			return out
 		}
 	}
-	code, err := run.Wait(ctx)
+	exit, err := run.Wait(ctx)
 	if ctx.Err() != nil {
 		out.shutdown = true
 		return out
 	}
+	code := exit.Code
+	out.stderr = red.Lines(exit.StderrTail)
 	if stopping {
 		if serr := <-stopped; serr != nil {
 			d.metrics.launcherErrors.WithLabelValues("stop").Inc()

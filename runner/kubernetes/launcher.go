@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -47,12 +46,19 @@ type Launcher struct {
 	metrics *metrics
 	log     *slog.Logger
 
+	// life is the launcher's lifetime, not a request's: the context of
+	// every run's loop, which outlives the call that started it and ends
+	// with Close (endLife). wg counts the loops for Close.
+	life    context.Context
+	endLife context.CancelFunc
+	wg      sync.WaitGroup
+
 	mu      sync.Mutex
-	stderrs map[string]string // task id → agent-runner's last stderr
+	closing bool
 }
 
-// maxStderrTails bounds the stderr tails kept for tasks not cleaned up.
-const maxStderrTails = 1024
+// errClosed is returned by Start and Attach after Close.
+var errClosed = errors.New("the kubernetes launcher is closed")
 
 var _ runner.Launcher = (*Launcher)(nil)
 
@@ -96,7 +102,6 @@ func New(cfg Config, restConfig *rest.Config, reg *prometheus.Registry, log *slo
 		pods:    kc.CoreV1().Pods(cfg.Namespace),
 		metrics: m,
 		log:     log.With("launcher", "kubernetes", "namespace", cfg.Namespace),
-		stderrs: map[string]string{},
 	}
 	for _, o := range opts {
 		o(l)
@@ -108,11 +113,28 @@ func New(cfg Config, restConfig *rest.Config, reg *prometheus.Registry, log *slo
 		}
 		l.exec = pe
 	}
+	l.life, l.endLife = context.WithCancel(context.Background())
 	return l, nil
 }
 
 // Name implements runner.Launcher.
 func (l *Launcher) Name() string { return "kubernetes" }
+
+// KeepsRuns implements runner.Launcher: a sandbox runs on when agentbot
+// stops, and the next start re-attaches it.
+func (l *Launcher) KeepsRuns() bool { return true }
+
+// Close implements runner.Launcher: it detaches every run (their sandboxes
+// go on, for the next start to re-attach) and returns when every run's
+// loop and claim watcher has returned.
+func (l *Launcher) Close() error {
+	l.mu.Lock()
+	l.closing = true
+	l.mu.Unlock()
+	l.endLife()
+	l.wg.Wait()
+	return nil
+}
 
 // claimRef is "namespace/name" for errors and logs.
 func (l *Launcher) claimRef(name string) string { return l.cfg.Namespace + "/" + name }
@@ -121,12 +143,16 @@ func (l *Launcher) claimRef(name string) string { return l.cfg.Namespace + "/" +
 // finds the one a crashed predecessor created), waits until the sandbox is
 // Ready and starts `agent-runner run` in it with job on stdin.
 //
-// The run streams for as long as ctx lives; cancelling ctx only detaches
-// (agent-runner keeps running in the pod, and Attach resumes it). Stop or
+// ctx bounds the claim's creation and the wait for it to be Ready; the run
+// then streams until agent-runner exits, Stop, Detach or Close. Detach and
+// Close leave agent-runner running in the pod (Attach resumes it); Stop or
 // Cleanup end the sandbox.
 func (l *Launcher) Start(ctx context.Context, job runner.Job) (runner.Run, error) {
 	if job.TaskID == "" {
 		return nil, errors.New("kubernetes launcher: job has no task id")
+	}
+	if l.isClosed() {
+		return nil, fmt.Errorf("kubernetes launcher: task %s: %w", job.TaskID, errClosed)
 	}
 	payload, err := json.Marshal(job)
 	if err != nil {
@@ -162,9 +188,17 @@ func (l *Launcher) Start(ctx context.Context, job runner.Job) (runner.Run, error
 	}
 	log.Info("sandbox ready", "pod", pod, "start", start)
 
-	r := l.newRun(ctx, job.TaskID, name, pod, log)
-	go r.loop(l.runCommand(), payload, 0)
+	r, err := l.follow(job.TaskID, name, pod, log, l.runCommand(), payload, 0)
+	if err != nil {
+		return nil, err
+	}
 	return r, nil
+}
+
+func (l *Launcher) isClosed() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.closing
 }
 
 // Attach implements runner.Launcher: it finds the task's claim and pod and
@@ -172,6 +206,9 @@ func (l *Launcher) Start(ctx context.Context, job runner.Job) (runner.Run, error
 // error wrapping runner.ErrGone when the claim, its pod or its readiness is
 // gone.
 func (l *Launcher) Attach(ctx context.Context, taskID string, fromSeq int) (runner.Run, error) {
+	if l.isClosed() {
+		return nil, fmt.Errorf("kubernetes launcher: task %s: %w", taskID, errClosed)
+	}
 	name := ClaimName(taskID)
 	ref := l.claimRef(name)
 	log := l.log.With("task_id", taskID, "claim", name)
@@ -205,8 +242,10 @@ func (l *Launcher) Attach(ctx context.Context, taskID string, fromSeq int) (runn
 		return nil, fmt.Errorf("task %s: pod %s/%s is %s: %w", taskID, l.cfg.Namespace, podName, podState(pod), runner.ErrGone)
 	}
 	log.Info("re-attaching", "pod", podName, "from_seq", fromSeq)
-	r := l.newRun(ctx, taskID, name, podName, log)
-	go r.loop(l.attachCommand(fromSeq), nil, fromSeq)
+	r, err := l.follow(taskID, name, podName, log, l.attachCommand(fromSeq), nil, fromSeq)
+	if err != nil {
+		return nil, err
+	}
 	return r, nil
 }
 
@@ -215,9 +254,6 @@ func (l *Launcher) Attach(ctx context.Context, taskID string, fromSeq int) (runn
 // the claim stays for debugging until its shutdownTime backstop removes it.
 func (l *Launcher) Cleanup(ctx context.Context, taskID string, keep bool) error {
 	name := ClaimName(taskID)
-	l.mu.Lock()
-	delete(l.stderrs, taskID)
-	l.mu.Unlock()
 	if keep {
 		l.log.Info("keeping sandbox for debugging until its shutdown time", "task_id", taskID, "claim", name)
 		return nil
@@ -226,34 +262,6 @@ func (l *Launcher) Cleanup(ctx context.Context, taskID string, keep bool) error 
 		return fmt.Errorf("task %s: %w", taskID, err)
 	}
 	return nil
-}
-
-// StderrTail returns the last n lines agent-runner wrote to stderr in the
-// task's latest exec, for a failure report.
-func (l *Launcher) StderrTail(taskID string, n int) []string {
-	l.mu.Lock()
-	s := l.stderrs[taskID]
-	l.mu.Unlock()
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if s == "" {
-		return nil
-	}
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return lines
-}
-
-func (l *Launcher) keepStderr(taskID, s string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if _, ok := l.stderrs[taskID]; !ok && len(l.stderrs) >= maxStderrTails {
-		for k := range l.stderrs {
-			delete(l.stderrs, k)
-			break
-		}
-	}
-	l.stderrs[taskID] = s
 }
 
 func (l *Launcher) runCommand() []string {
