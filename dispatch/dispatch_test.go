@@ -581,11 +581,12 @@ func (a attachGone) Attach(context.Context, string, int) (runner.Run, error) {
 type goneRun struct{ events chan runner.Event }
 
 func (r goneRun) Events() <-chan runner.Event { return r.events }
-func (r goneRun) Wait(context.Context) (int, error) {
-	return 0, fmt.Errorf("claim agentbot-x: agent-runner never started: %w", runner.ErrGone)
+func (r goneRun) Wait(context.Context) (runner.Exit, error) {
+	return runner.Exit{}, fmt.Errorf("claim agentbot-x: agent-runner never started: %w", runner.ErrGone)
 }
 func (r goneRun) Bundle(context.Context, io.Writer) error { return runner.ErrGone }
 func (r goneRun) Stop(context.Context) error              { return nil }
+func (r goneRun) Detach()                                 {}
 
 func TestReattachedRunGoneIsRequeued(t *testing.T) {
 	h := newHarness(t)
@@ -1066,7 +1067,7 @@ type cancelAtWaitRun struct {
 	once sync.Once
 }
 
-func (r *cancelAtWaitRun) Wait(ctx context.Context) (int, error) {
+func (r *cancelAtWaitRun) Wait(ctx context.Context) (runner.Exit, error) {
 	r.once.Do(func() {
 		task, err := r.c.h.store.Get(ctx, r.c.target().ID)
 		if err != nil {

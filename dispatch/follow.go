@@ -11,7 +11,7 @@ import (
 
 // logTailLines is how many lines of the agent's output a failure report
 // quotes.
-const logTailLines = 25
+const logTailLines = runner.StderrTailLines
 
 // stopTimeout bounds how long a cancel waits for the launcher to stop a run.
 const stopTimeout = 30 * time.Second
@@ -152,7 +152,8 @@ func (f *follower) stop(ctx context.Context, run runner.Run) {
 
 // end waits for the run's exit once its events are over.
 func (f *follower) end(ctx context.Context, run runner.Run) followed {
-	code, err := run.Wait(ctx)
+	exit, err := run.Wait(ctx)
+	code := exit.Code
 	if ctx.Err() != nil {
 		f.out.shutdown = true
 		return f.out
@@ -164,7 +165,7 @@ func (f *follower) end(ctx context.Context, run runner.Run) followed {
 		}
 	}
 	f.out.code, f.out.waitErr = code, err
-	f.out.stderr = f.a.d.stderrTail(f.a.task.ID)
+	f.out.stderr = exit.StderrTail
 	// A cancel that raced the end of the run still counts as a cancel only
 	// if the run did not finish on its own.
 	if f.out.cancelledBy == "" {
@@ -180,15 +181,6 @@ func (f *follower) end(ctx context.Context, run runner.Run) followed {
 		f.out.cancelledBy = "agentbot"
 	}
 	return f.out
-}
-
-// stderrTail asks a launcher that keeps agent-runner's stderr for its last
-// lines (the local launcher does).
-func (d *Dispatcher) stderrTail(taskID string) []string {
-	if s, ok := d.launch.(interface{ StderrTail(string, int) []string }); ok {
-		return s.StderrTail(taskID, logTailLines)
-	}
-	return nil
 }
 
 // backstop is how long from now a run may go on before the dispatcher stops

@@ -58,13 +58,7 @@ func (l *leakyLauncher) Start(ctx context.Context, job runner.Job) (runner.Run, 
 			out <- ev
 		}
 	}()
-	return leakyRun{Run: run, events: out}, nil
-}
-
-func (l *leakyLauncher) StderrTail(string, int) []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return []string{"launcher stderr" + l.leak}
+	return leakyRun{Run: run, events: out, leak: leak}, nil
 }
 
 func (l *leakyLauncher) token() string {
@@ -78,9 +72,16 @@ func (l *leakyLauncher) token() string {
 type leakyRun struct {
 	runner.Run
 	events chan runner.Event
+	leak   string
 }
 
 func (r leakyRun) Events() <-chan runner.Event { return r.events }
+
+func (r leakyRun) Wait(ctx context.Context) (runner.Exit, error) {
+	exit, err := r.Run.Wait(ctx)
+	exit.StderrTail = append(exit.StderrTail, "launcher stderr"+r.leak)
+	return exit, err
+}
 
 // TestSecretsAreRedactedByTheDispatcher: whatever agent-runner or the
 // launcher hands the dispatcher, the job's token, its Basic form and the

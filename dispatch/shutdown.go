@@ -12,30 +12,16 @@ import (
 // that a graceful stop of agentbot (a deploy, SIGTERM) cut short.
 const stoppedNote = "agentbot was stopped; the task will start again"
 
-// runsEndWithProcess is implemented by launchers whose runs cannot outlive
-// the agentbot process that started them (the local launcher: its children
-// die with it). Their runs are stopped and re-queued on a graceful stop.
-// Other launchers' runs (Kubernetes sandboxes) are left running, to be
-// re-attached by the next start.
-type runsEndWithProcess interface {
-	RunsEndWithProcess() bool
-}
-
-// keepsRuns reports whether the launcher's runs survive a restart.
-func (d *Dispatcher) keepsRuns() bool {
-	l, ok := d.launch.(runsEndWithProcess)
-	return !ok || !l.RunsEndWithProcess()
-}
-
 // stopping handles an attempt that saw agentbot stop (ctx ended). A
 // graceful stop is not a crash: the run this process owns is stopped and the
 // task goes back to queued without counting as an interruption, so deploys
 // never use up the one re-queue that crashes get. run is nil when no sandbox
-// was started yet. A run the launcher keeps across restarts is left alone
-// for the next start to re-attach.
+// was started yet. A run the launcher keeps across restarts is detached,
+// left running for the next start to re-attach.
 func (a *attempt) stopping(ctx context.Context, run runner.Run) {
 	d, t := a.d, a.task
-	if run != nil && d.keepsRuns() {
+	if run != nil && d.launch.KeepsRuns() {
+		run.Detach()
 		return
 	}
 	log := logFrom(ctx)

@@ -242,7 +242,7 @@ func newLauncher(dataDir string, c DispatchConfig, secretFiles []string, reg *pr
 		if err != nil {
 			return nil, nil, err
 		}
-		return l, func() error { return nil }, nil
+		return l, l.Close, nil
 	}
 	bin, err := findAgentRunner(c.AgentRunner)
 	if err != nil {
@@ -334,8 +334,10 @@ func dispatchHook(ctx context.Context, m *Main) (Plugin, error) {
 	stop := func(ctx context.Context) error {
 		cancel()
 		// The dispatcher stops the runs it owns and re-queues their tasks
-		// (a graceful stop is not a crash); closing the launcher after it
-		// kills whatever is left, so an in-process stop leaves no agents.
+		// (a graceful stop is not a crash), or detaches the runs the
+		// launcher keeps; closing the launcher after it stops following
+		// whatever is left (killing local children, so an in-process stop
+		// leaves no agents) and waits for the launcher's goroutines.
 		var errs []error
 		select {
 		case err := <-done:

@@ -199,7 +199,8 @@ func runOne(ctx context.Context, l runner.Launcher, o oneShot) (*oneShotResult, 
 			})
 		}
 	}
-	code, err := run.Wait(context.WithoutCancel(ctx))
+	exit, err := run.Wait(context.WithoutCancel(ctx))
+	code := exit.Code
 	if err != nil {
 		return nil, fmt.Errorf("agentbot run: lost the runner: %w", err)
 	}
@@ -217,12 +218,10 @@ func runOne(ctx context.Context, l runner.Launcher, o oneShot) (*oneShotResult, 
 				oe.Tail = errEv.StderrTail
 			}
 		}
-		oe.Tail = lastLines(oe.Tail, tailLines)
 		if len(oe.Tail) == 0 {
-			if s, ok := l.(interface{ StderrTail(string, int) []string }); ok {
-				oe.Tail = s.StderrTail(id, tailLines)
-			}
+			oe.Tail = exit.StderrTail
 		}
+		oe.Tail = lastLines(oe.Tail, tailLines)
 		return nil, oe
 	}
 	out := &oneShotResult{
