@@ -131,12 +131,23 @@ type Trigger struct {
 	// Label is the label that triggered an issues.labeled task; the
 	// dispatcher checks it against the repository's configured trigger label.
 	Label string `json:"label,omitempty"`
+	// Repository is what the delivery said of the repository, so the
+	// dispatcher need not ask GitHub again; empty for tasks stored before
+	// it was recorded (the dispatcher then asks).
+	Repository RepoFacts `json:"repository,omitempty"`
 	// CommentID is the triggering comment (0 when an issue label triggered).
 	CommentID int64  `json:"comment_id,omitempty"`
 	Prompt    Prompt `json:"prompt"`
 	Sender    Sender `json:"sender"`
 	// Reason says, for logs, why an event was ignored or what it matched.
 	Reason string `json:"reason,omitempty"`
+}
+
+// RepoFacts are a repository's coordinates as a webhook delivery gives
+// them.
+type RepoFacts struct {
+	DefaultBranch string `json:"default_branch,omitempty"`
+	CloneURL      string `json:"clone_url,omitempty"`
 }
 
 // Ignored reports whether the trigger asks for nothing.

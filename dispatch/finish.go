@@ -122,7 +122,17 @@ func (a *attempt) end(ctx context.Context, to agentbot.TaskState, outcome string
 	if _, err := d.finish(ctx, t, agentbot.StateRunning, to, outcome, res, tail); err != nil {
 		logFrom(ctx).Error("cannot finish task", "err", err)
 	}
+	a.revokeToken(ctx)
 	d.cleanup(ctx, t, !ok && to == agentbot.StateFailed)
+}
+
+// revokeToken revokes the read token the attempt gave its sandbox, once
+// the sandbox is done with it (the task ended, or its run was stopped).
+// The token stays known for redaction.
+func (a *attempt) revokeToken(ctx context.Context) {
+	if token, _ := a.secrets(); token != "" {
+		a.d.gh.RevokeToken(ctx, a.task.Ref().Repo, token)
+	}
 }
 
 // finish moves a task from one state to a terminal one with its result,

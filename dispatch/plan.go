@@ -55,17 +55,21 @@ func (l *lookups) fetchAll(ctx context.Context, d *Dispatcher, t *agentbot.Task)
 	return l.resolve(ctx, d, t)
 }
 
-// resolve reads the repository beside the pull request (follow-up) or the
-// issue's branch (new task).
+// resolve reads the repository (unless the delivery said what is needed of
+// it) beside the pull request (follow-up) or the branch (new task).
 func (l *lookups) resolve(ctx context.Context, d *Dispatcher, t *agentbot.Task) *failure {
 	inst, ref := t.Trigger.InstallationID, t.Ref()
 	var wg sync.WaitGroup
 	var repoErr error
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		l.repo, repoErr = d.gh.Repository(ctx, inst, ref.Repo)
-	}()
+	if facts := t.Trigger.Repository; facts.DefaultBranch != "" && facts.CloneURL != "" {
+		l.repo = github.RepoInfo{DefaultBranch: facts.DefaultBranch, CloneURL: facts.CloneURL}
+	} else {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l.repo, repoErr = d.gh.Repository(ctx, inst, ref.Repo)
+		}()
+	}
 	var fail *failure
 	if t.Trigger.Kind == agentbot.KindFollowUp {
 		fail = l.pullRequest(ctx, d, t)

@@ -3,6 +3,7 @@ package dispatch
 import (
 	"context"
 	"fmt"
+	"runtime/debug"
 	"sync"
 
 	"github.com/agentbot/agentbot"
@@ -160,8 +161,17 @@ func (d *Dispatcher) startAttempt(ctx context.Context, t *agentbot.Task, attache
 			d.sched.release(a)
 			d.metrics.running.Set(float64(d.sched.runningCount()))
 		}()
-		defer d.recoverPanic(a.ctx(ctx))
-		a.run(a.ctx(ctx), attached)
+		actx := a.ctx(ctx)
+		defer func() {
+			if r := recover(); r != nil {
+				d.panicked(actx, r)
+				// The task must not stay "running" for ever: it fails,
+				// saying so, if it got that far.
+				defer d.recoverPanic(actx)
+				a.failed(actx, failf(a.task.Phase, "agentbot hit an internal error and stopped this task; its operator's log has the details. Comment `/agent retry` to run it again."))
+			}
+		}()
+		a.run(actx, attached)
 	}()
 	return true
 }
@@ -187,9 +197,13 @@ func (d *Dispatcher) goSide(ctx context.Context, t *agentbot.Task, fn func(conte
 // counted one; the rest of agentbot goes on.
 func (d *Dispatcher) recoverPanic(ctx context.Context) {
 	if r := recover(); r != nil {
-		d.metrics.panics.Inc()
-		logFrom(ctx).Error("dispatch: panic handling task", "panic", fmt.Sprint(r))
+		d.panicked(ctx, r)
 	}
+}
+
+func (d *Dispatcher) panicked(ctx context.Context, r any) {
+	d.metrics.panics.Inc()
+	logFrom(ctx).Error("dispatch: panic handling task", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 }
 
 // Notify wakes the dispatcher to look at the store; webhook's Enqueued

@@ -30,6 +30,7 @@ func (a *attempt) stopping(ctx context.Context, run runner.Run) {
 	if run != nil {
 		a.stopAndDrain(sctx, run)
 	}
+	a.revokeToken(sctx)
 	phase := t.Phase
 	nt, err := d.store.Transition(sctx, t.ID, agentbot.StateRunning, agentbot.StateQueued, func(s *agentbot.Task) error {
 		s.Phase = ""

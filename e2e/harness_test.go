@@ -108,6 +108,7 @@ func newWorldWith(t testing.TB, seed func(*gitserver.Server)) *world {
 	}
 	w.gh.AddInstallation(installation, repo)
 	w.gh.AddRepo(repo, w.git, "main")
+	payloadRepo = w.gh.RepositoryPayload(repo)
 	w.gh.SetFile(repo, "src/widget.txt", "a widget\n")
 	w.gh.SetPermission(repo, "alice", "write")
 	w.gh.SetPermission(repo, "mallory", "read")
@@ -277,6 +278,10 @@ func (b *bot) deliver(event string, payload any) int {
 	return resp.StatusCode
 }
 
+// payloadRepo is the repository object deliveries carry, the current
+// world's (e2e tests do not run in parallel).
+var payloadRepo map[string]any
+
 // Payload builders: the fields GitHub sends that agentbot reads.
 func base(sender string) map[string]any {
 	typ := "User"
@@ -284,7 +289,7 @@ func base(sender string) map[string]any {
 		typ = "Bot"
 	}
 	return map[string]any{
-		"repository":   map[string]any{"name": repo.Name, "full_name": repo.FullName(), "owner": map[string]any{"login": repo.Owner}},
+		"repository":   payloadRepo,
 		"installation": map[string]any{"id": installation},
 		"sender":       map[string]any{"login": sender, "id": 1000 + len(sender), "type": typ},
 	}

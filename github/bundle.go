@@ -18,10 +18,10 @@ import (
 	"github.com/agentbot/agentbot/internal/secret"
 )
 
-// PushBundle verifies bundlePath and pushes its branch to repo. It fetches
-// the base commits with a read-only token, verifies (see bundle.Verify),
-// then mints a contents:write token for the one push and revokes both
-// tokens afterwards. The token travels in an http.extraHeader set through
+// PushBundle verifies bundlePath and pushes its branch to repo. With one
+// contents:write token, minted for it and revoked afterwards, it lists the
+// branch and its base (one ls-remote), fetches the base commits, verifies
+// (see bundle.Verify) and pushes with a lease. The token travels in an http.extraHeader set through
 // git's environment for that command only — never in a URL, argument or
 // file. A retry after a push that succeeded returns the same head.
 func (c *Client) PushBundle(ctx context.Context, installationID int64, repo agentbot.Repo, cloneURL, bundlePath string, check bundle.Check) (string, error) {
@@ -56,64 +56,101 @@ func (c *Client) pushBundle(ctx context.Context, installationID int64, repo agen
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.gitTimeout)
 	defer cancel()
-
 	dir, err := os.MkdirTemp("", "agentbot-push-*")
 	if err != nil {
 		return "", fmt.Errorf("github: push %s: %w", where, err)
 	}
 	defer os.RemoveAll(dir)
-	g := gitenv.Git{Path: c.gitPath}
-	gitDir := filepath.Join(dir, "repo.git")
-	if _, err := g.Run(ctx, nil, "init", "-q", "--bare", gitDir); err != nil {
+	p := &pusher{c: c, inst: installationID, repo: repo, url: cloneURL, check: check, where: where,
+		g: gitenv.Git{Path: c.gitPath}, gitDir: filepath.Join(dir, "repo.git")}
+	if _, err := p.g.Run(ctx, nil, "init", "-q", "--bare", p.gitDir); err != nil {
 		return "", fmt.Errorf("github: push %s: %w", where, err)
 	}
-
-	// A new branch's base decides which history is pushed unchecked, so it
-	// must be in the base branch's history on GitHub whoever named it.
-	if check.BaseSHA != "" && (check.ExpectedOldSHA == "" || check.BaseBranch != "") {
-		branch := check.BaseBranch
-		if branch == "" {
-			info, err := c.Repository(ctx, installationID, repo)
-			if err != nil {
-				return "", fmt.Errorf("github: push %s: %w", where, err)
-			}
-			branch = info.DefaultBranch
-		}
-		if err := c.checkInHistory(ctx, installationID, repo, check.BaseSHA, branch); err != nil {
-			return "", err
-		}
-	}
-
-	readTok, err := c.TokenFor(ctx, installationID, repo, Permissions{"contents": "read"})
+	// One token, minted for this push and revoked after it, reads the
+	// bases and pushes: a read token beside it would cost two more calls
+	// and hold nothing less for the moment it lives.
+	tok, err := c.TokenFor(ctx, installationID, repo, Permissions{"contents": "write"})
 	if err != nil {
 		return "", fmt.Errorf("github: push %s: %w", where, err)
 	}
-	defer c.revoke(ctx, readTok, repo)
-	readEnv := gitenv.Auth(cloneURL, readTok.Value)
+	defer c.revoke(ctx, tok, repo)
+	p.token = tok.Value
+	return p.push(ctx, bundlePath)
+}
+
+// pusher is one verified push of a bundle.
+type pusher struct {
+	c      *Client
+	inst   int64
+	repo   agentbot.Repo
+	url    string
+	check  bundle.Check
+	where  string
+	g      gitenv.Git
+	gitDir string
+	token  string
+}
+
+func (p *pusher) git(ctx context.Context, args ...string) (string, error) {
+	out, err := p.g.Run(ctx, gitenv.Auth(p.url, p.token), args...)
+	if err != nil {
+		return out, redactErr(err, p.token)
+	}
+	return out, nil
+}
+
+func (p *pusher) push(ctx context.Context, bundlePath string) (string, error) {
+	check := p.check
+	baseBranch := check.BaseBranch
+	if check.BaseSHA != "" && check.ExpectedOldSHA == "" && baseBranch == "" {
+		info, err := p.c.Repository(ctx, p.inst, p.repo)
+		if err != nil {
+			return "", fmt.Errorf("github: push %s: %w", p.where, err)
+		}
+		baseBranch = info.DefaultBranch
+	}
+	// Where are the branch and its base on GitHub now? One ls-remote says.
+	refs := []string{"refs/heads/" + check.Branch}
+	if baseBranch != "" {
+		refs = append(refs, "refs/heads/"+baseBranch)
+	}
+	out, err := p.git(ctx, append([]string{"ls-remote", p.url}, refs...)...)
+	if err != nil {
+		return "", fmt.Errorf("github: push %s: ls-remote: %w", p.where, err)
+	}
+	heads := lsRemote(out)
+	// A new branch's base decides which history is pushed unchecked, so it
+	// must be in the base branch's history on GitHub whoever named it: the
+	// base branch's head itself (the usual case, no API call) or, after
+	// the base moved on, one of its ancestors (GitHub's compare says).
+	if check.BaseSHA != "" && baseBranch != "" && heads["refs/heads/"+baseBranch] != check.BaseSHA {
+		if err := p.c.checkInHistory(ctx, p.inst, p.repo, check.BaseSHA, baseBranch); err != nil {
+			return "", err
+		}
+	}
 	for _, sha := range []string{check.BaseSHA, check.ExpectedOldSHA} {
 		if sha == "" {
 			continue
 		}
-		if _, err := g.Run(ctx, readEnv, "--git-dir", gitDir, "fetch", "-q", "--no-tags", "--depth=1", cloneURL,
-			sha+":refs/agentbot/base-"+sha); err != nil {
-			return "", fmt.Errorf("github: push %s: fetch base %s: %w", where, bundle.ShortSHA(sha), redactErr(err, readTok.Value))
+		if _, err := p.git(ctx, "--git-dir", p.gitDir, "fetch", "-q", "--no-tags", "--depth=1", p.url, sha+":refs/agentbot/base-"+sha); err != nil {
+			return "", fmt.Errorf("github: push %s: fetch base %s: %w", p.where, bundle.ShortSHA(sha), err)
 		}
 	}
-	head, err := bundle.VerifyIn(ctx, g, gitDir, bundlePath, check)
+	head, err := bundle.VerifyIn(ctx, p.g, p.gitDir, bundlePath, check)
 	if err != nil {
 		return "", err
 	}
+	return p.pushHead(ctx, head, heads["refs/heads/"+check.Branch])
+}
 
-	// Where is the branch on GitHub now? A retry after a successful push
-	// finds its own head there; anything else unexpected is a conflict.
-	out, err := g.Run(ctx, readEnv, "ls-remote", cloneURL, "refs/heads/"+check.Branch)
-	if err != nil {
-		return "", fmt.Errorf("github: push %s: ls-remote: %w", where, redactErr(err, readTok.Value))
-	}
-	remoteSHA, _, _ := strings.Cut(strings.TrimSpace(out), "\t")
+// pushHead pushes head, the verified bundle's, over the branch's remote
+// head remoteSHA: a retry after a successful push finds its own head there;
+// anything else unexpected is a conflict.
+func (p *pusher) pushHead(ctx context.Context, head, remoteSHA string) (string, error) {
+	check := p.check
 	switch {
 	case remoteSHA == head:
-		c.logger.LogAttrs(ctx, slog.LevelInfo, "branch already at bundle head", slog.String("repo", repo.FullName()), slog.String("branch", check.Branch))
+		p.c.logger.LogAttrs(ctx, slog.LevelInfo, "branch already at bundle head", slog.String("repo", p.repo.FullName()), slog.String("branch", check.Branch))
 		return head, nil
 	case check.ExpectedOldSHA == "" && remoteSHA != "":
 		return "", bundle.Rejectf("branch %q already exists on GitHub (at %s)", check.Branch, bundle.ShortSHA(remoteSHA))
@@ -124,20 +161,25 @@ func (c *Client) pushBundle(ctx context.Context, installationID int64, repo agen
 		}
 		return "", bundle.Rejectf("branch %q moved on GitHub while the task ran (now %s, expected %s)", check.Branch, now, bundle.ShortSHA(check.ExpectedOldSHA))
 	}
-
-	writeTok, err := c.TokenFor(ctx, installationID, repo, Permissions{"contents": "write"})
-	if err != nil {
-		return "", fmt.Errorf("github: push %s: %w", where, err)
-	}
-	defer c.revoke(ctx, writeTok, repo)
 	// The lease makes the push atomic with the check above: it fails if the
 	// branch moved (or appeared) since.
 	lease := "--force-with-lease=refs/heads/" + check.Branch + ":" + check.ExpectedOldSHA
-	if _, err := g.Run(ctx, gitenv.Auth(cloneURL, writeTok.Value), "--git-dir", gitDir, "push", "-q", "--porcelain", "--no-verify",
-		lease, cloneURL, head+":refs/heads/"+check.Branch); err != nil {
-		return "", fmt.Errorf("github: push %s: %w", where, redactErr(err, writeTok.Value, readTok.Value))
+	if _, err := p.git(ctx, "--git-dir", p.gitDir, "push", "-q", "--porcelain", "--no-verify",
+		lease, p.url, head+":refs/heads/"+check.Branch); err != nil {
+		return "", fmt.Errorf("github: push %s: %w", p.where, err)
 	}
 	return head, nil
+}
+
+// lsRemote maps each ref git ls-remote listed to its SHA.
+func lsRemote(out string) map[string]string {
+	heads := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if sha, ref, ok := strings.Cut(line, "\t"); ok {
+			heads[ref] = sha
+		}
+	}
+	return heads
 }
 
 const epCompare = "GET /repos/{owner}/{repo}/compare/{basehead}"

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/url"
 	"regexp"
 	"slices"
 	"sort"
@@ -289,15 +288,13 @@ func editDistance(a, b string) int {
 // Settings reads and parses SettingsPath from repo's default branch. A
 // missing file gives DefaultSettings; a bad one a *SettingsError.
 func (c *Client) Settings(ctx context.Context, installationID int64, repo agentbot.Repo) (Settings, error) {
-	info, err := c.Repository(ctx, installationID, repo)
-	if err != nil {
+	if err := checkRepo(repo); err != nil {
 		return Settings{}, err
 	}
-	if info.DefaultBranch == "" {
-		return Settings{}, fmt.Errorf("github: settings of %s: repository has no default branch", repo)
-	}
+	// Without a ref the contents API reads the default branch — never a
+	// pull request's — in one call instead of two.
 	var file gh.RepositoryContent
-	path := repoPath(repo) + "/contents/" + SettingsPath + "?ref=" + url.QueryEscape(info.DefaultBranch)
+	path := repoPath(repo) + "/contents/" + SettingsPath
 	if _, err := c.call(ctx, installationID, epContents, path, nil, &file); err != nil {
 		if IsNotFound(err) {
 			return DefaultSettings(), nil

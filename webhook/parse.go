@@ -99,6 +99,7 @@ func common(d *decision, ev *eventBase) string {
 	}
 	d.Issue.Repo = agentbot.Repo{Owner: owner, Name: name}
 	d.InstallationID = ev.Installation.ID
+	d.Repository = agentbot.RepoFacts{DefaultBranch: ev.Repository.DefaultBranch, CloneURL: ev.Repository.CloneURL}
 	d.Sender = agentbot.Sender{Login: ev.Sender.Login, ID: ev.Sender.ID}
 	switch {
 	case agentbot.IsBot(ev.Sender.Login, ev.Sender.Type):
