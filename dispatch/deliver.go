@@ -91,7 +91,7 @@ func (a *attempt) push(ctx context.Context, p *plan, run runner.Run, rr *runner.
 		ExpectedOldSHA: p.expectedOld,
 		ProtectedPaths: p.settings.ProtectedPaths,
 		MaxBytes:       d.opts.MaxBundleBytes,
-	})
+	}, a.readToken())
 	var rej *bundle.Rejected
 	switch {
 	case errors.As(err, &rej):

@@ -57,7 +57,7 @@ type GitHub interface {
 	EditComment(ctx context.Context, installationID int64, repo agentbot.Repo, commentID int64, body string) error
 	CreateCheckRun(ctx context.Context, installationID int64, repo agentbot.Repo, run github.CheckRun) (int64, error)
 	UpdateCheckRun(ctx context.Context, installationID int64, repo agentbot.Repo, id int64, run github.CheckRun) error
-	PushBundle(ctx context.Context, installationID int64, repo agentbot.Repo, cloneURL, bundlePath string, check bundle.Check) (string, error)
+	PushBundle(ctx context.Context, installationID int64, repo agentbot.Repo, cloneURL, bundlePath string, check bundle.Check, readToken string) (string, error)
 	RevokeToken(ctx context.Context, repo agentbot.Repo, token string)
 	OpenPullRequest(ctx context.Context, installationID int64, repo agentbot.Repo, opts github.PROptions) (github.PRInfo, bool, error)
 }

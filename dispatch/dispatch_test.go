@@ -837,9 +837,9 @@ func (s *stopDuringDelivery) stop(call string) {
 	}
 }
 
-func (s *stopDuringDelivery) PushBundle(ctx context.Context, inst int64, repo agentbot.Repo, cloneURL, bundlePath string, check bundle.Check) (string, error) {
+func (s *stopDuringDelivery) PushBundle(ctx context.Context, inst int64, repo agentbot.Repo, cloneURL, bundlePath string, check bundle.Check, readToken string) (string, error) {
 	s.stop("push")
-	return s.GitHub.PushBundle(ctx, inst, repo, cloneURL, bundlePath, check)
+	return s.GitHub.PushBundle(ctx, inst, repo, cloneURL, bundlePath, check, readToken)
 }
 
 func (s *stopDuringDelivery) OpenPullRequest(ctx context.Context, inst int64, repo agentbot.Repo, opts github.PROptions) (github.PRInfo, bool, error) {
@@ -989,9 +989,9 @@ func (b *holdDelivery) hold(ctx context.Context, call string) {
 	})
 }
 
-func (b *holdDelivery) PushBundle(ctx context.Context, inst int64, repo agentbot.Repo, cloneURL, bundlePath string, check bundle.Check) (string, error) {
+func (b *holdDelivery) PushBundle(ctx context.Context, inst int64, repo agentbot.Repo, cloneURL, bundlePath string, check bundle.Check, readToken string) (string, error) {
 	b.hold(ctx, "push")
-	return b.GitHub.PushBundle(ctx, inst, repo, cloneURL, bundlePath, check)
+	return b.GitHub.PushBundle(ctx, inst, repo, cloneURL, bundlePath, check, readToken)
 }
 
 func (b *holdDelivery) OpenPullRequest(ctx context.Context, inst int64, repo agentbot.Repo, opts github.PROptions) (github.PRInfo, bool, error) {

@@ -126,6 +126,13 @@ func (a *attempt) end(ctx context.Context, to agentbot.TaskState, outcome string
 	d.cleanup(ctx, t, !ok && to == agentbot.StateFailed)
 }
 
+// readToken is the read token the attempt gave its sandbox, "" for a run
+// re-attached after a restart.
+func (a *attempt) readToken() string {
+	token, _ := a.secrets()
+	return token
+}
+
 // revokeToken revokes the read token the attempt gave its sandbox, once
 // the sandbox is done with it (the task ended, or its run was stopped).
 // The token stays known for redaction.

@@ -18,14 +18,17 @@ import (
 	"github.com/agentbot/agentbot/internal/secret"
 )
 
-// PushBundle verifies bundlePath and pushes its branch to repo. With one
-// contents:write token, minted for it and revoked afterwards, it lists the
-// branch and its base (one ls-remote), fetches the base commits, verifies
-// (see bundle.Verify) and pushes with a lease. The token travels in an http.extraHeader set through
-// git's environment for that command only — never in a URL, argument or
-// file. A retry after a push that succeeded returns the same head.
-func (c *Client) PushBundle(ctx context.Context, installationID int64, repo agentbot.Repo, cloneURL, bundlePath string, check bundle.Check) (string, error) {
-	head, err := c.pushBundle(ctx, installationID, repo, cloneURL, bundlePath, check)
+// PushBundle verifies bundlePath and pushes its branch to repo. With a
+// read token — readToken, the one the task's sandbox was given, or one
+// minted here and revoked after when it is "" — it lists the branch and its
+// base (one ls-remote), fetches the base commits and verifies (see
+// bundle.Verify); only a bundle that passes gets a contents:write token,
+// minted for the one push and revoked after it. Tokens travel in an
+// http.extraHeader set through git's environment for that command only —
+// never in a URL, argument or file. A retry after a push that succeeded
+// returns the same head.
+func (c *Client) PushBundle(ctx context.Context, installationID int64, repo agentbot.Repo, cloneURL, bundlePath string, check bundle.Check, readToken string) (string, error) {
+	head, err := c.pushBundle(ctx, installationID, repo, cloneURL, bundlePath, check, readToken)
 	var rej *bundle.Rejected
 	switch {
 	case errors.As(err, &rej):
@@ -42,7 +45,7 @@ func (c *Client) PushBundle(ctx context.Context, installationID int64, repo agen
 	return head, err
 }
 
-func (c *Client) pushBundle(ctx context.Context, installationID int64, repo agentbot.Repo, cloneURL, bundlePath string, check bundle.Check) (string, error) {
+func (c *Client) pushBundle(ctx context.Context, installationID int64, repo agentbot.Repo, cloneURL, bundlePath string, check bundle.Check, readToken string) (string, error) {
 	where := fmt.Sprintf("%s:%s", repo, check.Branch)
 	if err := checkRepo(repo); err != nil {
 		return "", err
@@ -66,15 +69,15 @@ func (c *Client) pushBundle(ctx context.Context, installationID int64, repo agen
 	if _, err := p.g.Run(ctx, nil, "init", "-q", "--bare", p.gitDir); err != nil {
 		return "", fmt.Errorf("github: push %s: %w", where, err)
 	}
-	// One token, minted for this push and revoked after it, reads the
-	// bases and pushes: a read token beside it would cost two more calls
-	// and hold nothing less for the moment it lives.
-	tok, err := c.TokenFor(ctx, installationID, repo, Permissions{"contents": "write"})
-	if err != nil {
-		return "", fmt.Errorf("github: push %s: %w", where, err)
+	p.read = readToken
+	if p.read == "" {
+		tok, err := c.TokenFor(ctx, installationID, repo, Permissions{"contents": "read"})
+		if err != nil {
+			return "", fmt.Errorf("github: push %s: %w", where, err)
+		}
+		defer c.revoke(ctx, tok, repo)
+		p.read = tok.Value
 	}
-	defer c.revoke(ctx, tok, repo)
-	p.token = tok.Value
 	return p.push(ctx, bundlePath)
 }
 
@@ -88,13 +91,14 @@ type pusher struct {
 	where  string
 	g      gitenv.Git
 	gitDir string
-	token  string
+	read   string // the read token
 }
 
-func (p *pusher) git(ctx context.Context, args ...string) (string, error) {
-	out, err := p.g.Run(ctx, gitenv.Auth(p.url, p.token), args...)
+// git runs git with token for the remote.
+func (p *pusher) git(ctx context.Context, token string, args ...string) (string, error) {
+	out, err := p.g.Run(ctx, gitenv.Auth(p.url, token), args...)
 	if err != nil {
-		return out, redactErr(err, p.token)
+		return out, redactErr(err, token, p.read)
 	}
 	return out, nil
 }
@@ -114,7 +118,7 @@ func (p *pusher) push(ctx context.Context, bundlePath string) (string, error) {
 	if baseBranch != "" {
 		refs = append(refs, "refs/heads/"+baseBranch)
 	}
-	out, err := p.git(ctx, append([]string{"ls-remote", p.url}, refs...)...)
+	out, err := p.git(ctx, p.read, append([]string{"ls-remote", p.url}, refs...)...)
 	if err != nil {
 		return "", fmt.Errorf("github: push %s: ls-remote: %w", p.where, err)
 	}
@@ -132,7 +136,7 @@ func (p *pusher) push(ctx context.Context, bundlePath string) (string, error) {
 		if sha == "" {
 			continue
 		}
-		if _, err := p.git(ctx, "--git-dir", p.gitDir, "fetch", "-q", "--no-tags", "--depth=1", p.url, sha+":refs/agentbot/base-"+sha); err != nil {
+		if _, err := p.git(ctx, p.read, "--git-dir", p.gitDir, "fetch", "-q", "--no-tags", "--depth=1", p.url, sha+":refs/agentbot/base-"+sha); err != nil {
 			return "", fmt.Errorf("github: push %s: fetch base %s: %w", p.where, bundle.ShortSHA(sha), err)
 		}
 	}
@@ -161,10 +165,15 @@ func (p *pusher) pushHead(ctx context.Context, head, remoteSHA string) (string, 
 		}
 		return "", bundle.Rejectf("branch %q moved on GitHub while the task ran (now %s, expected %s)", check.Branch, now, bundle.ShortSHA(check.ExpectedOldSHA))
 	}
+	tok, err := p.c.TokenFor(ctx, p.inst, p.repo, Permissions{"contents": "write"})
+	if err != nil {
+		return "", fmt.Errorf("github: push %s: %w", p.where, err)
+	}
+	defer p.c.revoke(ctx, tok, p.repo)
 	// The lease makes the push atomic with the check above: it fails if the
 	// branch moved (or appeared) since.
 	lease := "--force-with-lease=refs/heads/" + check.Branch + ":" + check.ExpectedOldSHA
-	if _, err := p.git(ctx, "--git-dir", p.gitDir, "push", "-q", "--porcelain", "--no-verify",
+	if _, err := p.git(ctx, tok.Value, "--git-dir", p.gitDir, "push", "-q", "--porcelain", "--no-verify",
 		lease, p.url, head+":refs/heads/"+check.Branch); err != nil {
 		return "", fmt.Errorf("github: push %s: %w", p.where, err)
 	}

@@ -73,7 +73,7 @@ func TestPushBundleNewBranch(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			head, err := h.client.PushBundle(context.Background(), instID, h.repo, info.CloneURL, bf, check)
+			head, err := h.client.PushBundle(context.Background(), instID, h.repo, info.CloneURL, bf, check, "")
 			if err != nil {
 				t.Fatalf("PushBundle: %v", err)
 			}
@@ -103,7 +103,7 @@ func TestPushBundleNewBranch(t *testing.T) {
 
 			// A retry after the push (a crash before the task recorded it)
 			// succeeds without pushing or minting a write token again.
-			again, err := h.client.PushBundle(context.Background(), instID, h.repo, info.CloneURL, bf, check)
+			again, err := h.client.PushBundle(context.Background(), instID, h.repo, info.CloneURL, bf, check, "")
 			if err != nil || again != want {
 				t.Fatalf("second PushBundle = %s, %v", again, err)
 			}
@@ -254,7 +254,7 @@ func TestPushBundleRefusals(t *testing.T) {
 			bf, check := tc.setup(h, w)
 			before := h.serverState()
 			cloneURL := h.git.CloneURL("acme", "widgets")
-			_, err := h.client.PushBundle(context.Background(), instID, h.repo, cloneURL, bf, check)
+			_, err := h.client.PushBundle(context.Background(), instID, h.repo, cloneURL, bf, check, "")
 			var rej *bundle.Rejected
 			if !errors.As(err, &rej) {
 				t.Fatalf("PushBundle = %v, want *bundle.Rejected", err)
@@ -314,7 +314,7 @@ func TestPushBundleFollowUp(t *testing.T) {
 			w.git("push", "-q", h.git.BarePath("acme", "widgets"), branch)
 			bf, check := tc.run(h, w, old)
 			before := h.serverState()
-			head, err := h.client.PushBundle(context.Background(), instID, h.repo, h.git.CloneURL("acme", "widgets"), bf, check)
+			head, err := h.client.PushBundle(context.Background(), instID, h.repo, h.git.CloneURL("acme", "widgets"), bf, check, "")
 			if tc.wantReason == "" {
 				if err != nil {
 					t.Fatalf("PushBundle: %v", err)
@@ -380,7 +380,7 @@ func TestPushBundleBaseFromTheSandbox(t *testing.T) {
 			if sha, ok := strings.CutSuffix(base, " (no base branch)"); ok {
 				check.BaseSHA, check.BaseBranch = sha, ""
 			}
-			head, err := h.client.PushBundle(context.Background(), instID, h.repo, h.git.CloneURL("acme", "widgets"), bf, check)
+			head, err := h.client.PushBundle(context.Background(), instID, h.repo, h.git.CloneURL("acme", "widgets"), bf, check, "")
 			if tc.wantReason == "" {
 				if err != nil || h.git.RevParse("acme", "widgets", branch) != head {
 					t.Fatalf("PushBundle = %s, %v", head, err)
@@ -405,7 +405,7 @@ func TestPushBundleRefusesCredentialsInTheURL(t *testing.T) {
 	w.commit("x", map[string]string{"a.txt": "a\n"})
 	bf := w.bundle("agentbot/x", "^"+h.base)
 	for _, u := range []string{"http://user:pass@" + strings.TrimPrefix(h.git.URL, "http://") + "/acme/widgets.git", "file:///tmp/x", "ssh://git@x/y"} {
-		_, err := h.client.PushBundle(context.Background(), instID, h.repo, u, bf, bundle.Check{Branch: "agentbot/x", BaseSHA: h.base})
+		_, err := h.client.PushBundle(context.Background(), instID, h.repo, u, bf, bundle.Check{Branch: "agentbot/x", BaseSHA: h.base}, "")
 		if err == nil || !strings.Contains(err.Error(), "without credentials") {
 			t.Fatalf("PushBundle(%q) = %v", u, err)
 		}
@@ -441,7 +441,7 @@ func TestFailedGitNeverEchoesTheToken(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, err = h.client.PushBundle(context.Background(), instID, h.repo, info.CloneURL, bf, bundle.Check{Branch: "agentbot/x", BranchPrefix: "agentbot/", BaseSHA: h.base})
+			_, err = h.client.PushBundle(context.Background(), instID, h.repo, info.CloneURL, bf, bundle.Check{Branch: "agentbot/x", BranchPrefix: "agentbot/", BaseSHA: h.base}, "")
 			if err == nil {
 				t.Fatal("the push did not fail")
 			}

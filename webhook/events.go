@@ -19,7 +19,7 @@ type repository struct {
 	FullName      string `json:"full_name"`
 	DefaultBranch string `json:"default_branch"`
 	CloneURL      string `json:"clone_url"`
-	Owner    struct {
+	Owner         struct {
 		Login string `json:"login"`
 	} `json:"owner"`
 }
