@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -357,6 +358,33 @@ func (h *Handler) logPoll(w http.ResponseWriter, r *http.Request) {
 // events streams the task's log as server-sent events: one "message" per
 // event (id = the line index to resume after), a "state" event when the
 // task's state or phase changes, and "end" once it is over.
+// streamChunk is how many log events one read of a live stream sends.
+const streamChunk = 500
+
+// streamFrom is where a live stream starts: ?from=, or the Last-Event-ID
+// of a reconnecting EventSource.
+func streamFrom(r *http.Request) int {
+	from, _ := strconv.Atoi(r.URL.Query().Get("from"))
+	if id, err := strconv.Atoi(r.Header.Get("Last-Event-ID")); err == nil {
+		from = id
+	}
+	return max(from, 0)
+}
+
+// writeEvents writes the task's log events after from as server-sent
+// events and returns how many it wrote and where to go on from.
+func (h *Handler) writeEvents(w io.Writer, taskID string, from int) (int, int, error) {
+	evs, next, err := h.opts.Logs.Read(taskID, from, streamChunk)
+	if err != nil {
+		return 0, from, err
+	}
+	for i, ev := range evs {
+		b, _ := json.Marshal(ev)
+		fmt.Fprintf(w, "id: %d\ndata: %s\n\n", from+i+1, b)
+	}
+	return len(evs), next, nil
+}
+
 func (h *Handler) events(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	t, err := h.load(ctx, r.PathValue("id"))
@@ -377,13 +405,7 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "too many live logs open; use /log", http.StatusServiceUnavailable)
 		return
 	}
-	from, _ := strconv.Atoi(r.URL.Query().Get("from"))
-	if id, err := strconv.Atoi(r.Header.Get("Last-Event-ID")); err == nil {
-		from = id
-	}
-	if from < 0 {
-		from = 0
-	}
+	from := streamFrom(r)
 	changed, stop := h.opts.Logs.Watch(t.ID)
 	defer stop()
 	w.Header().Set("Content-Type", "text/event-stream")
@@ -403,13 +425,9 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request) {
 			// timeout will end the stream, and the page reconnects.
 			h.log.Debug("log stream: cannot extend the write deadline", "task_id", t.ID, "err", err)
 		}
-		evs, next, err := h.opts.Logs.Read(t.ID, from, 500)
+		n, next, err := h.writeEvents(w, t.ID, from)
 		if err != nil {
 			return
-		}
-		for i, ev := range evs {
-			b, _ := json.Marshal(ev)
-			fmt.Fprintf(w, "id: %d\ndata: %s\n\n", from+i+1, b)
 		}
 		from = next
 		if cur, err := h.opts.Store.Get(ctx, t.ID); err == nil {
@@ -420,7 +438,7 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request) {
 			b, _ := json.Marshal(h.summary(t))
 			fmt.Fprintf(w, "event: state\ndata: %s\n\n", b)
 		}
-		if len(evs) == 500 {
+		if n == streamChunk {
 			flusher.Flush()
 			continue
 		}

@@ -161,7 +161,14 @@ func lookup(flagName string) setting[Options] {
 func (o Options) Validate() (Config, error) {
 	var c Config
 	var p problems
+	o.validateListen(&c, &p)
+	o.validateApp(&c, &p)
+	o.validateIntake(&c, &p)
+	return c, errors.Join(p...)
+}
 
+// validateListen checks where agentbot listens and keeps its data.
+func (o Options) validateListen(c *Config, p *problems) {
 	c.Listen = o.Listen
 	if _, _, err := net.SplitHostPort(o.Listen); err != nil {
 		p.add(lookup("listen"), "%q is not host:port", o.Listen)
@@ -172,7 +179,13 @@ func (o Options) Validate() (Config, error) {
 	} else if fi, err := os.Stat(o.DataDir); err == nil && !fi.IsDir() {
 		p.add(lookup("data-dir"), "%s is not a directory", o.DataDir)
 	}
+	if err := c.LogLevel.UnmarshalText([]byte(o.LogLevel)); err != nil {
+		p.add(lookup("log-level"), "%q is not debug, info, warn or error", o.LogLevel)
+	}
+}
 
+// validateApp checks the GitHub App's identity, key, webhook secret and API.
+func (o Options) validateApp(c *Config, p *problems) {
 	if o.AppID != "" {
 		id, err := strconv.ParseInt(o.AppID, 10, 64)
 		if err != nil || id <= 0 {
@@ -194,7 +207,6 @@ func (o Options) Validate() (Config, error) {
 	case o.AppID == "" && o.PrivateKeyFile != "":
 		p.add(lookup("app-id"), "required when a private key file is set")
 	}
-
 	switch secret, err := readSecret(o.WebhookSecretFile); {
 	case o.WebhookSecretFile == "":
 		p.add(lookup("webhook-secret-file"), "required: a file holding the webhook secret")
@@ -205,7 +217,6 @@ func (o Options) Validate() (Config, error) {
 	default:
 		c.WebhookSecret = secret
 	}
-
 	if u, err := url.Parse(o.GitHubURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		p.add(lookup("github-url"), "%q is not an http(s) URL", o.GitHubURL)
 	} else {
@@ -214,10 +225,10 @@ func (o Options) Validate() (Config, error) {
 		}
 		c.GitHubURL = u
 	}
+}
 
-	if err := c.LogLevel.UnmarshalText([]byte(o.LogLevel)); err != nil {
-		p.add(lookup("log-level"), "%q is not debug, info, warn or error", o.LogLevel)
-	}
+// validateIntake checks what shapes intake and the store.
+func (o Options) validateIntake(c *Config, p *problems) {
 	for _, l := range strings.Split(o.TriggerLabels, ",") {
 		if l = strings.TrimSpace(l); l != "" {
 			c.TriggerLabels = append(c.TriggerLabels, l)
@@ -248,7 +259,6 @@ func (o Options) Validate() (Config, error) {
 		}
 		*d.dst = v
 	}
-	return c, errors.Join(p...)
 }
 
 // readSecret reads a secret file, dropping one trailing newline (as left by

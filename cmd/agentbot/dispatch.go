@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -106,27 +107,31 @@ func dispatchProblem(name, format string, args ...any) error {
 func (o DispatchOptions) validate(getenv func(string) string) (DispatchConfig, error) {
 	var c DispatchConfig
 	var errs []error
-	switch o.Launcher {
-	case "local", "kubernetes":
-		c.Launcher = o.Launcher
-	default:
-		errs = append(errs, dispatchProblem("launcher", "%q is not local or kubernetes", o.Launcher))
-	}
+	add := func(err error) { errs = append(errs, err) }
+	o.validateScheduling(&c, add)
+	o.validateLauncher(&c, add)
+	o.validateAgent(&c, getenv, add)
+	o.validatePages(&c, add)
+	return c, errors.Join(errs...)
+}
+
+// validateScheduling checks the page URL, concurrency and time limits.
+func (o DispatchOptions) validateScheduling(c *DispatchConfig, add func(error)) {
 	if o.PublicURL != "" {
 		if u, err := url.Parse(o.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			errs = append(errs, dispatchProblem("public-url", "%q is not an http(s) URL", o.PublicURL))
+			add(dispatchProblem("public-url", "%q is not an http(s) URL", o.PublicURL))
 		}
 		c.PublicURL = strings.TrimRight(o.PublicURL, "/")
 	}
 	if n, err := strconv.Atoi(o.MaxConcurrent); err != nil || n < 1 || n > 1000 {
-		errs = append(errs, dispatchProblem("max-concurrent", "%q is not a number from 1 to 1000", o.MaxConcurrent))
+		add(dispatchProblem("max-concurrent", "%q is not a number from 1 to 1000", o.MaxConcurrent))
 	} else {
 		c.MaxConcurrent = n
 	}
 	timeLimit := func(name, v string) time.Duration {
 		d, err := time.ParseDuration(v)
 		if err != nil || d < time.Minute {
-			errs = append(errs, dispatchProblem(name, "%q is not a duration of at least 1m (like 30m or 2h)", v))
+			add(dispatchProblem(name, "%q is not a duration of at least 1m (like 30m or 2h)", v))
 			return 0
 		}
 		return d
@@ -134,13 +139,28 @@ func (o DispatchOptions) validate(getenv func(string) string) (DispatchConfig, e
 	c.TimeLimit = timeLimit("time-limit", o.TimeLimit)
 	c.MaxTimeLimit = timeLimit("max-time-limit", o.MaxTimeLimit)
 	if c.TimeLimit > 0 && c.MaxTimeLimit > 0 && c.TimeLimit > c.MaxTimeLimit {
-		errs = append(errs, dispatchProblem("time-limit", "%s is above --max-time-limit %s", c.TimeLimit, c.MaxTimeLimit))
+		add(dispatchProblem("time-limit", "%s is above --max-time-limit %s", c.TimeLimit, c.MaxTimeLimit))
+	}
+	if d, err := time.ParseDuration(o.KeepFailed); err != nil || d < 0 {
+		add(dispatchProblem("keep-failed", "%q is not a duration (like 24h, or 0)", o.KeepFailed))
+	} else {
+		c.KeepFailed = d
+	}
+}
+
+// validateLauncher checks the launcher and what it needs.
+func (o DispatchOptions) validateLauncher(c *DispatchConfig, add func(error)) {
+	switch o.Launcher {
+	case "local", "kubernetes":
+		c.Launcher = o.Launcher
+	default:
+		add(dispatchProblem("launcher", "%q is not local or kubernetes", o.Launcher))
 	}
 	switch o.LocalIsolation {
 	case local.IsolationAuto, local.IsolationBwrap, local.IsolationNone:
 		c.LocalIsolation = o.LocalIsolation
 	default:
-		errs = append(errs, dispatchProblem("local-isolation", "%q is not auto, bwrap or none", o.LocalIsolation))
+		add(dispatchProblem("local-isolation", "%q is not auto, bwrap or none", o.LocalIsolation))
 	}
 	c.AgentRunner = o.AgentRunner
 	if c.Launcher == "kubernetes" {
@@ -151,19 +171,23 @@ func (o DispatchOptions) validate(getenv func(string) string) (DispatchConfig, e
 			}
 		}
 		if err := c.Kubernetes.Validate(); err != nil {
-			errs = append(errs, err)
+			add(err)
 		}
 		c.Kubeconfig = o.Kubeconfig
 	}
+}
+
+// validateAgent checks the operator's agent and collects its environment.
+func (o DispatchOptions) validateAgent(c *DispatchConfig, getenv func(string) string, add func(error)) {
 	c.Agent = runner.AgentSpec{Name: o.Agent, Command: o.AgentCommand}
 	switch o.Agent {
 	case "claude", "codex":
 	case "command":
 		if strings.TrimSpace(o.AgentCommand) == "" {
-			errs = append(errs, dispatchProblem("agent-command", "required with --agent command"))
+			add(dispatchProblem("agent-command", "required with --agent command"))
 		}
 	default:
-		errs = append(errs, dispatchProblem("agent", "%q is not claude, codex or command", o.Agent))
+		add(dispatchProblem("agent", "%q is not claude, codex or command", o.Agent))
 	}
 	c.AgentEnv = map[string]string{}
 	for _, k := range strings.Split(o.AgentEnv, ",") {
@@ -173,18 +197,17 @@ func (o DispatchOptions) validate(getenv func(string) string) (DispatchConfig, e
 			}
 		}
 	}
-	if d, err := time.ParseDuration(o.KeepFailed); err != nil || d < 0 {
-		errs = append(errs, dispatchProblem("keep-failed", "%q is not a duration (like 24h, or 0)", o.KeepFailed))
-	} else {
-		c.KeepFailed = d
-	}
+}
+
+// validatePages reads the task pages' credentials.
+func (o DispatchOptions) validatePages(c *DispatchConfig, add func(error)) {
 	if o.PagesTokenFile != "" {
 		tok, err := readSecret(o.PagesTokenFile)
 		switch {
 		case err != nil:
-			errs = append(errs, dispatchProblem("pages-token-file", "%v", err))
+			add(dispatchProblem("pages-token-file", "%v", err))
 		case len(tok) == 0:
-			errs = append(errs, dispatchProblem("pages-token-file", "%s is empty", o.PagesTokenFile))
+			add(dispatchProblem("pages-token-file", "%s is empty", o.PagesTokenFile))
 		}
 		c.Pages.BearerToken = string(tok)
 		c.SecretFiles = append(c.SecretFiles, o.PagesTokenFile)
@@ -194,14 +217,13 @@ func (o DispatchOptions) validate(getenv func(string) string) (DispatchConfig, e
 		user, pass, ok := strings.Cut(string(b), ":")
 		switch {
 		case err != nil:
-			errs = append(errs, dispatchProblem("pages-basic-auth-file", "%v", err))
+			add(dispatchProblem("pages-basic-auth-file", "%v", err))
 		case !ok || user == "" || pass == "":
-			errs = append(errs, dispatchProblem("pages-basic-auth-file", "%s must hold user:password", o.PagesBasicFile))
+			add(dispatchProblem("pages-basic-auth-file", "%s must hold user:password", o.PagesBasicFile))
 		}
 		c.Pages.BasicUser, c.Pages.BasicPassword = user, pass
 		c.SecretFiles = append(c.SecretFiles, o.PagesBasicFile)
 	}
-	return c, errors.Join(errs...)
 }
 
 // findAgentRunner resolves the agent-runner binary: the setting, else next
@@ -266,43 +288,70 @@ func newLauncher(dataDir string, c DispatchConfig, secretFiles []string, reg *pr
 // dispatcher, the launcher and the task pages; without them serve only
 // stores tasks (intake), and says so.
 func dispatchHook(ctx context.Context, m *Main) (Plugin, error) {
-	cfg, dc := m.Config, m.DispatchConfig
-	log := m.Logger
-	if cfg.AppID == 0 || cfg.PrivateKey == nil {
-		log.Warn("no GitHub App id and private key: tasks are stored but not run (set AGENTBOT_APP_ID and AGENTBOT_PRIVATE_KEY_FILE)")
+	if m.Config.AppID == 0 || m.Config.PrivateKey == nil {
+		m.Logger.Warn("no GitHub App id and private key: tasks are stored but not run (set AGENTBOT_APP_ID and AGENTBOT_PRIVATE_KEY_FILE)")
 		return Plugin{}, nil
 	}
+	p, err := newDispatchParts(m)
+	if err != nil {
+		return Plugin{}, err
+	}
+	return p.start(ctx, m), nil
+}
+
+// dispatchParts are what serve runs tasks with; close releases the ones
+// made so far.
+type dispatchParts struct {
+	gh            *github.Client
+	launcher      runner.Launcher
+	closeLauncher func() error
+	d             *dispatch.Dispatcher
+	pages         http.Handler
+}
+
+func (p *dispatchParts) close() error {
+	var err error
+	if p.closeLauncher != nil {
+		err = p.closeLauncher()
+	}
+	if p.gh != nil {
+		p.gh.Close()
+	}
+	return err
+}
+
+func newDispatchParts(m *Main) (_ *dispatchParts, err error) {
+	cfg, dc, log := m.Config, m.DispatchConfig, m.Logger
+	p := &dispatchParts{}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, p.close())
+		}
+	}()
 	keyPEM, err := os.ReadFile(cfg.PrivateKeyFile)
 	if err != nil {
-		return Plugin{}, fmt.Errorf("read private key: %w", err)
+		return nil, fmt.Errorf("read private key: %w", err)
 	}
-	gh, err := github.New(github.Config{
+	if p.gh, err = github.New(github.Config{
 		BaseURL: cfg.GitHubURL.String(), AppID: cfg.AppID, PrivateKey: keyPEM,
 		Registry: m.Registry, Logger: log,
-	})
-	if err != nil {
-		return Plugin{}, err
+	}); err != nil {
+		return nil, err
 	}
 	secretFiles := append([]string{cfg.PrivateKeyFile, m.Options.WebhookSecretFile}, dc.SecretFiles...)
-	launcher, closeLauncher, err := newLauncher(cfg.DataDir, dc, secretFiles, m.Registry, log)
-	if err != nil {
-		gh.Close()
-		return Plugin{}, err
+	if p.launcher, p.closeLauncher, err = newLauncher(cfg.DataDir, dc, secretFiles, m.Registry, log); err != nil {
+		return nil, err
 	}
 	logs, err := tasklog.Open(filepath.Join(cfg.DataDir, "logs"), 0)
 	if err != nil {
-		closeLauncher()
-		gh.Close()
-		return Plugin{}, err
+		return nil, err
 	}
 	tmp := filepath.Join(cfg.DataDir, "tmp")
 	if err := os.MkdirAll(tmp, 0o700); err != nil {
-		closeLauncher()
-		gh.Close()
-		return Plugin{}, fmt.Errorf("create %s: %w", tmp, err)
+		return nil, fmt.Errorf("create %s: %w", tmp, err)
 	}
-	d, err := dispatch.New(dispatch.Options{
-		Store: m.Store, GitHub: gh, Launcher: launcher, Logs: logs,
+	if p.d, err = dispatch.New(dispatch.Options{
+		Store: m.Store, GitHub: p.gh, Launcher: p.launcher, Logs: logs,
 		MaxConcurrent: dc.MaxConcurrent, PublicURL: dc.PublicURL,
 		TimeLimit: dc.TimeLimit, MaxTimeLimit: dc.MaxTimeLimit,
 		// A run past its agent may finish delivering within most of the
@@ -311,25 +360,25 @@ func dispatchHook(ctx context.Context, m *Main) (Plugin, error) {
 		Agent:         dc.Agent, AgentEnv: dc.AgentEnv, TempDir: tmp,
 		KeepFailedWorkspaces: dc.KeepFailed > 0,
 		Registry:             m.Registry, Logger: log,
-	})
-	if err != nil {
-		closeLauncher()
-		gh.Close()
-		return Plugin{}, err
+	}); err != nil {
+		return nil, err
 	}
-	pages, err := web.New(web.Options{
+	if p.pages, err = web.New(web.Options{
 		Store: m.Store, Logs: logs, Auth: dc.Pages,
 		RequireAuth: !loopbackOnly(cfg.Listen), Logger: log,
-	})
-	if err != nil {
-		closeLauncher()
-		gh.Close()
-		return Plugin{}, err
+	}); err != nil {
+		return nil, err
 	}
+	return p, nil
+}
+
+// start runs the dispatcher until the plugin is stopped.
+func (p *dispatchParts) start(ctx context.Context, m *Main) Plugin {
+	dc, log := m.DispatchConfig, m.Logger
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan error, 1)
-	go func() { done <- d.Run(runCtx) }()
-	log.Info("dispatcher started", "launcher", launcher.Name(), "max_concurrent", dc.MaxConcurrent,
+	go func() { done <- p.d.Run(runCtx) }()
+	log.Info("dispatcher started", "launcher", p.launcher.Name(), "max_concurrent", dc.MaxConcurrent,
 		"agent", dc.Agent.Name, "public_url", dc.PublicURL, "pages_auth", dc.Pages.BearerToken != "" || dc.Pages.BasicUser != "")
 	stop := func(ctx context.Context) error {
 		cancel()
@@ -345,15 +394,14 @@ func dispatchHook(ctx context.Context, m *Main) (Plugin, error) {
 		case <-ctx.Done():
 			errs = append(errs, fmt.Errorf("dispatcher did not stop: %w", ctx.Err()))
 		}
-		errs = append(errs, closeLauncher())
-		gh.Close()
+		errs = append(errs, p.close())
 		return errors.Join(errs...)
 	}
 	routes := func(r chi.Router) {
-		r.Handle("/tasks", pages)
-		r.Handle("/tasks/*", pages)
+		r.Handle("/tasks", p.pages)
+		r.Handle("/tasks/*", p.pages)
 	}
-	return Plugin{Enqueued: d.Notify, Routes: routes, Stop: stop}, nil
+	return Plugin{Enqueued: p.d.Notify, Routes: routes, Stop: stop}
 }
 
 // loopbackOnly reports whether a listen address accepts only local

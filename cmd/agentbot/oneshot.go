@@ -97,11 +97,58 @@ func (e *oneShotError) Error() string {
 // runOne runs one task through launcher l and takes its result in.
 func runOne(ctx context.Context, l runner.Launcher, o oneShot) (*oneShotResult, error) {
 	start := time.Now()
+	o, src, job, err := planOne(ctx, o, start)
+	if err != nil {
+		return nil, err
+	}
+	ui := newStatusLine(o.Progress)
+	defer ui.close()
+	ui.printf("agentbot run %s: %s → branch %s (agent %s)", job.TaskID, src.display, job.Branch, o.Agent.Name)
+	run, err := l.Start(ctx, job)
+	if err != nil {
+		return nil, fmt.Errorf("agentbot run: start: %w", err)
+	}
+	keep := true
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+		defer cancel()
+		if err := l.Cleanup(cctx, job.TaskID, keep); err != nil {
+			ui.printf("agentbot run: cannot clean up the sandbox of %s: %v", job.TaskID, err)
+		}
+	}()
+	f := followOne(ctx, run, ui, o.Quiet)
+	res, err := f.outcome(ctx, run)
+	if err != nil {
+		return nil, err
+	}
+	// The branch is the one chosen here: a result naming another (the
+	// sandbox's word) must not move a ref of the local repository.
+	if res.Branch != "" && res.Branch != job.Branch {
+		return nil, &oneShotError{Phase: "verifying", Message: fmt.Sprintf("the sandbox reported branch %q, not %q", res.Branch, job.Branch)}
+	}
+	out := &oneShotResult{
+		TaskID: job.TaskID, Branch: job.Branch, Base: src.base, BaseSHA: res.BaseSHA, Commit: res.Commit,
+		Summary: res.Summary, CostUSD: res.CostUSD, Files: res.Files,
+		NoChanges: res.Status == runner.StatusNoChanges,
+	}
+	if !out.NoChanges {
+		ui.phase("taking the result in")
+		if err := takeResult(ctx, run, o, src, out); err != nil {
+			return nil, err
+		}
+	}
+	keep = false
+	out.Elapsed = time.Since(start)
+	return out, nil
+}
+
+// planOne fills o's defaults, resolves the repository and builds the job.
+func planOne(ctx context.Context, o oneShot, start time.Time) (oneShot, *source, runner.Job, error) {
 	if o.Progress == nil {
 		o.Progress = io.Discard
 	}
 	if strings.TrimSpace(o.Prompt) == "" {
-		return nil, errors.New("agentbot run: --prompt is empty")
+		return o, nil, runner.Job{}, errors.New("agentbot run: --prompt is empty")
 	}
 	if o.TimeLimit <= 0 {
 		o.TimeLimit = 30 * time.Minute
@@ -111,7 +158,7 @@ func runOne(ctx context.Context, l runner.Launcher, o oneShot) (*oneShotResult, 
 	}
 	src, err := resolveSource(ctx, o.Repo, o.Base)
 	if err != nil {
-		return nil, err
+		return o, nil, runner.Job{}, err
 	}
 	title := strings.TrimSpace(strings.SplitN(strings.TrimSpace(o.Prompt), "\n", 2)[0])
 	id := newRunID(start)
@@ -126,7 +173,7 @@ func runOne(ctx context.Context, l runner.Launcher, o oneShot) (*oneShotResult, 
 			branch = freeBranch(ctx, src.gitDir, branch)
 		}
 	}
-	job := runner.Job{
+	return o, src, runner.Job{
 		Version:     runner.ProtocolVersion,
 		TaskID:      id,
 		Repo:        src.name,
@@ -139,30 +186,22 @@ func runOne(ctx context.Context, l runner.Launcher, o oneShot) (*oneShotResult, 
 		AuthorName:  "agentbot",
 		AuthorEmail: "agentbot@users.noreply.github.com",
 		Env:         o.AgentEnv,
-	}
-	ui := newStatusLine(o.Progress)
-	defer ui.close()
-	ui.printf("agentbot run %s: %s → branch %s (agent %s)", id, src.display, branch, o.Agent.Name)
-	run, err := l.Start(ctx, job)
-	if err != nil {
-		return nil, fmt.Errorf("agentbot run: start: %w", err)
-	}
-	keep := true
-	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-		defer cancel()
-		if err := l.Cleanup(cctx, id, keep); err != nil {
-			ui.printf("agentbot run: cannot clean up the sandbox of %s: %v", id, err)
-		}
-	}()
+	}, nil
+}
 
-	var (
-		res      *runner.RunResult
-		errEv    *runner.Event
-		tail     []string
-		phase    = "starting"
-		stopOnce sync.Once
-	)
+// oneFollowed is what a one-shot run's events said.
+type oneFollowed struct {
+	res   *runner.RunResult
+	errEv *runner.Event
+	tail  []string
+	phase string
+}
+
+// followOne shows the run's events on the status line until they end,
+// stopping the run if ctx ends first.
+func followOne(ctx context.Context, run runner.Run, ui *statusLine, quiet bool) *oneFollowed {
+	f := &oneFollowed{phase: "starting"}
+	var stopOnce sync.Once
 	events := run.Events()
 	for events != nil {
 		select {
@@ -171,23 +210,7 @@ func runOne(ctx context.Context, l runner.Launcher, o oneShot) (*oneShotResult, 
 				events = nil
 				continue
 			}
-			switch ev.Type {
-			case runner.EventPhase:
-				phase = ev.Phase
-				ui.phase(phase)
-			case runner.EventLog:
-				tail = lastLines(append(tail, strings.Split(strings.TrimRight(ev.Message, "\n"), "\n")...), tailLines)
-				if !o.Quiet {
-					ui.printf("  │ %s", ev.Message)
-				}
-			case runner.EventProgress:
-				ui.detail(strings.TrimSpace(ev.Tool + " " + ev.File + " " + ev.Message))
-			case runner.EventResult:
-				res = ev.Result
-			case runner.EventError:
-				e := ev
-				errEv = &e
-			}
+			f.event(ev, ui, quiet)
 		case <-ctx.Done():
 			stopOnce.Do(func() {
 				ui.printf("interrupted; stopping the agent…")
@@ -199,55 +222,73 @@ func runOne(ctx context.Context, l runner.Launcher, o oneShot) (*oneShotResult, 
 			})
 		}
 	}
+	return f
+}
+
+func (f *oneFollowed) event(ev runner.Event, ui *statusLine, quiet bool) {
+	switch ev.Type {
+	case runner.EventPhase:
+		f.phase = ev.Phase
+		ui.phase(f.phase)
+	case runner.EventLog:
+		f.tail = lastLines(append(f.tail, strings.Split(strings.TrimRight(ev.Message, "\n"), "\n")...), tailLines)
+		if !quiet {
+			ui.printf("  │ %s", ev.Message)
+		}
+	case runner.EventProgress:
+		ui.detail(strings.TrimSpace(ev.Tool + " " + ev.File + " " + ev.Message))
+	case runner.EventResult:
+		f.res = ev.Result
+	case runner.EventError:
+		e := ev
+		f.errEv = &e
+	}
+}
+
+// outcome waits for the run's exit: its result, or why there is none.
+func (f *oneFollowed) outcome(ctx context.Context, run runner.Run) (*runner.RunResult, error) {
 	exit, err := run.Wait(context.WithoutCancel(ctx))
-	code := exit.Code
 	if err != nil {
 		return nil, fmt.Errorf("agentbot run: lost the runner: %w", err)
 	}
 	if ctx.Err() != nil {
 		return nil, fmt.Errorf("agentbot run: %w", ctx.Err())
 	}
-	if code != runner.ExitOK || res == nil {
-		oe := &oneShotError{Phase: phase, Message: runner.ExitMeaning(code), ExitCode: code, Tail: tail}
-		if errEv != nil {
-			if errEv.Phase != "" {
-				oe.Phase = errEv.Phase
-			}
-			oe.Message = errEv.Message + " (" + runner.ExitMeaning(code) + ")"
-			if len(errEv.StderrTail) > 0 {
-				oe.Tail = errEv.StderrTail
-			}
+	code := exit.Code
+	if code == runner.ExitOK && f.res != nil {
+		return f.res, nil
+	}
+	oe := &oneShotError{Phase: f.phase, Message: runner.ExitMeaning(code), ExitCode: code, Tail: f.tail}
+	if f.errEv != nil {
+		if f.errEv.Phase != "" {
+			oe.Phase = f.errEv.Phase
 		}
-		if len(oe.Tail) == 0 {
-			oe.Tail = exit.StderrTail
+		oe.Message = f.errEv.Message + " (" + runner.ExitMeaning(code) + ")"
+		if len(f.errEv.StderrTail) > 0 {
+			oe.Tail = f.errEv.StderrTail
 		}
-		oe.Tail = lastLines(oe.Tail, tailLines)
-		return nil, oe
 	}
-	out := &oneShotResult{
-		TaskID: id, Branch: res.Branch, Base: src.base, BaseSHA: res.BaseSHA, Commit: res.Commit,
-		Summary: res.Summary, CostUSD: res.CostUSD, Files: res.Files,
-		NoChanges: res.Status == runner.StatusNoChanges,
+	if len(oe.Tail) == 0 {
+		oe.Tail = exit.StderrTail
 	}
-	if out.Branch == "" {
-		out.Branch = branch
-	}
-	if out.NoChanges {
-		keep = false
-		out.Elapsed = time.Since(start)
-		return out, nil
-	}
-	ui.phase("taking the result in")
+	oe.Tail = lastLines(oe.Tail, tailLines)
+	return nil, oe
+}
+
+// takeResult fetches the run's bundle and leaves it on disk (a URL
+// repository) or, verified as the bot verifies before pushing, takes its
+// branch into the local repository.
+func takeResult(ctx context.Context, run runner.Run, o oneShot, src *source, out *oneShotResult) error {
 	bundleDir := o.BundleDir
 	if src.gitDir != "" {
 		bundleDir = os.TempDir()
 	} else if bundleDir == "" {
 		bundleDir = "."
 	}
-	bundlePath := filepath.Join(bundleDir, "agentbot-"+id+".bundle")
+	bundlePath := filepath.Join(bundleDir, "agentbot-"+out.TaskID+".bundle")
 	f, err := os.Create(bundlePath)
 	if err != nil {
-		return nil, fmt.Errorf("agentbot run: %w", err)
+		return fmt.Errorf("agentbot run: %w", err)
 	}
 	berr := run.Bundle(ctx, f)
 	if cerr := f.Close(); berr == nil {
@@ -255,34 +296,29 @@ func runOne(ctx context.Context, l runner.Launcher, o oneShot) (*oneShotResult, 
 	}
 	if berr != nil {
 		os.Remove(bundlePath)
-		return nil, fmt.Errorf("agentbot run: fetch the bundle: %w", berr)
+		return fmt.Errorf("agentbot run: fetch the bundle: %w", berr)
 	}
 	if src.gitDir == "" {
 		out.BundlePath = bundlePath
 		if abs, err := filepath.Abs(bundlePath); err == nil {
 			out.BundlePath = abs
 		}
-		keep = false
-		out.Elapsed = time.Since(start)
-		return out, nil
+		return nil
 	}
 	defer os.Remove(bundlePath)
-	// The same checks the bot makes before pushing to GitHub.
 	head, err := bundle.Verify(ctx, "git", bundlePath, bundle.Check{
-		Branch: out.Branch, BranchPrefix: "agentbot/", BaseSHA: res.BaseSHA,
+		Branch: out.Branch, BranchPrefix: "agentbot/", BaseSHA: out.BaseSHA,
 		ProtectedPaths: o.ProtectedPaths, ObjectsFrom: src.gitDir,
 	})
 	if err != nil {
-		return nil, &oneShotError{Phase: "verifying", Message: err.Error()}
+		return &oneShotError{Phase: "verifying", Message: err.Error()}
 	}
 	if _, err := git(ctx, src.gitDir, "fetch", "--quiet", "--no-tags", bundlePath, "refs/heads/"+out.Branch+":refs/heads/"+out.Branch); err != nil {
-		return nil, fmt.Errorf("agentbot run: take branch %s into %s: %w", out.Branch, src.display, err)
+		return fmt.Errorf("agentbot run: take branch %s into %s: %w", out.Branch, src.display, err)
 	}
 	out.Commit = head
 	out.LocalRepo = src.display
-	keep = false
-	out.Elapsed = time.Since(start)
-	return out, nil
+	return nil
 }
 
 // lastLines is the last n of lines, in a slice of its own.
@@ -374,108 +410,4 @@ func newRunID(now time.Time) string {
 	// crypto/rand.Read never fails (it aborts the program instead).
 	_, _ = rand.Read(b[:])
 	return "run-" + now.UTC().Format("20060102-150405") + "-" + hex.EncodeToString(b[:])
-}
-
-// statusLine prints progress: on a terminal, a status line redrawn every
-// second with the phase and elapsed time under the scrolling output;
-// elsewhere, plain lines.
-type statusLine struct {
-	w     io.Writer
-	tty   bool
-	start time.Time
-
-	mu     sync.Mutex
-	cur    string
-	extra  string
-	shown  bool
-	stop   chan struct{}
-	ticker sync.WaitGroup
-}
-
-func newStatusLine(w io.Writer) *statusLine {
-	s := &statusLine{w: w, start: time.Now(), stop: make(chan struct{})}
-	if f, ok := w.(*os.File); ok {
-		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 && os.Getenv("TERM") != "dumb" {
-			s.tty = true
-		}
-	}
-	if s.tty {
-		s.ticker.Add(1)
-		go func() {
-			defer s.ticker.Done()
-			t := time.NewTicker(time.Second)
-			defer t.Stop()
-			for {
-				select {
-				case <-s.stop:
-					return
-				case <-t.C:
-					s.mu.Lock()
-					s.redraw()
-					s.mu.Unlock()
-				}
-			}
-		}()
-	}
-	return s
-}
-
-func (s *statusLine) elapsed() string {
-	d := time.Since(s.start).Round(time.Second)
-	return fmt.Sprintf("%02d:%02d", int(d.Minutes()), int(d.Seconds())%60)
-}
-
-// redraw draws the status line; callers hold mu.
-func (s *statusLine) redraw() {
-	if !s.tty || s.cur == "" {
-		return
-	}
-	line := fmt.Sprintf("⏱ %s  %s", s.elapsed(), s.cur)
-	if s.extra != "" {
-		line += " · " + s.extra
-	}
-	if len(line) > 120 {
-		line = line[:120]
-	}
-	fmt.Fprintf(s.w, "\r\033[K%s", line)
-	s.shown = true
-}
-
-func (s *statusLine) clear() {
-	if s.shown {
-		fmt.Fprint(s.w, "\r\033[K")
-		s.shown = false
-	}
-}
-
-func (s *statusLine) printf(format string, args ...any) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.clear()
-	fmt.Fprintf(s.w, format+"\n", args...)
-	s.redraw()
-}
-
-func (s *statusLine) phase(p string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.clear()
-	fmt.Fprintf(s.w, "▸ [%s] %s\n", s.elapsed(), p)
-	s.cur, s.extra = p, ""
-	s.redraw()
-}
-
-func (s *statusLine) detail(d string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.extra = d
-	s.redraw()
-}
-
-func (s *statusLine) close() {
-	close(s.stop)
-	s.ticker.Wait()
-	s.mu.Lock()
-	s.clear()
-	s.mu.Unlock()
 }
