@@ -89,13 +89,18 @@ func (l *Launcher) watchClaim(ctx context.Context, name string, cond func(*extv1
 		return nil
 	}
 	for {
+		// A failed list or watch is logged and tried again after a pause,
+		// until ctx ends.
+		retry := func(op string, err error) error {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			l.log.Warn(op+" claim", "claim", name, "err", err)
+			return pause()
+		}
 		list, err := l.claims.List(ctx, metav1.ListOptions{FieldSelector: selector})
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			l.log.Warn("list claim", "claim", name, "err", err)
-			if err := pause(); err != nil {
+			if err := retry("list", err); err != nil {
 				return nil, err
 			}
 			continue
@@ -109,11 +114,7 @@ func (l *Launcher) watchClaim(ctx context.Context, name string, cond func(*extv1
 		}
 		w, err := l.claims.Watch(ctx, metav1.ListOptions{FieldSelector: selector, ResourceVersion: list.ResourceVersion, AllowWatchBookmarks: true})
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			l.log.Warn("watch claim", "claim", name, "err", err)
-			if err := pause(); err != nil {
+			if err := retry("watch", err); err != nil {
 				return nil, err
 			}
 			continue
