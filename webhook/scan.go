@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/bits"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -70,9 +72,21 @@ func (s *scanner) end() error {
 }
 
 func (s *scanner) space() {
+	const spaces = 0x2020202020202020
 	for s.pos < len(s.data) {
 		switch s.data[s.pos] {
-		case ' ', '\t', '\n', '\r':
+		case ' ':
+			// Indentation of pretty-printed payloads: eight at a time.
+			if s.pos+8 <= len(s.data) {
+				if x := binary.LittleEndian.Uint64(s.data[s.pos:]) ^ spaces; x != 0 {
+					s.pos += bits.TrailingZeros64(x) / 8
+				} else {
+					s.pos += 8
+				}
+				continue
+			}
+			s.pos++
+		case '\t', '\n', '\r':
 			s.pos++
 		default:
 			return
@@ -167,7 +181,11 @@ func (s *scanner) key() ([]byte, error) {
 	}
 	key := raw[1 : len(raw)-1]
 	if escaped {
-		key = []byte(unquote(raw))
+		k, err := unquote(raw)
+		if err != nil {
+			return nil, err
+		}
+		key = []byte(k)
 	}
 	if s.peek() != ':' {
 		return nil, s.syntaxErr()
@@ -256,20 +274,43 @@ func (s *scanner) str(dst *string) error {
 		*dst = string(body)
 		return nil
 	}
-	*dst = unquote(raw)
+	v, err := unquote(raw)
+	if err != nil {
+		return err
+	}
+	*dst = v
 	return nil
 }
 
-// unquote decodes a string token with escapes or invalid UTF-8 exactly as
-// encoding/json does (invalid bytes and lone surrogates become U+FFFD). The
-// token was already checked, so it cannot fail; rare in GitHub's payloads.
-func unquote(raw []byte) string {
-	var v string
-	if err := json.Unmarshal(raw, &v); err != nil {
-		panic("webhook: a checked JSON string did not decode: " + err.Error())
+// unquote decodes a string token that has escapes or invalid UTF-8 exactly
+// as encoding/json does.
+// Comment and issue bodies carry \n escapes, so the short escapes in valid
+// UTF-8 are decoded here; \u escapes (surrogate pairs, lone surrogates) and
+// invalid bytes (U+FFFD) are left to encoding/json itself.
+func unquote(raw []byte) (string, error) {
+	body := raw[1 : len(raw)-1]
+	if !utf8.Valid(body) || bytes.Contains(body, []byte(`\u`)) {
+		var v string
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return "", fmt.Errorf("decode string: %w", err)
+		}
+		return v, nil
 	}
-	return v
+	var b strings.Builder
+	b.Grow(len(body))
+	for i := 0; i < len(body); i++ {
+		c := body[i]
+		if c == '\\' {
+			i++
+			c = shortEscapes[body[i]]
+		}
+		b.WriteByte(c)
+	}
+	return b.String(), nil
 }
+
+// shortEscapes maps the byte after a backslash to what it stands for.
+var shortEscapes = [256]byte{'"': '"', '\\': '\\', '/': '/', 'b': '\b', 'f': '\f', 'n': '\n', 'r': '\r', 't': '\t'}
 
 // integer decodes a number into dst as json.Unmarshal decodes into an
 // integer of bits bits: digits only (no fraction or exponent), in range;

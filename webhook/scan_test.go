@@ -14,6 +14,7 @@ var scanSeeds = []string{
 	`{"Action":"created","ACTION":"x","ſender":{"LOGIN":"u","İd":1}}`,
 	`{"\u0061ction":"created","repository":{"\u006eame":"r\u00e9\ud83d\ude00\ud800x"}}`,
 	"{\"action\":\"cr\xffeated\",\"issue\":{\"title\":\"\xe2\x82\"}}",
+	`{"comment":{"body":"a\\user\n\t\"x\"\/\b\f\r","body":"\\"},"issue":{"body":"\u00e9\n"}}`,
 	`{"action":null,"repository":null,"issue":{"pull_request":{},"pull_request":null}}`,
 	`{"issue":{"pull_request":{"url":"a"},"pull_request":{"html_url":1}}}`,
 	`{"check_run":{"pull_requests":[{"number":5},{"number":6}],"pull_requests":[null,{}]}}`,
