@@ -24,7 +24,9 @@
 # Environment: ROUNDS (default 3), DURATION (per run, default 5s), WARMUP
 # (default 1s), CONCURRENCY (default 16,64), ATLANTIS_VERSION (default
 # v0.35.0, a version the module proxy serves), AGENTBOT_LOG_LEVEL (default
-# info: one JSON log line per delivery, as in production, to a file).
+# info: one JSON log line per delivery, as in production, to a file),
+# AGENTBOT_BIN (an agentbot binary to measure instead of building this tree,
+# e.g. an older commit's, for a before/after).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,7 +49,11 @@ cleanup() {
 trap cleanup EXIT
 
 echo "==> building agentbot and the load generator"
-go build -o "$work/agentbot" ./cmd/agentbot
+if [ -n "${AGENTBOT_BIN:-}" ]; then
+  cp "$AGENTBOT_BIN" "$work/agentbot"
+else
+  go build -o "$work/agentbot" ./cmd/agentbot
+fi
 go build -o "$work/agentbot-load" ./internal/loadgen
 
 echo "==> building Atlantis $ATLANTIS_VERSION from the Go module proxy"
