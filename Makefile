@@ -1,5 +1,5 @@
 # The README's two commands are `make demo` (the main job) and `make test`.
-.PHONY: build demo test bench bench-intake bench-e2e bench-kube testenv
+.PHONY: build demo test bench bench-intake bench-peer bench-e2e bench-kube testenv
 
 BIN ?= bin
 
@@ -19,6 +19,9 @@ bench:
 
 bench-intake:
 	scripts/bench-intake.sh
+
+bench-peer:
+	scripts/bench-peer.sh
 
 bench-e2e:
 	scripts/bench-e2e.sh

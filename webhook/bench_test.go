@@ -89,3 +89,59 @@ func BenchmarkIntake(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkIntakeHTTP is BenchmarkIntake through a real HTTP server on
+// loopback (the client in the same process), so that a CPU profile
+// (-cpuprofile) shows the whole server side of a delivery, net/http
+// included; scripts/bench-peer.sh measures the same from outside.
+func BenchmarkIntakeHTTP(b *testing.B) {
+	for _, tc := range []struct {
+		name, comment string
+		want          int
+	}{
+		{"agent", "", http.StatusAccepted},
+		{"noncommand", "Thanks, no command here.", http.StatusNoContent},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			store, err := state.Open(filepath.Join(b.TempDir(), "bench.db"), state.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { store.Close() })
+			h, err := New(Config{Secret: secret, Store: store, Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))})
+			if err != nil {
+				b.Fatal(err)
+			}
+			srv := httptest.NewServer(h)
+			b.Cleanup(srv.Close)
+			body := payload(b, "issue_comment.created.issue.json")
+			if tc.comment != "" {
+				body = payload(b, "issue_comment.created.issue.json", set("comment.body", tc.comment))
+			}
+			sig := Signature(secret, body)
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+			b.Cleanup(client.CloseIdleConnections)
+			var seq atomic.Int64
+			b.SetBytes(int64(len(body)))
+			b.SetParallelism(max(1, 64/runtime.GOMAXPROCS(0)))
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					req, _ := http.NewRequest(http.MethodPost, srv.URL, bytes.NewReader(body))
+					req.Header.Set("X-GitHub-Event", "issue_comment")
+					req.Header.Set("X-GitHub-Delivery", fmt.Sprintf("bench-%d", seq.Add(1)))
+					req.Header.Set("X-Hub-Signature-256", sig)
+					resp, err := client.Do(req)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != tc.want {
+						b.Errorf("status %d, want %d", resp.StatusCode, tc.want)
+					}
+				}
+			})
+		})
+	}
+}

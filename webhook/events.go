@@ -7,6 +7,9 @@ package webhook
 // timestamp without a "T", as in GitHub's own older examples) failed the
 // whole delivery with a 400 and lost a trigger; decoding only what is used
 // also halves the parse time.
+//
+// The struct tags are what FuzzScanMatchesUnmarshal decodes with
+// json.Unmarshal to hold the single-pass decoders (decode.go) to it.
 
 type user struct {
 	Login string `json:"login"`
@@ -47,6 +50,10 @@ type issue struct {
 	} `json:"pull_request"`
 }
 
+type pullRequestRef struct {
+	Number int `json:"number"`
+}
+
 type issuesEvent struct {
 	eventBase
 	Issue issue `json:"issue"`
@@ -74,9 +81,7 @@ type checkRunEvent struct {
 		CheckSuite struct {
 			HeadBranch string `json:"head_branch"`
 		} `json:"check_suite"`
-		PullRequests []struct {
-			Number int `json:"number"`
-		} `json:"pull_requests"`
+		PullRequests []pullRequestRef `json:"pull_requests"`
 	} `json:"check_run"`
 	RequestedAction struct {
 		Identifier string `json:"identifier"`

@@ -19,7 +19,6 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -217,7 +216,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) delivery {
 		return refuse(&refusal{http.StatusBadRequest, outcomeBadRequest, err.Error()})
 	}
 	if d.event == "ping" {
-		if !json.Valid(payload) {
+		if !valid(payload) {
 			return refuse(&refusal{http.StatusBadRequest, outcomeBadRequest, "malformed JSON payload"})
 		}
 		d.status, d.outcome = http.StatusOK, outcomePong

@@ -1,7 +1,6 @@
 package webhook
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -52,35 +51,32 @@ func parse(event string, payload []byte, opts ParseOptions) (decision, error) {
 	switch event {
 	case "issues":
 		var e issuesEvent
-		if err := unmarshal(event, payload, &e); err != nil {
-			return decision{}, err
+		if err := e.decode(payload); err != nil {
+			return decision{}, malformed(event, err)
 		}
 		return parseIssues(&e, opts), nil
 	case "issue_comment":
 		var e issueCommentEvent
-		if err := unmarshal(event, payload, &e); err != nil {
-			return decision{}, err
+		if err := e.decode(payload); err != nil {
+			return decision{}, malformed(event, err)
 		}
 		return parseIssueComment(&e), nil
 	case "check_run":
 		var e checkRunEvent
-		if err := unmarshal(event, payload, &e); err != nil {
-			return decision{}, err
+		if err := e.decode(payload); err != nil {
+			return decision{}, malformed(event, err)
 		}
 		return parseCheckRun(&e), nil
 	default:
-		if !json.Valid(payload) {
+		if !valid(payload) {
 			return decision{}, fmt.Errorf("%s event: %w: not JSON", event, ErrMalformed)
 		}
 		return ignore(decision{}, "event %q is not handled", event), nil
 	}
 }
 
-func unmarshal(event string, payload []byte, v any) error {
-	if err := json.Unmarshal(payload, v); err != nil {
-		return fmt.Errorf("%s event: %w: %w", event, ErrMalformed, err)
-	}
-	return nil
+func malformed(event string, err error) error {
+	return fmt.Errorf("%s event: %w: %w", event, ErrMalformed, err)
 }
 
 func ignore(d decision, format string, args ...any) decision {

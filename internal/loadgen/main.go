@@ -5,6 +5,13 @@
 //
 //	agentbot-load -url http://127.0.0.1:8080/webhook -secret-file S [-payload F -event E]
 //	              [-concurrency 1,16,64] [-rate N] [-duration 10s] [-warmup 1s] [-acked-file F]
+//	              [-expect 202] [-cpu-pid PID]
+//
+// A delivery counts as acknowledged when answered with the -expect status
+// (202, a stored task, by default; scripts/bench-peer.sh also counts
+// agentbot's 204 for a comment without a command and another server's 200).
+// With -cpu-pid the table adds the CPU time (user+system) that process used
+// in the measured window per acknowledged delivery.
 //
 // Without -rate each sender sends its next delivery as soon as the last is
 // answered (closed loop: the throughput the server sustains, and the latency
@@ -71,6 +78,8 @@ type config struct {
 	duration    time.Duration
 	warmup      time.Duration
 	ackedFile   string
+	expect      int
+	cpuPID      int
 }
 
 func drive(args []string, stdout io.Writer) error {
@@ -83,11 +92,14 @@ func drive(args []string, stdout io.Writer) error {
 	rate := fs.Float64("rate", 0, "deliveries per second across all senders (0: each sender sends as fast as answered)")
 	duration := fs.Duration("duration", 10*time.Second, "measured time per level")
 	warmup := fs.Duration("warmup", time.Second, "unmeasured time before each level")
-	ackedFile := fs.String("acked-file", "", "append the delivery ID of every 202 here, for verify")
+	ackedFile := fs.String("acked-file", "", "append the delivery ID of every acknowledged delivery here, for verify")
+	expect := fs.Int("expect", http.StatusAccepted, "the status that acknowledges a delivery")
+	cpuPID := fs.Int("cpu-pid", 0, "report this process's CPU time per acknowledged delivery")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	cfg := config{url: *url, event: *event, rate: *rate, duration: *duration, warmup: *warmup, ackedFile: *ackedFile, body: []byte(defaultPayload)}
+	cfg := config{url: *url, event: *event, rate: *rate, duration: *duration, warmup: *warmup, ackedFile: *ackedFile, body: []byte(defaultPayload),
+		expect: *expect, cpuPID: *cpuPID}
 	if cfg.url == "" || *secretFile == "" {
 		return errors.New("-url and -secret-file are required")
 	}
@@ -126,16 +138,28 @@ func drive(args []string, stdout io.Writer) error {
 		mode = fmt.Sprintf("open loop: %.0f deliveries/s in total, latency from the scheduled send time", cfg.rate)
 	}
 	fmt.Fprintf(stdout, "%s\n", mode)
-	fmt.Fprintf(stdout, "%8s %8s %8s %6s %9s %9s %9s %9s %9s\n", "senders", "sent", "acked", "other", "acked/s", "p50", "p90", "p99", "max")
+	fmt.Fprintf(stdout, "%8s %8s %8s %6s %9s %9s %9s %9s %9s", "senders", "sent", "acked", "other", "acked/s", "p50", "p90", "p99", "max")
+	if cfg.cpuPID > 0 {
+		fmt.Fprintf(stdout, " %10s", "cpu/acked")
+	}
+	fmt.Fprintln(stdout)
 	runID := time.Now().UnixNano()
 	for _, n := range cfg.concurrency {
 		r, err := runLevel(&cfg, n, fmt.Sprintf("load-%d-%d", runID, n), acked)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "%8d %8d %8d %6d %9.0f %9s %9s %9s %9s\n", n, r.sent, len(r.latencies), r.other,
+		fmt.Fprintf(stdout, "%8d %8d %8d %6d %9.0f %9s %9s %9s %9s", n, r.sent, len(r.latencies), r.other,
 			float64(len(r.latencies))/r.elapsed.Seconds(),
 			ms(percentile(r.latencies, 50)), ms(percentile(r.latencies, 90)), ms(percentile(r.latencies, 99)), ms(percentile(r.latencies, 100)))
+		if cfg.cpuPID > 0 {
+			perAcked := "-"
+			if len(r.latencies) > 0 {
+				perAcked = fmt.Sprintf("%.3fms", float64(r.cpu)/float64(time.Millisecond)/float64(len(r.latencies)))
+			}
+			fmt.Fprintf(stdout, " %10s", perAcked)
+		}
+		fmt.Fprintln(stdout)
 	}
 	return nil
 }
@@ -145,6 +169,7 @@ type levelResult struct {
 	other     int
 	latencies []time.Duration // of acknowledged deliveries in the measured window
 	elapsed   time.Duration
+	cpu       time.Duration // of cfg.cpuPID in the measured window
 }
 
 // runLevel runs n senders for warmup+duration, each sending one delivery
@@ -220,7 +245,7 @@ func runLevel(cfg *config, n int, prefix string, acked io.Writer) (levelResult, 
 				if measured {
 					sent++
 				}
-				if resp.StatusCode != http.StatusAccepted {
+				if resp.StatusCode != cfg.expect {
 					if measured {
 						other++
 					}
@@ -241,10 +266,52 @@ func runLevel(cfg *config, n int, prefix string, acked io.Writer) (levelResult, 
 			}
 		}()
 	}
+	var cpuStart time.Duration
+	var cpuErr error
+	if cfg.cpuPID > 0 {
+		time.Sleep(time.Until(measureFrom))
+		cpuStart, cpuErr = processCPU(cfg.cpuPID)
+	}
 	wg.Wait()
 	res.elapsed = time.Since(measureFrom)
+	if cfg.cpuPID > 0 && cpuErr == nil {
+		var end time.Duration
+		end, cpuErr = processCPU(cfg.cpuPID)
+		res.cpu = end - cpuStart
+	}
+	if cpuErr != nil {
+		firstEr = cmp(firstEr, cpuErr)
+	}
 	slices.Sort(res.latencies)
 	return res, firstEr
+}
+
+// userHZ is the unit of /proc/PID/stat's times: USER_HZ, 100 on every
+// Linux architecture Go supports.
+const userHZ = 100
+
+// processCPU is the user+system time a process has used, from fields 14
+// and 15 of /proc/PID/stat (counted after the command name, which may hold
+// spaces and parentheses).
+func processCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, fmt.Errorf("read CPU time of process %d: %w", pid, err)
+	}
+	i := bytes.LastIndexByte(b, ')')
+	var f []string
+	if i >= 0 {
+		f = strings.Fields(string(b[i+1:]))
+	}
+	if len(f) < 13 {
+		return 0, fmt.Errorf("process %d: unexpected /proc stat %q", pid, b)
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, fmt.Errorf("process %d: /proc stat times: %w", pid, err)
+	}
+	return time.Duration(utime+stime) * time.Second / userHZ, nil
 }
 
 func cmp(first, err error) error {
