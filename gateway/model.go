@@ -123,11 +123,17 @@ func (t *Task) model(w http.ResponseWriter, r *http.Request) {
 	rest = path.Clean("/" + rest)
 	if err := t.admitModelCall(r, api, rest); err != nil {
 		var b *blockedError
-		code, kind := http.StatusForbidden, "permission_error"
-		if !errors.As(err, &b) {
-			code, kind = http.StatusBadGateway, "api_error"
+		var budget *budgetError
+		code, kind := http.StatusBadGateway, "api_error"
+		switch {
+		case errors.As(err, &budget):
+			// What the API itself answers when the credit runs out: an
+			// agent treats it as final, not as something to retry.
+			code, kind = http.StatusBadRequest, "invalid_request_error"
+		case errors.As(err, &b):
+			code, kind = http.StatusForbidden, "permission_error"
 		}
-		ev.Allowed, ev.Reason = !errors.As(err, &b), err.Error()
+		ev.Allowed, ev.Reason = code == http.StatusBadGateway, err.Error()
 		writeAPIError(w, code, api.errorBody(kind, "agentbot: "+err.Error()))
 		t.finish(ev, start)
 		return
@@ -174,13 +180,18 @@ func (t *Task) admitModelCall(r *http.Request, api modelAPI, p string) error {
 		return &blockedError{fmt.Sprintf("the model relay does not carry %s %s", r.Method, p)}
 	}
 	if spent, over := t.overBudget(); over {
-		return &blockedError{fmt.Sprintf("this task's model budget of $%.2f is spent ($%.4f used); the agent has been stopped", t.budget, spent)}
+		return &budgetError{fmt.Sprintf("this task's model budget of $%.6g is spent ($%.4f used); the agent has been stopped", t.budget, spent)}
 	}
 	if api.key == "" {
 		return fmt.Errorf("agentbot has no %s API key", api.name)
 	}
 	return nil
 }
+
+// budgetError refuses a model call because the task's budget is spent.
+type budgetError struct{ reason string }
+
+func (e *budgetError) Error() string { return e.reason }
 
 func writeAPIError(w http.ResponseWriter, code int, body any) {
 	w.Header().Set("Content-Type", "application/json")
