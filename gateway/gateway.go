@@ -20,6 +20,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -78,6 +79,7 @@ type Gateway struct {
 	upstream http.RoundTripper
 	proxied  *http.Transport // plain-HTTP proxy requests, dialled through the checks
 	log      *slog.Logger
+	errLog   *log.Logger // net/http's own complaints, into log
 
 	mu     sync.Mutex
 	tasks  map[string]*Task // by id
@@ -104,6 +106,7 @@ func New(opts Options) (*Gateway, error) {
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
 	}
+	g.errLog = slog.NewLogLogger(g.log.Handler(), slog.LevelWarn)
 	if g.opts.DialTimeout <= 0 {
 		g.opts.DialTimeout = 10 * time.Second
 	}
@@ -178,7 +181,7 @@ func (g *Gateway) Open(spec TaskSpec) (*Task, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gateway: task %s: %w", spec.TaskID, err)
 	}
-	t.srv = &http.Server{Handler: t, ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelDebug)}
+	t.srv = &http.Server{Handler: t, ReadHeaderTimeout: 30 * time.Second, ErrorLog: g.errLog}
 	t.done = make(chan struct{})
 	go func() {
 		defer close(t.done)

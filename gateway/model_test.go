@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -197,5 +198,37 @@ func TestModelRelayRefuses(t *testing.T) {
 	if resp, err := http.DefaultClient.Do(req); err == nil {
 		resp.Body.Close()
 		t.Errorf("the ended task's key still answers: %s", resp.Status)
+	}
+}
+
+// TestModelRelayAnswersWhole: an answer that starts before the request
+// body has been read to its end (an SSE stream's first event) arrives
+// whole. Without full duplex on the relay's listener one in a few dozen
+// such answers was cut off mid-stream.
+func TestModelRelayAnswersWhole(t *testing.T) {
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "event: message_start\ndata: {\"type\":\"message_start\"}\n\n")
+		w.(http.Flusher).Flush()
+		time.Sleep(time.Millisecond)
+		fmt.Fprint(w, "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n")
+	}))
+	defer api.Close()
+	u, _ := url.Parse(api.URL)
+	g := newGateway(t, Options{Model: ModelOptions{AnthropicURL: u, AnthropicKey: "k"}})
+	task, proxy := openTask(t, g, TaskSpec{})
+	for i := range 200 {
+		req, _ := http.NewRequestWithContext(t.Context(), "POST", proxy+"/anthropic/v1/messages", strings.NewReader("{}"))
+		req.Header.Set("X-Api-Key", task.Key())
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || !strings.Contains(string(body), "message_stop") {
+			t.Fatalf("answer %d cut off: %q, %v", i, body, err)
+		}
 	}
 }

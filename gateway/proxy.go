@@ -204,11 +204,18 @@ func (t *Task) forward(w http.ResponseWriter, r *http.Request) {
 // refused is blocked).
 func (t *Task) relay(w http.ResponseWriter, r *http.Request, ev *runner.Egress, rp *httputil.ReverseProxy) {
 	ev.Allowed = true
+	// The upstream may answer before the transport has read the request
+	// body to its end (an SSE answer's first event does); without full
+	// duplex the server discards the body's rest as the answer starts,
+	// the transport's read fails and the upstream connection dies mid-
+	// answer. The listener is HTTP/1 over a socket, which supports it.
+	_ = http.NewResponseController(w).EnableFullDuplex()
 	body := &countingReader{r: r.Body}
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = body
 	}
 	cw := &countingWriter{ResponseWriter: w}
+	rp.ErrorLog = t.g.errLog
 	rp.ErrorHandler = func(w http.ResponseWriter, _ *http.Request, err error) {
 		var b *blockedError
 		code := http.StatusBadGateway
