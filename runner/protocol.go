@@ -108,6 +108,9 @@ const (
 	EventProgress = "progress"
 	EventResult   = "result"
 	EventError    = "error"
+	// EventEgress is written by agentbot's gateway, never by agent-runner:
+	// one connection or request the sandbox made (or tried) to the outside.
+	EventEgress = "egress"
 )
 
 // Phases, in order.
@@ -143,6 +146,39 @@ type Event struct {
 	// ExitCode and StderrTail are set on error events.
 	ExitCode   int      `json:"exit_code,omitempty"`
 	StderrTail []string `json:"stderr_tail,omitempty"`
+
+	// Egress is set on egress events.
+	Egress *Egress `json:"egress,omitempty"`
+}
+
+// Egress kinds: a CONNECT tunnel, a plain-HTTP proxy request, a request to
+// the git relay, a request to the model relay.
+const (
+	EgressConnect = "connect"
+	EgressHTTP    = "http"
+	EgressGit     = "git"
+	EgressModel   = "model"
+)
+
+// Egress is what agentbot's gateway measured of one attempt to leave the
+// sandbox: agentbot's own figures, not the sandbox's report.
+type Egress struct {
+	Kind    string `json:"kind"`
+	Host    string `json:"host"`
+	Port    int    `json:"port,omitempty"`
+	Allowed bool   `json:"allowed"`
+	// Reason says why the attempt was blocked or failed ("" when it went
+	// through).
+	Reason string `json:"reason,omitempty"`
+	// BytesOut went from the sandbox to the outside, BytesIn back.
+	BytesOut int64 `json:"bytes_out"`
+	BytesIn  int64 `json:"bytes_in"`
+	Millis   int64 `json:"ms"`
+	// Model, Usage and CostUSD are set on model relay requests: the model
+	// that answered, the tokens its API reported and their price.
+	Model   string  `json:"model,omitempty"`
+	Usage   *Usage  `json:"usage,omitempty"`
+	CostUSD float64 `json:"cost_usd,omitempty"`
 }
 
 // Result statuses.
@@ -308,6 +344,12 @@ func (e Event) MapStrings(f func(string) string) Event {
 		res := e.Result.mapStrings(f)
 		e.Result = &res
 	}
+	if e.Egress != nil {
+		eg := *e.Egress
+		eg.Kind = mapWord(eg.Kind, f, egressKinds)
+		eg.Host, eg.Reason, eg.Model = f(eg.Host), f(eg.Reason), f(eg.Model)
+		e.Egress = &eg
+	}
 	return e
 }
 
@@ -334,10 +376,11 @@ func (res RunResult) mapStrings(f func(string) string) RunResult {
 
 // The protocol's own words, which MapStrings leaves alone.
 var (
-	eventTypes = []string{EventPhase, EventLog, EventProgress, EventResult, EventError}
-	phases     = []string{PhaseCloning, PhaseInit, PhaseAgent, PhaseCommitting, PhaseBundling}
-	streams    = []string{"stdout", "stderr", "agentbot"}
-	statuses   = []string{StatusSucceeded, StatusNoChanges}
+	eventTypes  = []string{EventPhase, EventLog, EventProgress, EventResult, EventError, EventEgress}
+	egressKinds = []string{EgressConnect, EgressHTTP, EgressGit, EgressModel}
+	phases      = []string{PhaseCloning, PhaseInit, PhaseAgent, PhaseCommitting, PhaseBundling}
+	streams     = []string{"stdout", "stderr", "agentbot"}
+	statuses    = []string{StatusSucceeded, StatusNoChanges}
 )
 
 // mapSlice is f applied to every element, in a new slice (an empty one

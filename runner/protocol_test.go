@@ -85,7 +85,7 @@ func TestMapStringsReachesEveryString(t *testing.T) {
 	if n < 10 {
 		t.Fatalf("filled only %d strings; the walk is broken", n)
 	}
-	before := fmt.Sprintf("%+v %+v", ev, *ev.Result)
+	before := fmt.Sprintf("%+v %+v %+v", ev, *ev.Result, *ev.Egress)
 	got := ev.MapStrings(func(s string) string { return "mapped:" + s })
 
 	var missed []string
@@ -93,7 +93,7 @@ func TestMapStringsReachesEveryString(t *testing.T) {
 	if len(missed) > 0 {
 		t.Errorf("MapStrings does not reach %s", strings.Join(missed, ", "))
 	}
-	if after := fmt.Sprintf("%+v %+v", ev, *ev.Result); after != before {
+	if after := fmt.Sprintf("%+v %+v %+v", ev, *ev.Result, *ev.Egress); after != before {
 		t.Errorf("MapStrings changed its receiver:\nbefore %s\nafter  %s", before, after)
 	}
 }
@@ -116,6 +116,8 @@ func TestMapStringsKeepsTheProtocolsWords(t *testing.T) {
 			func(e Event) bool {
 				return e.Result.Status == StatusSucceeded && e.Result.PhaseSeconds[PhaseAgent] == 1
 			}},
+		{"egress kind", Event{Type: EventEgress, Egress: &Egress{Kind: EgressConnect, Host: "error.example"}},
+			func(e Event) bool { return e.Egress.Kind == EgressConnect && e.Egress.Host == "[REDACTED].example" }},
 		{"a word that is not the protocol's", Event{Type: "error-ish", Stream: "errors"},
 			func(e Event) bool { return e.Type == "[REDACTED]-ish" && e.Stream == "[REDACTED]s" }},
 	}
