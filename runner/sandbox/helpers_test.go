@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -19,6 +22,8 @@ func TestMain(m *testing.M) {
 		os.Exit(m.Run())
 	case "syscalls":
 		os.Exit(probeSyscalls())
+	case "view":
+		os.Exit(probeView())
 	default:
 		fmt.Fprintf(os.Stderr, "unknown helper %q\n", os.Getenv(helperEnv))
 		os.Exit(2)
@@ -49,6 +54,81 @@ func probeSyscalls() int {
 		res["exec"] = err.Error()
 	} else {
 		res["exec"] = ""
+	}
+	if err := json.NewEncoder(os.Stdout).Encode(res); err != nil {
+		return 1
+	}
+	return 0
+}
+
+// probeView reports what the sandbox looks like from inside, as a hostile
+// agent would find out: who it is, what it can read and write. Paths to try
+// come in AGENTBOT_PROBE_READ (colon-separated).
+func probeView() int {
+	res := map[string]string{}
+	errText := func(err error) string {
+		if err == nil {
+			return ""
+		}
+		if pe, ok := err.(*os.PathError); ok {
+			return pe.Err.Error()
+		}
+		return err.Error()
+	}
+	res["uid"] = strconv.Itoa(os.Getuid())
+	res["gid"] = strconv.Itoa(os.Getgid())
+	res["home"] = os.Getenv("HOME")
+	if b, err := os.ReadFile("/etc/passwd"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if f := strings.Split(l, ":"); len(f) > 2 && f[2] == res["uid"] {
+				res["user"] = f[0]
+			}
+		}
+	}
+	for _, p := range filepath.SplitList(os.Getenv("AGENTBOT_PROBE_READ")) {
+		_, err := os.ReadFile(p)
+		if fi, serr := os.Stat(p); serr == nil && fi.IsDir() {
+			_, err = os.ReadDir(p)
+		}
+		res["read "+p] = errText(err)
+	}
+	for _, p := range []string{"/proc/sys/kernel/core_pattern", "/proc/sys/vm/drop_caches", "/usr/agentbot-probe", "/etc/agentbot-probe", "/agentbot-probe", "/tmp/probe", "/dev/shm/probe", "/workspace/probe", "/workspace/home/probe"} {
+		f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE, 0o600)
+		if err == nil {
+			f.Close()
+		}
+		res["write "+p] = errText(err)
+	}
+	for _, p := range []string{"/tmp", "/dev/shm"} {
+		var st syscall.Statfs_t
+		if err := syscall.Statfs(p, &st); err == nil {
+			res["size "+p] = strconv.FormatInt(int64(st.Blocks)*st.Bsize, 10)
+		}
+	}
+	if b, err := os.ReadFile("/proc/self/status"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && (k == "CapEff" || k == "NoNewPrivs" || k == "Seccomp") {
+				res[k] = strings.TrimSpace(v)
+			}
+		}
+	}
+	ents, _ := os.ReadDir("/proc")
+	n := 0
+	for _, e := range ents {
+		if _, err := strconv.Atoi(e.Name()); err == nil {
+			n++
+		}
+	}
+	res["procs"] = strconv.Itoa(n)
+	if b, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(l); len(f) > 5 && f[4] == "/proc/sys" {
+				res["/proc/sys mount"] = strings.Split(f[5], ",")[0]
+			}
+		}
+	}
+	if h, err := os.Hostname(); err == nil {
+		res["hostname"] = h
 	}
 	if err := json.NewEncoder(os.Stdout).Encode(res); err != nil {
 		return 1

@@ -127,10 +127,18 @@ func TestSeccompUnderBwrap(t *testing.T) {
 }
 
 func runJSON(t *testing.T, cmd *exec.Cmd, timeout time.Duration) map[string]string {
+	return runJSONAfter(t, cmd, func() {}, timeout)
+}
+
+// runJSONAfter runs cmd, calls started once it has started, and decodes
+// the JSON object it prints.
+func runJSONAfter(t *testing.T, cmd *exec.Cmd, started func(), timeout time.Duration) map[string]string {
 	t.Helper()
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Start(); err != nil {
+	err := cmd.Start()
+	started()
+	if err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
