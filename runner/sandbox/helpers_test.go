@@ -24,6 +24,10 @@ func TestMain(m *testing.M) {
 		os.Exit(probeSyscalls())
 	case "view":
 		os.Exit(probeView())
+	case "runner":
+		os.Exit(probeRunner())
+	case "peek":
+		os.Exit(probePeek())
 	default:
 		fmt.Fprintf(os.Stderr, "unknown helper %q\n", os.Getenv(helperEnv))
 		os.Exit(2)
@@ -134,4 +138,101 @@ func probeView() int {
 		return 1
 	}
 	return 0
+}
+
+// probeRunner plays agent-runner: it makes itself non-dumpable, then runs
+// the agent (this binary again) plainly and nested, each reporting what it
+// can reach of its parent. Output: {"plain": {...}, "nested": {...}}.
+func probeRunner() int {
+	if err := SetNonDumpable(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	self, _ := os.Executable()
+	filter, err := SeccompFilter(FilterOptions{})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	out := map[string]json.RawMessage{}
+	env := append(os.Environ(), helperEnv+"=peek", "AGENTBOT_PROBE_PARENT="+strconv.Itoa(os.Getpid()))
+	plain := exec.Command(self)
+	plain.Env = env
+	plain.Stderr = os.Stderr
+	if out["plain"], err = plain.Output(); err != nil {
+		fmt.Fprintln(os.Stderr, "plain:", err)
+		return 1
+	}
+	ac, err := NewAgentCommand(os.Getenv("AGENTBOT_PROBE_BWRAP"), filter, []string{self})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	nested := exec.Command(ac.Path, ac.Args...)
+	nested.Env = env
+	nested.ExtraFiles = []*os.File{ac.Seccomp}
+	nested.Stderr = os.Stderr
+	out["nested"], err = nested.Output()
+	ac.Seccomp.Close()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "nested:", err)
+		return 1
+	}
+	if err := json.NewEncoder(os.Stdout).Encode(out); err != nil {
+		return 1
+	}
+	return 0
+}
+
+// probePeek is the hostile agent: it tries its parent's memory and
+// standard output, and counts the processes it sees.
+func probePeek() int {
+	res := map[string]string{}
+	parent := os.Getenv("AGENTBOT_PROBE_PARENT")
+	for _, p := range []string{"mem", "environ"} {
+		f, err := os.Open("/proc/" + parent + "/" + p)
+		res[p] = errString(err)
+		if err == nil {
+			f.Close()
+		}
+	}
+	f, err := os.OpenFile("/proc/"+parent+"/fd/1", os.O_WRONLY, 0)
+	res["fd/1"] = errString(err)
+	if err == nil {
+		f.Close()
+	}
+	ents, _ := os.ReadDir("/proc")
+	n := 0
+	for _, e := range ents {
+		if _, err := strconv.Atoi(e.Name()); err == nil {
+			n++
+		}
+	}
+	res["procs"] = strconv.Itoa(n)
+	_, _, e := syscall.RawSyscall(syscall.SYS_PTRACE, 0x4206, 1, 0)
+	res["ptrace"] = errString(e)
+	if b, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(l); len(f) > 5 && f[4] == "/proc/sys" {
+				res["/proc/sys mount"] = strings.Split(f[5], ",")[0]
+			}
+		}
+	}
+	if err := json.NewEncoder(os.Stdout).Encode(res); err != nil {
+		return 1
+	}
+	return 0
+}
+
+func errString(err error) string {
+	if pe, ok := err.(*os.PathError); ok {
+		return pe.Err.Error()
+	}
+	if e, ok := err.(syscall.Errno); ok && e == 0 {
+		return ""
+	}
+	if err == nil {
+		return ""
+	}
+	return err.Error()
 }

@@ -134,6 +134,17 @@ func runJSON(t *testing.T, cmd *exec.Cmd, timeout time.Duration) map[string]stri
 // the JSON object it prints.
 func runJSONAfter(t *testing.T, cmd *exec.Cmd, started func(), timeout time.Duration) map[string]string {
 	t.Helper()
+	var got map[string]string
+	out := runOutput(t, cmd, started, timeout)
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("helper output %q: %v", out, err)
+	}
+	return got
+}
+
+// runOutput runs cmd with a deadline and returns its standard output.
+func runOutput(t *testing.T, cmd *exec.Cmd, started func(), timeout time.Duration) []byte {
+	t.Helper()
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Start()
@@ -153,11 +164,7 @@ func runJSONAfter(t *testing.T, cmd *exec.Cmd, started func(), timeout time.Dura
 		<-done
 		t.Fatalf("%s did not finish in %s; stderr: %s", cmd.Args, timeout, stderr.String())
 	}
-	var got map[string]string
-	if err := json.Unmarshal(stdout.Bytes(), &got); err != nil {
-		t.Fatalf("helper output %q: %v\nstderr: %s", stdout.String(), err, stderr.String())
-	}
-	return got
+	return stdout.Bytes()
 }
 
 func requireBwrap(t *testing.T) string {
