@@ -14,7 +14,7 @@ CLAUDE_CODE_VERSION=2.1.330
 step() { printf '\n==> %s\n' "$*"; }
 
 need_pkgs=()
-for p in git bubblewrap chromium; do
+for p in git bubblewrap chromium runsc; do
   dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
@@ -39,7 +39,7 @@ if [ -x hack/testenv/build.sh ]; then
 fi
 
 # CI must run, not skip, the tests that need these tools.
-export AGENTBOT_REQUIRE_CLAUDE=1 AGENTBOT_REQUIRE_BWRAP=1 AGENTBOT_REQUIRE_CHROMIUM=1
+export AGENTBOT_REQUIRE_CLAUDE=1 AGENTBOT_REQUIRE_BWRAP=1 AGENTBOT_REQUIRE_CHROMIUM=1 AGENTBOT_REQUIRE_RUNSC=1
 
 step "gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go'))

@@ -158,8 +158,8 @@ func NewPlan(o PlanOptions) (*Plan, error) {
 	}
 	p.Mounts = append(p.Mounts, etc...)
 	p.Mounts = append(p.Mounts,
-		Mount{Kind: File, Target: "/etc/passwd", Data: []byte(passwd(p.Home))},
-		Mount{Kind: File, Target: "/etc/group", Data: []byte(group())},
+		Mount{Kind: File, Target: "/etc/passwd", Data: []byte(passwd(SandboxUID, SandboxGID, p.Home))},
+		Mount{Kind: File, Target: "/etc/group", Data: []byte(group(SandboxGID))},
 		Mount{Kind: Proc, Target: "/proc"},
 		Mount{Kind: Dev, Target: "/dev"},
 		Mount{Kind: Tmpfs, Target: "/tmp", Size: sizeOr(o.Limits.TmpSize, DefaultLimits().TmpSize)},
@@ -235,16 +235,16 @@ func etcMounts(root string) ([]Mount, error) {
 	return out, nil
 }
 
-func passwd(home string) string {
+func passwd(uid, gid int, home string) string {
 	return strings.Join([]string{
 		"root:x:0:0:root:/nonexistent:/usr/sbin/nologin",
-		fmt.Sprintf("%s:x:%d:%d:agentbot sandbox:%s:/bin/sh", SandboxUser, SandboxUID, SandboxGID, home),
+		fmt.Sprintf("%s:x:%d:%d:agentbot sandbox:%s:/bin/sh", SandboxUser, uid, gid, home),
 		"nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin",
 	}, "\n") + "\n"
 }
 
-func group() string {
-	return fmt.Sprintf("root:x:0:\n%s:x:%d:\nnogroup:x:65534:\n", SandboxUser, SandboxGID)
+func group(gid int) string {
+	return fmt.Sprintf("root:x:0:\n%s:x:%d:\nnogroup:x:65534:\n", SandboxUser, gid)
 }
 
 func sizeOr(n, def int64) int64 {
