@@ -34,6 +34,14 @@ func TestMain(m *testing.M) {
 	}
 }
 
+// probeCall is one system call the seccomp probe makes; the list is per
+// architecture (probe_amd64_test.go).
+type probeCall struct {
+	name string
+	nr   uintptr
+	args []uintptr
+}
+
 // probeSyscalls tries each call the seccomp tests name and prints
 // name → errno ("" for success) as JSON. Every call is made so that it
 // cannot succeed with an effect: the kernel itself would refuse it with a

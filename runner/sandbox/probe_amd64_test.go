@@ -1,11 +1,5 @@
 package sandbox
 
-type probeCall struct {
-	name string
-	nr   uintptr
-	args []uintptr
-}
-
 const (
 	cloneNewUser = 0x10000000
 	cloneNewPID  = 0x20000000

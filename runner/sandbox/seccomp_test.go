@@ -85,6 +85,9 @@ func TestSeccompProgramDecisions(t *testing.T) {
 // --seccomp FD) and makes the real calls from inside.
 func TestSeccompUnderBwrap(t *testing.T) {
 	bwrap := requireBwrap(t)
+	if len(probeCalls) == 0 {
+		t.Skip("the probe's system call numbers are written for amd64 only")
+	}
 	filter, err := SeccompFilter(FilterOptions{})
 	if err != nil {
 		t.Fatal(err)
