@@ -131,12 +131,23 @@ type Trigger struct {
 	// Label is the label that triggered an issues.labeled task; the
 	// dispatcher checks it against the repository's configured trigger label.
 	Label string `json:"label,omitempty"`
+	// Repository is what the delivery said of the repository, so the
+	// dispatcher need not ask GitHub again; empty for tasks stored before
+	// it was recorded (the dispatcher then asks).
+	Repository RepoFacts `json:"repository,omitempty"`
 	// CommentID is the triggering comment (0 when an issue label triggered).
 	CommentID int64  `json:"comment_id,omitempty"`
 	Prompt    Prompt `json:"prompt"`
 	Sender    Sender `json:"sender"`
 	// Reason says, for logs, why an event was ignored or what it matched.
 	Reason string `json:"reason,omitempty"`
+}
+
+// RepoFacts are a repository's coordinates as a webhook delivery gives
+// them.
+type RepoFacts struct {
+	DefaultBranch string `json:"default_branch,omitempty"`
+	CloneURL      string `json:"clone_url,omitempty"`
 }
 
 // Ignored reports whether the trigger asks for nothing.
@@ -188,6 +199,11 @@ type Task struct {
 	// so a later attempt (after such an error, or a crash) looks for the
 	// comment by its marker and adopts it rather than post a second one.
 	CommentAttemptedAt time.Time `json:"comment_attempted_at,omitempty"`
+	// AcknowledgedAt is when the task was admitted (sender allowed,
+	// settings read) and its progress comment opened; until then it may
+	// not run. Schema version 1 files inferred this from CommentID; Open
+	// migrates them.
+	AcknowledgedAt time.Time `json:"acknowledged_at,omitempty"`
 
 	// Phase is the last phase agent-runner reported.
 	Phase string `json:"phase,omitempty"`
@@ -196,6 +212,9 @@ type Task struct {
 	Reported bool   `json:"reported,omitempty"`
 	Result   Result `json:"result"`
 }
+
+// Acknowledged reports whether the task was admitted and told so on GitHub.
+func (t *Task) Acknowledged() bool { return !t.AcknowledgedAt.IsZero() }
 
 // Ref is the task's issue or pull request.
 func (t *Task) Ref() IssueRef { return t.Trigger.Issue }

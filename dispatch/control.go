@@ -24,7 +24,7 @@ const HelpText = "**agentbot** commands, in a comment on an issue or on agentbot
 // control carries out a control command task: it claims the task (queued
 // → running), acts, and ends it succeeded with what it answered.
 func (d *Dispatcher) control(ctx context.Context, t *agentbot.Task) {
-	log := d.taskLogger(t)
+	log := logFrom(ctx)
 	t, err := d.store.Transition(ctx, t.ID, agentbot.StateQueued, agentbot.StateRunning, nil)
 	if err != nil {
 		log.Debug("control task taken elsewhere", "err", err)
@@ -37,11 +37,11 @@ func (d *Dispatcher) control(ctx context.Context, t *agentbot.Task) {
 		// The marker lets a reply GitHub made but answered with 5xx be
 		// found (by github/ at once, by postComment after a restart
 		// re-runs the command), so it is never posted twice.
-		body := github.CommentMarker(t.ID) + "\n" + reply
-		if commentID, err = d.postComment(ctx, t, body); err != nil {
+		if commentID, err = d.conversationOf(t).Reply(ctx, reply); err != nil {
 			log.Warn("cannot answer control command", "err", err)
 		}
 	}
+	d.forgetConversation(t.ID)
 	to := agentbot.StateSucceeded
 	if outcome != "succeeded" {
 		to = agentbot.StateFailed
@@ -64,7 +64,7 @@ func (d *Dispatcher) control(ctx context.Context, t *agentbot.Task) {
 // ("" for none) and the outcome.
 func (d *Dispatcher) execControl(ctx context.Context, t *agentbot.Task) (reply, outcome string) {
 	inst, ref, login := t.Trigger.InstallationID, t.Ref(), t.Trigger.Sender.Login
-	if isBot(login) {
+	if agentbot.IsBot(login, "") {
 		return "", "ignored"
 	}
 	settings, err := d.gh.Settings(ctx, inst, ref.Repo)
@@ -86,9 +86,7 @@ func (d *Dispatcher) execControl(ctx context.Context, t *agentbot.Task) (reply, 
 		return fmt.Sprintf("@%s agentbot did not act: %s.", login, strings.TrimSuffix(acc.Reason, ".")), "refused"
 	}
 	if t.Trigger.CommentID != 0 {
-		if err := d.gh.React(ctx, inst, ref, t.Trigger.CommentID, "eyes"); err != nil {
-			d.taskLogger(t).Warn("cannot react", "err", err)
-		}
+		d.react(ctx, t)
 	}
 	switch t.Trigger.Control {
 	case agentbot.ControlHelp:
@@ -215,9 +213,7 @@ const NothingToCancel = "Nothing is running on this issue: there is no agentbot 
 func (d *Dispatcher) cancelOne(ctx context.Context, tgt *agentbot.Task, login string) (bool, error) {
 	var late error
 	askWorker := func() bool {
-		d.mu.Lock()
-		act := d.active[tgt.ID]
-		d.mu.Unlock()
+		act := d.sched.attempt(tgt.ID)
 		if act == nil {
 			return false
 		}
@@ -225,10 +221,6 @@ func (d *Dispatcher) cancelOne(ctx context.Context, tgt *agentbot.Task, login st
 			late = &tooLate{taskID: tgt.ID, branch: branch}
 		}
 		return true
-	}
-	stale := func(err error) bool {
-		var te interface{ Stale() bool }
-		return errors.As(err, &te) && te.Stale()
 	}
 	switch tgt.State {
 	case agentbot.StateRunning:
@@ -239,7 +231,7 @@ func (d *Dispatcher) cancelOne(ctx context.Context, tgt *agentbot.Task, login st
 		// recovery): end it directly.
 		_, err := d.finish(ctx, tgt, agentbot.StateRunning, agentbot.StateCancelled, "cancelled", agentbot.Result{Error: "cancelled by @" + login, FailedPhase: tgt.Phase}, nil)
 		switch {
-		case stale(err):
+		case isStale(err):
 			return false, nil // it ended meanwhile
 		case err != nil:
 			return false, err
@@ -251,9 +243,9 @@ func (d *Dispatcher) cancelOne(ctx context.Context, tgt *agentbot.Task, login st
 		switch {
 		case err == nil:
 			return true, nil
-		case stale(err) && askWorker():
+		case isStale(err) && askWorker():
 			return late == nil, late // it started meanwhile: its worker stops it
-		case stale(err):
+		case isStale(err):
 			return false, nil // it ended meanwhile
 		}
 		return false, err
@@ -315,9 +307,7 @@ func (d *Dispatcher) status(ctx context.Context, t *agentbot.Task) string {
 	if n == 0 {
 		return "agentbot has no tasks on this issue."
 	}
-	d.mu.Lock()
-	fmt.Fprintf(&b, "\n%d of at most %d runs in progress on this agentbot.", d.running, d.opts.MaxConcurrent)
-	d.mu.Unlock()
+	fmt.Fprintf(&b, "\n%d of at most %d runs in progress on this agentbot.", d.sched.runningCount(), d.opts.MaxConcurrent)
 	return b.String()
 }
 

@@ -17,14 +17,17 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/agentbot/agentbot"
+	"github.com/agentbot/agentbot/bundle"
 	"github.com/agentbot/agentbot/github"
 	"github.com/agentbot/agentbot/runner"
+	"github.com/agentbot/agentbot/tasklog"
 )
 
 // Store is what the dispatcher needs of state.Store.
@@ -54,7 +57,8 @@ type GitHub interface {
 	EditComment(ctx context.Context, installationID int64, repo agentbot.Repo, commentID int64, body string) error
 	CreateCheckRun(ctx context.Context, installationID int64, repo agentbot.Repo, run github.CheckRun) (int64, error)
 	UpdateCheckRun(ctx context.Context, installationID int64, repo agentbot.Repo, id int64, run github.CheckRun) error
-	PushBundle(ctx context.Context, installationID int64, repo agentbot.Repo, cloneURL, bundlePath string, check github.BundleCheck) (string, error)
+	PushBundle(ctx context.Context, installationID int64, repo agentbot.Repo, cloneURL, bundlePath string, check bundle.Check, readToken string) (string, error)
+	RevokeToken(ctx context.Context, repo agentbot.Repo, token string)
 	OpenPullRequest(ctx context.Context, installationID int64, repo agentbot.Repo, opts github.PROptions) (github.PRInfo, bool, error)
 }
 
@@ -67,7 +71,7 @@ type Options struct {
 	Store    Store
 	GitHub   GitHub
 	Launcher runner.Launcher
-	Logs     *Logs
+	Logs     *tasklog.Store
 
 	// MaxConcurrent bounds agent runs in progress (AGENTBOT_MAX_CONCURRENT,
 	// default 10).
@@ -116,67 +120,24 @@ type Options struct {
 }
 
 // Dispatcher runs queued tasks. Create it with New, start it with Run and
-// feed it wake-ups with Notify.
+// feed it wake-ups with Notify. It wires the parts: a scheduler (which task
+// may start), an attempt per run (its phases), a conversation per task (what
+// it says on GitHub).
 type Dispatcher struct {
 	opts    Options
 	store   Store
 	gh      GitHub
 	launch  runner.Launcher
-	logs    *Logs
+	logs    *tasklog.Store
 	log     *slog.Logger
 	now     func() time.Time
 	metrics *metrics
+	sched   *scheduler
 
 	wake chan struct{}
-	// side bounds the goroutines that acknowledge tasks and run control
-	// commands, which must not wait behind agent runs.
-	side chan struct{}
-	wg   sync.WaitGroup
 
-	mu      sync.Mutex
-	running int
-	busy    map[string]string     // issue key -> running task id
-	pending map[string]bool       // task ids in acknowledgement or control
-	active  map[string]*activeRun // running task id -> its worker
-	tokens  map[string]string     // running task id -> its run's read token, for redaction
-	notes   map[string]string     // running task id -> a sentence every report of its run adds
-}
-
-// activeRun is a worker's handle for cancel.
-type activeRun struct {
-	cancel chan string // who cancelled; buffered, sent to at most once
-
-	mu          sync.Mutex
-	requestedBy string
-	// delivering is the branch the run's result is being delivered to,
-	// once the run is past its agent; cancels are refused from then on.
-	delivering string
-}
-
-// requestCancel asks the worker to stop its run. A run already delivering
-// its result is not interrupted half-way (its branch may be pushed already):
-// requestCancel then asks nothing and returns the branch and false.
-func (a *activeRun) requestCancel(by string) (delivering string, accepted bool) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.delivering != "" {
-		return a.delivering, false
-	}
-	if a.requestedBy == "" {
-		a.requestedBy = by
-		a.cancel <- by
-	}
-	return "", true
-}
-
-// startDelivery marks the run as delivering its result to branch. A run
-// reaches delivery only if no cancel stopped it, so it returns who asked to
-// cancel, if anyone did, as the agent finished: too late, but unanswered.
-func (a *activeRun) startDelivery(branch string) (lateBy string) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.delivering = branch
-	return a.requestedBy
+	mu    sync.Mutex
+	convs map[string]*conversation // live task id -> what it says on GitHub
 }
 
 // New checks the options and registers the metrics.
@@ -252,35 +213,20 @@ func New(opts Options) (*Dispatcher, error) {
 		log:     opts.Logger,
 		now:     opts.Now,
 		metrics: m,
+		sched:   newScheduler(opts.MaxConcurrent, sideSlots),
 		wake:    make(chan struct{}, 1),
-		side:    make(chan struct{}, 4),
-		busy:    map[string]string{},
-		pending: map[string]bool{},
-		active:  map[string]*activeRun{},
-		tokens:  map[string]string{},
-		notes:   map[string]string{},
+		convs:   map[string]*conversation{},
 	}, nil
 }
 
-// Notify wakes the dispatcher to look at the store; webhook's Enqueued
-// callback calls it. It never blocks.
-func (d *Dispatcher) Notify(*agentbot.Task) { d.poke() }
-
-func (d *Dispatcher) poke() {
-	select {
-	case d.wake <- struct{}{}:
-	default:
-	}
-}
-
 // Run recovers the work a previous process left and then schedules queued
-// tasks until ctx ends. It returns once every worker it started has
+// tasks until ctx ends. It returns once every goroutine it started has
 // returned. Ending ctx is a graceful stop: runs that cannot outlive this
 // process (the local launcher's) are stopped and their tasks re-queued
 // without counting as an interruption; runs a launcher keeps (Kubernetes)
 // stay "running" in the store for the next start to re-attach.
 func (d *Dispatcher) Run(ctx context.Context) error {
-	defer d.wg.Wait()
+	defer d.sched.wait()
 	if n, err := d.logs.Prune(d.now(), logRetention); err != nil {
 		d.log.Warn("dispatch: prune task logs", "err", err)
 	} else if n > 0 {
@@ -305,126 +251,12 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 }
 
 // Running reports how many agent runs are in progress.
-func (d *Dispatcher) Running() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.running
-}
-
-func issueKey(ref agentbot.IssueRef) string { return ref.String() }
-
-// schedule starts what may start: control commands and acknowledgements on
-// the side pool, agent runs on free workers, oldest first, at most one per
-// issue, a task never overtaking an older one on the same issue.
-func (d *Dispatcher) schedule(ctx context.Context) error {
-	queued, err := d.store.ListByState(ctx, agentbot.StateQueued)
-	if err != nil {
-		return fmt.Errorf("dispatch: list queued tasks: %w", err)
-	}
-	d.metrics.queueDepth.Set(float64(len(queued)))
-	blocked := map[string]bool{}
-	for _, t := range queued {
-		if t.Trigger.Kind == agentbot.KindControl {
-			d.goSide(ctx, t, d.control)
-			continue
-		}
-		key := issueKey(t.Ref())
-		if t.CommentID == 0 {
-			// Not yet acknowledged (checked, reacted to, commented on).
-			blocked[key] = true
-			d.goSide(ctx, t, d.acknowledge)
-			continue
-		}
-		d.mu.Lock()
-		if blocked[key] || d.busy[key] != "" || d.running >= d.opts.MaxConcurrent {
-			blocked[key] = true
-			d.mu.Unlock()
-			continue
-		}
-		d.busy[key] = t.ID
-		d.running++
-		d.metrics.running.Set(float64(d.running))
-		blocked[key] = true
-		d.mu.Unlock()
-		d.wg.Add(1)
-		go func(t *agentbot.Task) {
-			defer d.wg.Done()
-			defer d.release(key, t.ID)
-			d.work(ctx, t, nil)
-		}(t)
-	}
-	return nil
-}
-
-func (d *Dispatcher) release(key, id string) {
-	d.mu.Lock()
-	if d.busy[key] == id {
-		delete(d.busy, key)
-	}
-	delete(d.active, id)
-	delete(d.tokens, id)
-	delete(d.notes, id)
-	d.running--
-	d.metrics.running.Set(float64(d.running))
-	d.mu.Unlock()
-	d.poke()
-}
-
-// goSide runs fn for t on the side pool unless it is already in hand. It
-// blocks while the side pool is full, which bounds it.
-func (d *Dispatcher) goSide(ctx context.Context, t *agentbot.Task, fn func(context.Context, *agentbot.Task)) {
-	d.mu.Lock()
-	if d.pending[t.ID] {
-		d.mu.Unlock()
-		return
-	}
-	d.pending[t.ID] = true
-	d.mu.Unlock()
-	select {
-	case d.side <- struct{}{}:
-	case <-ctx.Done():
-		d.mu.Lock()
-		delete(d.pending, t.ID)
-		d.mu.Unlock()
-		return
-	}
-	d.wg.Add(1)
-	go func() {
-		defer d.wg.Done()
-		defer func() {
-			<-d.side
-			d.mu.Lock()
-			delete(d.pending, t.ID)
-			d.mu.Unlock()
-			d.poke()
-		}()
-		defer d.recoverPanic(t)
-		fn(ctx, t)
-	}()
-}
-
-func (d *Dispatcher) recoverPanic(t *agentbot.Task) {
-	if r := recover(); r != nil {
-		d.log.Error("dispatch: panic handling task", "task_id", t.ID, "panic", fmt.Sprint(r))
-	}
-}
-
-// taskLogger is the logger with the task's fixed keys.
-func (d *Dispatcher) taskLogger(t *agentbot.Task) *slog.Logger {
-	return d.log.With("task_id", t.ID, "repo", t.Ref().Repo.FullName(), "issue", t.Ref().Number)
-}
+func (d *Dispatcher) Running() int { return d.sched.runningCount() }
 
 // TaskURL is the task page's address, "" without a public URL.
 func (d *Dispatcher) TaskURL(id string) string {
 	if d.opts.PublicURL == "" {
 		return ""
 	}
-	return trimSlash(d.opts.PublicURL) + "/tasks/" + id
-}
-
-func trimSlash(s string) string {
-	for len(s) > 0 && s[len(s)-1] == '/' {
-		s = s[:len(s)-1]
-	}
-	return s
+	return strings.TrimRight(d.opts.PublicURL, "/") + "/tasks/" + id
 }

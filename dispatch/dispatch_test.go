@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -15,12 +16,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/agentbot/agentbot"
+	"github.com/agentbot/agentbot/bundle"
 	"github.com/agentbot/agentbot/github"
 	"github.com/agentbot/agentbot/github/githubtest"
 	"github.com/agentbot/agentbot/internal/gitserver"
 	"github.com/agentbot/agentbot/runner"
 	"github.com/agentbot/agentbot/runner/local"
 	"github.com/agentbot/agentbot/state"
+	"github.com/agentbot/agentbot/tasklog"
 )
 
 var testRepo = agentbot.Repo{Owner: "octo", Name: "demo"}
@@ -37,7 +40,7 @@ type harness struct {
 	git      *gitserver.Server
 	client   *github.Client
 	store    *state.Store
-	logs     *Logs
+	logs     *tasklog.Store
 	launcher *local.Launcher
 	// wrap, when set, stands between the dispatcher and the local launcher.
 	wrap func(runner.Launcher) runner.Launcher
@@ -81,7 +84,7 @@ func (h *harness) open() {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.logs, err = NewLogs(filepath.Join(h.dir, "logs"), 0)
+	h.logs, err = tasklog.Open(filepath.Join(h.dir, "logs"), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -275,13 +278,15 @@ func TestNewTaskOpensDraftPR(t *testing.T) {
 		t.Fatalf("want one progress comment, got %+v", comments)
 	}
 	body := comments[0].Body
-	for _, want := range []string{prs[0].Title, "http://agentbot.test/tasks/" + task.ID, "Added greeting.txt"} {
-		if want != "" && !strings.Contains(body, want) && !strings.Contains(body, fmt.Sprint(done.Result.PRURL)) {
+	for _, want := range []string{done.Result.PRURL, "http://agentbot.test/tasks/" + task.ID, "Added greeting.txt"} {
+		if !strings.Contains(body, want) {
 			t.Errorf("final comment lacks %q:\n%s", want, body)
 		}
 	}
-	if len(comments[0].Edits) < 3 {
-		t.Errorf("comment edited %d times; want one edit per phase at least", len(comments[0].Edits))
+	// Opened when the task started and edited to the result (progress
+	// edits between are coalesced: TestEditsAreNeverWithinASecond).
+	if len(comments[0].Edits) < 1 {
+		t.Errorf("comment never edited to the result")
 	}
 	runs := h.gh.CheckRuns(testRepo)
 	if len(runs) != 1 || runs[0].Status != "completed" || runs[0].Conclusion != "success" || runs[0].HeadSHA != done.Result.Commit {
@@ -318,7 +323,7 @@ func TestNewTaskOpensDraftPR(t *testing.T) {
 			fuRun = &r
 		}
 	}
-	if fuRun == nil || fuRun.HeadSHA != first || fuRun.Conclusion != "success" || fuRun.Updates < 2 {
+	if fuRun == nil || fuRun.HeadSHA != first || fuRun.Conclusion != "success" || fuRun.Updates < 1 {
 		t.Errorf("follow-up check run %+v", fuRun)
 	}
 }
@@ -351,35 +356,75 @@ func TestRefusals(t *testing.T) {
 			if tc.wantReply != "" && (len(comments) != 1 || !strings.Contains(comments[0].Body, tc.wantReply)) {
 				t.Fatalf("comments %+v, want one saying %q", comments, tc.wantReply)
 			}
-			if done.Attempt != 0 || len(h.gh.Reactions(agentbot.IssueRef{Repo: testRepo, Number: n})) != 0 {
+			if done.Attempt != 0 || done.Acknowledged() {
 				t.Fatalf("something ran: %+v", done)
+			}
+			// 👀 comes first, before the permission check: a refused
+			// sender sees it and the refusal; an ignored trigger gets
+			// nothing at all.
+			reactions := h.gh.Reactions(agentbot.IssueRef{Repo: testRepo, Number: n})
+			if want := tc.wantReply != ""; (len(reactions) == 1) != want || len(reactions) > 1 {
+				t.Fatalf("reactions %+v, want one: %v", reactions, want)
 			}
 		})
 	}
 }
 
-func TestSerialisationAndControl(t *testing.T) {
-	h := newHarness(t)
-	h.start()
+// startSlow starts a task on issue 3 whose agent runs for 30 s and waits
+// until it is in the agent's phase.
+func (h *harness) startSlow() (*agentbot.Task, agentbot.Trigger) {
+	h.t.Helper()
 	trig := h.issue(3, "Slow work", "scripted: sleep 30; write slow.txt done")
 	first := h.enqueue(trig)
 	h.wait(first.ID, "in the agent phase", func(t *agentbot.Task) bool { return t.Phase == runner.PhaseAgent })
+	return first, trig
+}
 
-	// A second trigger on the same issue waits behind the first and says so.
-	trig2 := trig
-	trig2.Prompt.Body = "scripted: write second.txt 2"
-	second := h.enqueue(trig2)
-	queued := h.wait(second.ID, "acknowledged", func(t *agentbot.Task) bool { return t.CommentID != 0 })
+func TestSecondTriggerWaitsAndSaysSo(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	first, trig := h.startSlow()
+	trig.Prompt.Body = "scripted: write second.txt 2"
+	second := h.enqueue(trig)
+	queued := h.wait(second.ID, "acknowledged", func(t *agentbot.Task) bool { return t.Acknowledged() })
 	if c := h.comment(queued); !strings.Contains(c.Body, first.ID) {
 		t.Errorf("queued comment does not name the task it waits for:\n%s", c.Body)
 	}
 	if st, _ := h.store.Get(context.Background(), second.ID); st.State != agentbot.StateQueued {
 		t.Fatalf("second task ran beside the first: %s", st.State)
 	}
+	// Once the first ends, the second runs.
+	h.enqueue(agentbot.Trigger{Kind: agentbot.KindControl, Control: agentbot.ControlCancel, Issue: trig.Issue, CommentID: 5002, ExternalID: first.ID})
+	h.waitState(first.ID, agentbot.StateCancelled)
+	h.waitState(second.ID, agentbot.StateSucceeded)
+	if got, err := h.git.Show("octo", "demo", "agentbot/issue-3-slow-work", "second.txt"); err != nil || got != "2\n" {
+		t.Errorf("second.txt = %q, %v", got, err)
+	}
+}
 
-	// status answers; cancel stops the running agent.
+func TestStatusAnswers(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	first, trig := h.startSlow()
 	status := h.enqueue(agentbot.Trigger{Kind: agentbot.KindControl, Control: agentbot.ControlStatus, Issue: trig.Issue, CommentID: 5001})
-	h.waitState(status.ID, agentbot.StateSucceeded)
+	done := h.waitState(status.ID, agentbot.StateSucceeded)
+	c := h.comment(done)
+	for _, want := range []string{"agentbot status", first.ID, "running", "1 of at most 2 runs"} {
+		if !strings.Contains(c.Body, want) {
+			t.Errorf("status reply lacks %q:\n%s", want, c.Body)
+		}
+	}
+}
+
+func TestCancelByCommentStopsEverythingOnTheIssue(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	first, trig := h.startSlow()
+	trig2 := trig
+	trig2.Prompt.Body = "scripted: write second.txt 2"
+	second := h.enqueue(trig2)
+	h.wait(second.ID, "acknowledged", func(t *agentbot.Task) bool { return t.Acknowledged() })
+
 	cancel := h.enqueue(agentbot.Trigger{Kind: agentbot.KindControl, Control: agentbot.ControlCancel, Issue: trig.Issue, CommentID: 5002})
 	h.waitState(cancel.ID, agentbot.StateSucceeded)
 	stopped := h.waitState(first.ID, agentbot.StateCancelled)
@@ -389,32 +434,31 @@ func TestSerialisationAndControl(t *testing.T) {
 	if c := h.comment(stopped); !strings.Contains(strings.ToLower(c.Body), "cancel") {
 		t.Errorf("comment of the cancelled task:\n%s", c.Body)
 	}
-	// A cancel by comment stops everything on the issue: the queued one too.
+	if _, err := h.git.Show("octo", "demo", "agentbot/issue-3-slow-work", "slow.txt"); err == nil {
+		t.Errorf("the cancelled agent's work was pushed")
+	}
+	// The queued one too.
 	h.waitState(second.ID, agentbot.StateCancelled)
 	// The issue is free again.
 	trig3 := trig
 	trig3.Prompt.Body = "scripted: write third.txt 3"
 	third := h.enqueue(trig3)
 	h.waitState(third.ID, agentbot.StateSucceeded)
+}
 
-	var statusReply bool
-	for _, c := range h.commentsOn(3) {
-		if strings.Contains(c.Body, "agentbot status") && strings.Contains(c.Body, first.ID) {
-			statusReply = true
-		}
-	}
-	if !statusReply {
-		t.Errorf("no status reply among %+v", h.commentsOn(3))
-	}
-
-	// A failing task can be retried; the retry names its origin.
+func TestFailedTaskIsRetried(t *testing.T) {
+	h := newHarness(t)
+	h.start()
 	fail := h.enqueue(h.issue(40, "Will fail", "scripted: stdout working on it; fail 2 cannot do this"))
 	failed := h.waitState(fail.ID, agentbot.StateFailed)
-	if failed.Result.FailedPhase != runner.PhaseAgent || !strings.Contains(failed.Result.Error, "cannot do this") && !strings.Contains(failed.Result.Error, "agent") {
+	if failed.Result.FailedPhase != runner.PhaseAgent || !strings.Contains(failed.Result.Error, "status 2") {
 		t.Errorf("failure result %+v", failed.Result)
 	}
-	if c := h.comment(failed); !strings.Contains(c.Body, "working on it") {
-		t.Errorf("failure comment lacks the agent's last output:\n%s", c.Body)
+	c := h.comment(failed)
+	for _, want := range []string{"working on it", "cannot do this"} {
+		if !strings.Contains(c.Body, want) {
+			t.Errorf("failure comment lacks the agent's last output %q:\n%s", want, c.Body)
+		}
 	}
 	h.enqueue(agentbot.Trigger{Kind: agentbot.KindControl, Control: agentbot.ControlRetry, Issue: failed.Ref(), CommentID: 5003})
 	var retry *agentbot.Task
@@ -431,7 +475,10 @@ func TestSerialisationAndControl(t *testing.T) {
 	if retry == nil {
 		t.Fatal("retry made no task")
 	}
-	h.waitState(retry.ID, agentbot.StateFailed)
+	again := h.waitState(retry.ID, agentbot.StateFailed)
+	if again.Result.FailedPhase != runner.PhaseAgent || again.Trigger.Prompt.Body != failed.Trigger.Prompt.Body {
+		t.Errorf("retry did not run the same task again: %+v", again)
+	}
 }
 
 func TestProtectedPathsRefusedAtPush(t *testing.T) {
@@ -534,11 +581,12 @@ func (a attachGone) Attach(context.Context, string, int) (runner.Run, error) {
 type goneRun struct{ events chan runner.Event }
 
 func (r goneRun) Events() <-chan runner.Event { return r.events }
-func (r goneRun) Wait(context.Context) (int, error) {
-	return 0, fmt.Errorf("claim agentbot-x: agent-runner never started: %w", runner.ErrGone)
+func (r goneRun) Wait(context.Context) (runner.Exit, error) {
+	return runner.Exit{}, fmt.Errorf("claim agentbot-x: agent-runner never started: %w", runner.ErrGone)
 }
 func (r goneRun) Bundle(context.Context, io.Writer) error { return runner.ErrGone }
 func (r goneRun) Stop(context.Context) error              { return nil }
+func (r goneRun) Detach()                                 {}
 
 func TestReattachedRunGoneIsRequeued(t *testing.T) {
 	h := newHarness(t)
@@ -635,7 +683,8 @@ func hasAction(cr githubtest.CheckRun, id string) bool {
 func TestGracefulStopDoesNotUseTheRequeue(t *testing.T) {
 	h := newHarness(t)
 	h.start()
-	task := h.enqueue(h.issue(40, "Survive deploys", "scripted: write deploy.txt d; sleep 3"))
+	gate := filepath.Join(h.dir, "gate")
+	task := h.enqueue(h.issue(40, "Survive deploys", "scripted: write deploy.txt d; wait-for "+gate))
 	for i := 1; i <= 2; i++ {
 		h.wait(task.ID, "in its agent phase", func(s *agentbot.Task) bool {
 			return s.State == agentbot.StateRunning && s.Attempt == i && s.Phase == runner.PhaseAgent
@@ -650,6 +699,12 @@ func TestGracefulStopDoesNotUseTheRequeue(t *testing.T) {
 			t.Fatalf("after stop %d: state %s requeues %d, want queued and 0", i, got.State, got.Requeues)
 		}
 		h.start()
+	}
+	h.wait(task.ID, "in its third agent phase", func(s *agentbot.Task) bool {
+		return s.State == agentbot.StateRunning && s.Attempt == 3 && s.Phase == runner.PhaseAgent
+	})
+	if err := os.WriteFile(gate, nil, 0o600); err != nil {
+		t.Fatal(err)
 	}
 	done := h.waitState(task.ID, agentbot.StateSucceeded)
 	if done.Requeues != 0 || done.Attempt != 3 {
@@ -782,9 +837,9 @@ func (s *stopDuringDelivery) stop(call string) {
 	}
 }
 
-func (s *stopDuringDelivery) PushBundle(ctx context.Context, inst int64, repo agentbot.Repo, cloneURL, bundlePath string, check github.BundleCheck) (string, error) {
+func (s *stopDuringDelivery) PushBundle(ctx context.Context, inst int64, repo agentbot.Repo, cloneURL, bundlePath string, check bundle.Check, readToken string) (string, error) {
 	s.stop("push")
-	return s.GitHub.PushBundle(ctx, inst, repo, cloneURL, bundlePath, check)
+	return s.GitHub.PushBundle(ctx, inst, repo, cloneURL, bundlePath, check, readToken)
 }
 
 func (s *stopDuringDelivery) OpenPullRequest(ctx context.Context, inst int64, repo agentbot.Repo, opts github.PROptions) (github.PRInfo, bool, error) {
@@ -934,9 +989,9 @@ func (b *holdDelivery) hold(ctx context.Context, call string) {
 	})
 }
 
-func (b *holdDelivery) PushBundle(ctx context.Context, inst int64, repo agentbot.Repo, cloneURL, bundlePath string, check github.BundleCheck) (string, error) {
+func (b *holdDelivery) PushBundle(ctx context.Context, inst int64, repo agentbot.Repo, cloneURL, bundlePath string, check bundle.Check, readToken string) (string, error) {
 	b.hold(ctx, "push")
-	return b.GitHub.PushBundle(ctx, inst, repo, cloneURL, bundlePath, check)
+	return b.GitHub.PushBundle(ctx, inst, repo, cloneURL, bundlePath, check, readToken)
 }
 
 func (b *holdDelivery) OpenPullRequest(ctx context.Context, inst int64, repo agentbot.Repo, opts github.PROptions) (github.PRInfo, bool, error) {
@@ -1012,7 +1067,7 @@ type cancelAtWaitRun struct {
 	once sync.Once
 }
 
-func (r *cancelAtWaitRun) Wait(ctx context.Context) (int, error) {
+func (r *cancelAtWaitRun) Wait(ctx context.Context) (runner.Exit, error) {
 	r.once.Do(func() {
 		task, err := r.c.h.store.Get(ctx, r.c.target().ID)
 		if err != nil {

@@ -17,6 +17,7 @@ type metrics struct {
 	timeToStart    prometheus.Histogram
 	launcherErrors *prometheus.CounterVec
 	requeued       prometheus.Counter
+	panics         prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -55,6 +56,10 @@ func newMetrics() *metrics {
 			Name: "agentbot_dispatch_tasks_requeued_total",
 			Help: "Running tasks re-queued after a restart interrupted them.",
 		}),
+		panics: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "agentbot_dispatch_panics_total",
+			Help: "Panics recovered while handling a task (each is a bug; the task is left for the next scan or restart).",
+		}),
 	}
 }
 
@@ -62,7 +67,7 @@ func (m *metrics) register(reg *prometheus.Registry) error {
 	if reg == nil {
 		return nil
 	}
-	for _, c := range []prometheus.Collector{m.started, m.finished, m.queueDepth, m.running, m.duration, m.timeToStart, m.launcherErrors, m.requeued} {
+	for _, c := range []prometheus.Collector{m.started, m.finished, m.queueDepth, m.running, m.duration, m.timeToStart, m.launcherErrors, m.requeued, m.panics} {
 		if err := reg.Register(c); err != nil {
 			return fmt.Errorf("dispatch: register metrics: %w", err)
 		}

@@ -25,7 +25,8 @@ func (d *Dispatcher) recover(ctx context.Context) error {
 		return fmt.Errorf("dispatch: recover: list running tasks: %w", err)
 	}
 	for _, t := range running {
-		log := d.taskLogger(t)
+		ctx := d.taskContext(ctx, t)
+		log := logFrom(ctx)
 		if t.Trigger.Kind == agentbot.KindControl {
 			if _, err := d.store.Transition(ctx, t.ID, agentbot.StateRunning, agentbot.StateQueued, nil); err != nil {
 				log.Warn("cannot re-queue control command", "err", err)
@@ -35,18 +36,7 @@ func (d *Dispatcher) recover(ctx context.Context) error {
 		run, err := d.launch.Attach(ctx, t.ID, d.lastSeq(t.ID))
 		if err == nil {
 			log.Info("re-attached to running task", "launcher", d.launch.Name(), "phase", t.Phase)
-			key := issueKey(t.Ref())
-			d.mu.Lock()
-			d.busy[key] = t.ID
-			d.running++
-			d.metrics.running.Set(float64(d.running))
-			d.mu.Unlock()
-			d.wg.Add(1)
-			go func(t *agentbot.Task) {
-				defer d.wg.Done()
-				defer d.release(key, t.ID)
-				d.work(ctx, t, run)
-			}(t)
+			d.startAttempt(ctx, t, run)
 			continue
 		}
 		if !errors.Is(err, runner.ErrGone) {
@@ -64,7 +54,8 @@ func (d *Dispatcher) recover(ctx context.Context) error {
 		if t.Reported || t.Trigger.Kind == agentbot.KindControl {
 			continue
 		}
-		d.taskLogger(t).Info("repairing the comment and check run of a task that ended while agentbot was down")
+		ctx := d.taskContext(ctx, t)
+		logFrom(ctx).Info("repairing the comment and check run of a task that ended while agentbot was down")
 		d.finalReport(ctx, t, nil)
 	}
 	return nil
@@ -72,10 +63,10 @@ func (d *Dispatcher) recover(ctx context.Context) error {
 
 // interrupted handles a run whose sandbox died with the previous process.
 func (d *Dispatcher) interrupted(ctx context.Context, t *agentbot.Task) {
-	log := d.taskLogger(t)
+	log := logFrom(ctx)
 	phase := t.Phase
 	if t.Requeues == 0 {
-		_ = d.logs.Note(t.ID, d.now(), fmt.Sprintf("agentbot: interrupted by a restart during phase %q; re-queued once", phase))
+		d.note(ctx, t.ID, fmt.Sprintf("agentbot: interrupted by a restart during phase %q; re-queued once", phase))
 		nt, err := d.store.Transition(ctx, t.ID, agentbot.StateRunning, agentbot.StateQueued, func(s *agentbot.Task) error {
 			s.Requeues++
 			s.Phase = ""
@@ -90,10 +81,10 @@ func (d *Dispatcher) interrupted(ctx context.Context, t *agentbot.Task) {
 		v := d.view(nt, nil, "")
 		v.Note = fmt.Sprintf("agentbot restarted while this task was in phase %q; it has been re-queued once and will start again.", phase)
 		d.cleanup(ctx, nt, false)
-		d.report(ctx, nt, v)
+		d.conversationOf(nt).Settle(ctx, v)
 		return
 	}
-	_ = d.logs.Note(t.ID, d.now(), fmt.Sprintf("agentbot: interrupted again during phase %q; giving up", phase))
+	d.note(ctx, t.ID, fmt.Sprintf("agentbot: interrupted again during phase %q; giving up", phase))
 	tail := d.logTail(t.ID)
 	if _, err := d.finish(ctx, t, agentbot.StateRunning, agentbot.StateFailed, "failed", agentbot.Result{
 		FailedPhase: phase,
@@ -102,6 +93,13 @@ func (d *Dispatcher) interrupted(ctx context.Context, t *agentbot.Task) {
 		log.Warn("cannot fail interrupted task", "err", err)
 	}
 	d.cleanup(ctx, t, true)
+}
+
+// note writes a line of agentbot's own to a task's log.
+func (d *Dispatcher) note(ctx context.Context, taskID, msg string) {
+	if err := d.logs.Note(taskID, d.now(), msg); err != nil {
+		logFrom(ctx).Warn("cannot write the task log", "err", err)
+	}
 }
 
 // lastSeq is the last agent-runner event number the log holds for the

@@ -1,13 +1,9 @@
 package dispatch
 
 import (
-	"encoding/base64"
-	"regexp"
-	"sort"
-	"strings"
-
 	"github.com/agentbot/agentbot"
 	"github.com/agentbot/agentbot/github"
+	"github.com/agentbot/agentbot/internal/secret"
 	"github.com/agentbot/agentbot/runner"
 )
 
@@ -17,92 +13,20 @@ import (
 // redaction. Everything that reaches a task log, the store, a comment, a
 // check run or a pull request is redacted here too.
 
-// minSecret is the shortest AgentEnv value that is redacted, as in
-// agent-runner: shorter values ("1", "yes") are settings, not secrets.
-const minSecret = 4
-
-var (
-	// tokenPattern matches GitHub tokens, so that a token this process did
-	// not mint (the one a run re-attached after a restart was given) is
-	// still hidden.
-	tokenPattern = regexp.MustCompile(`gh[opsu]_[A-Za-z0-9]{20,}`)
-	// basicPattern matches the base64 of "x-access-token:<anything>", the
-	// Basic credential git sends: "x-access-token:" is 15 bytes, so its
-	// encoding is a fixed 20-character prefix.
-	basicPattern = regexp.MustCompile(basicPrefix + `[A-Za-z0-9+/]*={0,2}`)
-	basicPrefix  = base64.StdEncoding.EncodeToString([]byte("x-access-token:"))
-)
-
-// redactor hides one task's secrets: its read token, the token's Basic
-// form and every AgentEnv value.
+// redactor hides one task's secrets: its read token (and so its Basic
+// form) and every AgentEnv value, and anything shaped like a GitHub token.
+// String and Lines are secret.Redactor's; the methods below apply it to
+// the dispatcher's own types.
 type redactor struct {
-	secrets []string // longest first, so a secret containing another goes whole
-}
-
-// redactorFor is the redactor of task taskID: the operator's agent
-// environment and the token its current run was given.
-func (d *Dispatcher) redactorFor(taskID string) redactor {
-	d.mu.Lock()
-	tok := d.tokens[taskID]
-	d.mu.Unlock()
-	return newRedactor(tok, d.opts.AgentEnv)
-}
-
-// setToken records the read token minted for taskID's run, for redaction.
-func (d *Dispatcher) setToken(taskID, token string) {
-	d.mu.Lock()
-	d.tokens[taskID] = token
-	d.mu.Unlock()
-}
-
-// setNote records a sentence every report of taskID's run adds.
-func (d *Dispatcher) setNote(taskID, note string) {
-	d.mu.Lock()
-	d.notes[taskID] = note
-	d.mu.Unlock()
-}
-
-// addNote adds a sentence to the ones every report of taskID's run adds.
-func (d *Dispatcher) addNote(taskID, note string) {
-	d.mu.Lock()
-	d.notes[taskID] = strings.TrimSpace(d.notes[taskID] + " " + note)
-	d.mu.Unlock()
+	secret.Redactor
 }
 
 func newRedactor(token string, env map[string]string) redactor {
-	var s []string
-	if token != "" {
-		s = append(s, token, base64.StdEncoding.EncodeToString([]byte("x-access-token:"+token)))
-	}
+	secrets := []string{token}
 	for _, v := range env {
-		if len(v) >= minSecret {
-			s = append(s, v)
-		}
+		secrets = append(secrets, v)
 	}
-	sort.Slice(s, func(i, j int) bool { return len(s[i]) > len(s[j]) })
-	return redactor{secrets: s}
-}
-
-// String redacts s.
-func (r redactor) String(s string) string {
-	if s == "" {
-		return s
-	}
-	s = github.Redact(s, r.secrets...)
-	s = basicPattern.ReplaceAllString(s, "[REDACTED]")
-	return tokenPattern.ReplaceAllString(s, "[REDACTED]")
-}
-
-// Lines redacts each line, into a new slice.
-func (r redactor) Lines(lines []string) []string {
-	if lines == nil {
-		return nil
-	}
-	out := make([]string, len(lines))
-	for i, l := range lines {
-		out[i] = r.String(l)
-	}
-	return out
+	return redactor{secret.New(secrets...)}
 }
 
 // Event redacts every string an event carries.

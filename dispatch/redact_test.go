@@ -18,31 +18,6 @@ import (
 	"github.com/agentbot/agentbot/web"
 )
 
-func TestRedactor(t *testing.T) {
-	const tok = "ghs_0123456789abcdef0123456789abcdef0123"
-	basic := base64.StdEncoding.EncodeToString([]byte("x-access-token:" + tok))
-	otherBasic := base64.StdEncoding.EncodeToString([]byte("x-access-token:ghs_someoneelse"))
-	r := newRedactor(tok, map[string]string{"KEY": "sk-model-key-123", "SHORT": "yes", "NESTED": "sk-model"})
-	cases := []struct {
-		name, in, want string
-	}{
-		{"token", "clone with " + tok + " now", "clone with [REDACTED] now"},
-		{"basic form", "Authorization: Basic " + basic, "Authorization: Basic [REDACTED]"},
-		{"basic form of another token", "Basic " + otherBasic + " end", "Basic [REDACTED] end"},
-		{"env value, longest first", "key=sk-model-key-123 prefix=sk-model", "key=[REDACTED] prefix=[REDACTED]"},
-		{"short env value kept", "yes it is", "yes it is"},
-		{"unknown GitHub token", "old ghs_ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 token", "old [REDACTED] token"},
-		{"nothing secret", "hello world", "hello world"},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := r.String(tc.in); got != tc.want {
-				t.Errorf("String(%q) = %q, want %q", tc.in, got, tc.want)
-			}
-		})
-	}
-}
-
 // leakyLauncher stands for an agent that rewrote its events (a re-attach
 // replays the events file) or a launcher whose stderr carries secrets: every
 // event it passes on, and its stderr tail, carries the job's token, its Basic
@@ -83,13 +58,7 @@ func (l *leakyLauncher) Start(ctx context.Context, job runner.Job) (runner.Run, 
 			out <- ev
 		}
 	}()
-	return leakyRun{Run: run, events: out}, nil
-}
-
-func (l *leakyLauncher) StderrTail(string, int) []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return []string{"launcher stderr" + l.leak}
+	return leakyRun{Run: run, events: out, leak: leak}, nil
 }
 
 func (l *leakyLauncher) token() string {
@@ -103,9 +72,16 @@ func (l *leakyLauncher) token() string {
 type leakyRun struct {
 	runner.Run
 	events chan runner.Event
+	leak   string
 }
 
 func (r leakyRun) Events() <-chan runner.Event { return r.events }
+
+func (r leakyRun) Wait(ctx context.Context) (runner.Exit, error) {
+	exit, err := r.Run.Wait(ctx)
+	exit.StderrTail = append(exit.StderrTail, "launcher stderr"+r.leak)
+	return exit, err
+}
 
 // TestSecretsAreRedactedByTheDispatcher: whatever agent-runner or the
 // launcher hands the dispatcher, the job's token, its Basic form and the

@@ -141,15 +141,16 @@ type hungRun struct {
 }
 
 func (r *hungRun) Events() <-chan runner.Event { return r.events }
-func (r *hungRun) Wait(ctx context.Context) (int, error) {
+func (r *hungRun) Wait(ctx context.Context) (runner.Exit, error) {
 	select {
 	case <-r.stopped:
-		return runner.ExitCancelled, nil
+		return runner.Exit{Code: runner.ExitCancelled}, nil
 	case <-ctx.Done():
-		return runner.ExitInternal, ctx.Err()
+		return runner.Exit{Code: runner.ExitInternal}, ctx.Err()
 	}
 }
 func (r *hungRun) Bundle(context.Context, io.Writer) error { return runner.ErrGone }
+func (r *hungRun) Detach()                                 {}
 func (r *hungRun) Stop(context.Context) error {
 	r.once.Do(func() { close(r.stopped); close(r.events) })
 	return nil

@@ -108,6 +108,7 @@ func newWorldWith(t testing.TB, seed func(*gitserver.Server)) *world {
 	}
 	w.gh.AddInstallation(installation, repo)
 	w.gh.AddRepo(repo, w.git, "main")
+	payloadRepo = w.gh.RepositoryPayload(repo)
 	w.gh.SetFile(repo, "src/widget.txt", "a widget\n")
 	w.gh.SetPermission(repo, "alice", "write")
 	w.gh.SetPermission(repo, "mallory", "read")
@@ -254,7 +255,10 @@ func (b *bot) kill() {
 var deliveryN atomic.Int64
 
 // deliver sends a signed webhook delivery and expects it accepted.
-func (b *bot) deliver(event string, payload any) {
+// deliver sends a signed delivery and returns the status agentbot
+// answered: 202 when it stored a task (durably, before answering), 204 when
+// it ignored the event. Anything else fails the test.
+func (b *bot) deliver(event string, payload any) int {
 	b.t.Helper()
 	body, err := json.Marshal(payload)
 	must(b.t, err)
@@ -268,10 +272,15 @@ func (b *bot) deliver(event string, payload any) {
 	must(b.t, err)
 	defer resp.Body.Close()
 	out, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode >= 300 {
+	if resp.StatusCode != http.StatusAccepted && resp.StatusCode != http.StatusNoContent {
 		b.t.Fatalf("delivery %s answered %d: %s", event, resp.StatusCode, out)
 	}
+	return resp.StatusCode
 }
+
+// payloadRepo is the repository object deliveries carry, the current
+// world's (e2e tests do not run in parallel).
+var payloadRepo map[string]any
 
 // Payload builders: the fields GitHub sends that agentbot reads.
 func base(sender string) map[string]any {
@@ -280,7 +289,7 @@ func base(sender string) map[string]any {
 		typ = "Bot"
 	}
 	return map[string]any{
-		"repository":   map[string]any{"name": repo.Name, "full_name": repo.FullName(), "owner": map[string]any{"login": repo.Owner}},
+		"repository":   payloadRepo,
 		"installation": map[string]any{"id": installation},
 		"sender":       map[string]any{"login": sender, "id": 1000 + len(sender), "type": typ},
 	}
@@ -386,9 +395,9 @@ func contains(list []string, s string) bool {
 func (b *bot) waitDone(id string, timeout time.Duration) web.TaskPage {
 	b.t.Helper()
 	var page web.TaskPage
-	eventually(b.t, timeout, "task "+id+" to end", func() bool {
+	eventually(b.t, timeout, "task "+id+" to end and say so on GitHub", func() bool {
 		page = b.task(id)
-		return page.Task.State.Terminal()
+		return page.Task.State.Terminal() && page.Reported
 	})
 	return page
 }

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/agentbot/agentbot/bundle"
 )
 
 // serverState is every branch and its head in the git server.
@@ -47,31 +49,31 @@ func TestPushBundleNewBranch(t *testing.T) {
 	const branch = "agentbot/issue-1-add-feature"
 	tests := []struct {
 		name string
-		make func(h *harness, w *work) (bundle string, check BundleCheck)
+		make func(h *harness, w *work) (bf string, check bundle.Check)
 	}{
-		{"thin bundle", func(h *harness, w *work) (string, BundleCheck) {
+		{"thin bundle", func(h *harness, w *work) (string, bundle.Check) {
 			w.git("checkout", "-q", "-b", branch)
 			w.commit("add feature", map[string]string{"src/feature.go": "package app\n"})
 			w.commit("and its test", map[string]string{"src/feature_test.go": "package app\n"})
-			return w.bundle(branch, "^"+h.base), BundleCheck{Branch: branch, BranchPrefix: "agentbot/", BaseSHA: h.base, ProtectedPaths: []string{".github/workflows/**"}}
+			return w.bundle(branch, "^"+h.base), bundle.Check{Branch: branch, BranchPrefix: "agentbot/", BaseSHA: h.base, ProtectedPaths: []string{".github/workflows/**"}}
 		}},
-		{"complete bundle with HEAD", func(h *harness, w *work) (string, BundleCheck) {
+		{"complete bf with HEAD", func(h *harness, w *work) (string, bundle.Check) {
 			w.git("checkout", "-q", "-b", branch)
 			w.commit("add feature", map[string]string{"src/feature.go": "package app\n"})
-			return w.bundle("HEAD", branch), BundleCheck{Branch: branch, BranchPrefix: "agentbot/", BaseSHA: h.base}
+			return w.bundle("HEAD", branch), bundle.Check{Branch: branch, BranchPrefix: "agentbot/", BaseSHA: h.base}
 		}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t)
 			w := h.clone()
-			bundle, check := tc.make(h, w)
+			bf, check := tc.make(h, w)
 			want := w.git("rev-parse", branch)
 			info, err := h.client.Repository(context.Background(), instID, h.repo)
 			if err != nil {
 				t.Fatal(err)
 			}
-			head, err := h.client.PushBundle(context.Background(), instID, h.repo, info.CloneURL, bundle, check)
+			head, err := h.client.PushBundle(context.Background(), instID, h.repo, info.CloneURL, bf, check, "")
 			if err != nil {
 				t.Fatalf("PushBundle: %v", err)
 			}
@@ -101,7 +103,7 @@ func TestPushBundleNewBranch(t *testing.T) {
 
 			// A retry after the push (a crash before the task recorded it)
 			// succeeds without pushing or minting a write token again.
-			again, err := h.client.PushBundle(context.Background(), instID, h.repo, info.CloneURL, bundle, check)
+			again, err := h.client.PushBundle(context.Background(), instID, h.repo, info.CloneURL, bf, check, "")
 			if err != nil || again != want {
 				t.Fatalf("second PushBundle = %s, %v", again, err)
 			}
@@ -114,56 +116,56 @@ func TestPushBundleNewBranch(t *testing.T) {
 
 func TestPushBundleRefusals(t *testing.T) {
 	const branch = "agentbot/issue-2-thing"
-	type setup func(h *harness, w *work) (bundle string, check BundleCheck)
-	okCheck := func(h *harness) BundleCheck {
-		return BundleCheck{Branch: branch, BranchPrefix: "agentbot/", BaseSHA: h.base, ProtectedPaths: []string{".github/workflows/**", "*.pem"}}
+	type setup func(h *harness, w *work) (bf string, check bundle.Check)
+	okCheck := func(h *harness) bundle.Check {
+		return bundle.Check{Branch: branch, BranchPrefix: "agentbot/", BaseSHA: h.base, ProtectedPaths: []string{".github/workflows/**", "*.pem"}}
 	}
 	tests := []struct {
 		name       string
 		setup      setup
 		wantReason string
 	}{
-		{"branch name differs", func(h *harness, w *work) (string, BundleCheck) {
+		{"branch name differs", func(h *harness, w *work) (string, bundle.Check) {
 			w.git("checkout", "-q", "-b", "agentbot/issue-2-other")
 			w.commit("x", map[string]string{"a.txt": "a\n"})
 			return w.bundle("agentbot/issue-2-other", "^"+h.base), okCheck(h)
 		}, `branch is "agentbot/issue-2-other"`},
-		{"branch outside the prefix", func(h *harness, w *work) (string, BundleCheck) {
+		{"branch outside the prefix", func(h *harness, w *work) (string, bundle.Check) {
 			w.git("checkout", "-q", "-b", "main-fix")
 			w.commit("x", map[string]string{"a.txt": "a\n"})
 			c := okCheck(h)
 			c.Branch = "main-fix"
 			return w.bundle("main-fix", "^"+h.base), c
 		}, `does not start with "agentbot/"`},
-		{"two branches", func(h *harness, w *work) (string, BundleCheck) {
+		{"two branches", func(h *harness, w *work) (string, bundle.Check) {
 			w.git("checkout", "-q", "-b", branch)
 			w.commit("x", map[string]string{"a.txt": "a\n"})
 			w.git("branch", "agentbot/extra")
 			return w.bundle(branch, "agentbot/extra", "^"+h.base), okCheck(h)
 		}, "2 branches"},
-		{"a tag besides the branch", func(h *harness, w *work) (string, BundleCheck) {
+		{"a tag besides the branch", func(h *harness, w *work) (string, bundle.Check) {
 			w.git("checkout", "-q", "-b", branch)
 			w.commit("x", map[string]string{"a.txt": "a\n"})
 			w.git("tag", "v1")
 			return w.bundle(branch, "v1", "^"+h.base), okCheck(h)
 		}, "refs/tags/v1"},
-		{"protected workflow file", func(h *harness, w *work) (string, BundleCheck) {
+		{"protected workflow file", func(h *harness, w *work) (string, bundle.Check) {
 			w.git("checkout", "-q", "-b", branch)
 			w.commit("ci", map[string]string{".github/workflows/ci.yml": "on: push\n", "a.txt": "a\n"})
 			return w.bundle(branch, "^"+h.base), okCheck(h)
 		}, ".github/workflows/ci.yml"},
-		{"protected file added and removed again", func(h *harness, w *work) (string, BundleCheck) {
+		{"protected file added and removed again", func(h *harness, w *work) (string, bundle.Check) {
 			w.git("checkout", "-q", "-b", branch)
 			w.commit("add", map[string]string{".github/workflows/x.yml": "on: push\n"})
 			w.commit("remove", map[string]string{".github/workflows/x.yml": "", "a.txt": "a\n"})
 			return w.bundle(branch, "^"+h.base), okCheck(h)
 		}, ".github/workflows/x.yml"},
-		{"protected pattern without a slash", func(h *harness, w *work) (string, BundleCheck) {
+		{"protected pattern without a slash", func(h *harness, w *work) (string, bundle.Check) {
 			w.git("checkout", "-q", "-b", branch)
 			w.commit("key", map[string]string{"deploy/keys/prod.pem": "KEY\n"})
 			return w.bundle(branch, "^"+h.base), okCheck(h)
 		}, "deploy/keys/prod.pem"},
-		{"symlink where a protected directory would be", func(h *harness, w *work) (string, BundleCheck) {
+		{"symlink where a protected directory would be", func(h *harness, w *work) (string, bundle.Check) {
 			w.git("checkout", "-q", "-b", branch)
 			w.commit("ci", map[string]string{"ci/workflows/evil.yml": "on: push\n"})
 			if err := os.Symlink("ci", w.dir+"/.github"); err != nil {
@@ -173,18 +175,18 @@ func TestPushBundleRefusals(t *testing.T) {
 			w.git("commit", "-q", "-m", "link")
 			return w.bundle(branch, "^"+h.base), okCheck(h)
 		}, "makes .github a symlink"},
-		{"submodule where a protected directory would be", func(h *harness, w *work) (string, BundleCheck) {
+		{"submodule where a protected directory would be", func(h *harness, w *work) (string, bundle.Check) {
 			w.git("checkout", "-q", "-b", branch)
 			w.git("update-index", "--add", "--cacheinfo", "160000,"+h.base+",.github")
 			w.git("commit", "-q", "-m", "gitlink")
 			return w.bundle(branch, "^"+h.base), okCheck(h)
 		}, "makes .github a submodule"},
-		{"protected path in another case", func(h *harness, w *work) (string, BundleCheck) {
+		{"protected path in another case", func(h *harness, w *work) (string, bundle.Check) {
 			w.git("checkout", "-q", "-b", branch)
 			w.commit("ci", map[string]string{".GitHub/Workflows/ci.yml": "on: push\n"})
 			return w.bundle(branch, "^"+h.base), okCheck(h)
 		}, ".GitHub/Workflows/ci.yml"},
-		{"merge of an unrelated history carrying a workflow", func(h *harness, w *work) (string, BundleCheck) {
+		{"merge of an unrelated history carrying a workflow", func(h *harness, w *work) (string, bundle.Check) {
 			w.git("checkout", "-q", "--orphan", "side")
 			w.git("rm", "-rqf", ".")
 			w.commit("side root", map[string]string{".github/workflows/evil.yml": "on: push\n"})
@@ -192,7 +194,7 @@ func TestPushBundleRefusals(t *testing.T) {
 			w.git("merge", "-q", "--allow-unrelated-histories", "-s", "ours", "-m", "merge", "side")
 			return w.bundle(branch, "^"+h.base), okCheck(h)
 		}, ".github/workflows/evil.yml"},
-		{"protected file renamed away", func(h *harness, w *work) (string, BundleCheck) {
+		{"protected file renamed away", func(h *harness, w *work) (string, bundle.Check) {
 			w.git("checkout", "-q", "-b", branch)
 			w.git("mv", "src/app.go", "src/main.go")
 			w.git("commit", "-q", "-m", "rename")
@@ -200,13 +202,13 @@ func TestPushBundleRefusals(t *testing.T) {
 			c.ProtectedPaths = []string{"src/app.go"}
 			return w.bundle(branch, "^"+h.base), c
 		}, "src/app.go"},
-		{"unrelated history", func(h *harness, w *work) (string, BundleCheck) {
+		{"unrelated history", func(h *harness, w *work) (string, bundle.Check) {
 			w.git("checkout", "-q", "--orphan", branch)
 			w.git("rm", "-rqf", ".")
 			w.commit("fresh start", map[string]string{"a.txt": "a\n"})
 			return w.bundle(branch), okCheck(h)
 		}, "does not descend"},
-		{"thin bundle on another base", func(h *harness, w *work) (string, BundleCheck) {
+		{"thin bf on another base", func(h *harness, w *work) (string, bundle.Check) {
 			w.git("checkout", "-q", "--orphan", "elsewhere")
 			w.git("rm", "-rqf", ".")
 			other := w.commit("other root", map[string]string{"b.txt": "b\n"})
@@ -214,31 +216,31 @@ func TestPushBundleRefusals(t *testing.T) {
 			w.commit("x", map[string]string{"a.txt": "a\n"})
 			return w.bundle(branch, "^"+other), okCheck(h)
 		}, "does not descend"},
-		{"history rewritten below the base", func(h *harness, w *work) (string, BundleCheck) {
+		{"history rewritten below the base", func(h *harness, w *work) (string, bundle.Check) {
 			w.git("checkout", "-q", "-b", branch)
 			w.git("commit", "-q", "--amend", "-m", "rewritten seed")
 			w.commit("x", map[string]string{"a.txt": "a\n"})
 			return w.bundle(branch), okCheck(h)
 		}, "does not descend"},
-		{"over the size limit", func(h *harness, w *work) (string, BundleCheck) {
+		{"over the size limit", func(h *harness, w *work) (string, bundle.Check) {
 			w.git("checkout", "-q", "-b", branch)
 			w.commit("x", map[string]string{"a.txt": strings.Repeat("data ", 2000)})
 			c := okCheck(h)
 			c.MaxBytes = 200
 			return w.bundle(branch, "^"+h.base), c
 		}, "over the limit of 200"},
-		{"no new commits", func(h *harness, w *work) (string, BundleCheck) {
+		{"no new commits", func(h *harness, w *work) (string, bundle.Check) {
 			w.git("checkout", "-q", "-b", branch)
 			return w.bundle(branch), okCheck(h)
 		}, "adds no commits"},
-		{"not a bundle", func(h *harness, w *work) (string, BundleCheck) {
+		{"not a bundle", func(h *harness, w *work) (string, bundle.Check) {
 			p := t.TempDir() + "/junk.bundle"
-			if err := os.WriteFile(p, []byte("# v2 git bundle\nnonsense\n"), 0o644); err != nil {
+			if err := os.WriteFile(p, []byte("# v2 git bf\nnonsense\n"), 0o644); err != nil {
 				t.Fatal(err)
 			}
 			return p, okCheck(h)
 		}, "git bundle"},
-		{"branch already exists on GitHub", func(h *harness, w *work) (string, BundleCheck) {
+		{"branch already exists on GitHub", func(h *harness, w *work) (string, bundle.Check) {
 			h.gh.CommitFile(h.repo, branch, "other.txt", "someone else\n")
 			w.git("checkout", "-q", "-b", branch)
 			w.commit("x", map[string]string{"a.txt": "a\n"})
@@ -249,13 +251,13 @@ func TestPushBundleRefusals(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t)
 			w := h.clone()
-			bundle, check := tc.setup(h, w)
+			bf, check := tc.setup(h, w)
 			before := h.serverState()
 			cloneURL := h.git.CloneURL("acme", "widgets")
-			_, err := h.client.PushBundle(context.Background(), instID, h.repo, cloneURL, bundle, check)
-			var rej *BundleRejected
+			_, err := h.client.PushBundle(context.Background(), instID, h.repo, cloneURL, bf, check, "")
+			var rej *bundle.Rejected
 			if !errors.As(err, &rej) {
-				t.Fatalf("PushBundle = %v, want *BundleRejected", err)
+				t.Fatalf("PushBundle = %v, want *bundle.Rejected", err)
 			}
 			h.logErr(err)
 			if !strings.Contains(rej.Reason, tc.wantReason) {
@@ -280,26 +282,26 @@ func TestPushBundleFollowUp(t *testing.T) {
 	const branch = "agentbot/issue-3-fix"
 	tests := []struct {
 		name       string
-		run        func(h *harness, w *work, old string) (bundle string, check BundleCheck)
+		run        func(h *harness, w *work, old string) (bf string, check bundle.Check)
 		wantReason string // "" = pushed
 	}{
-		{"descends from the old head", func(h *harness, w *work, old string) (string, BundleCheck) {
+		{"descends from the old head", func(h *harness, w *work, old string) (string, bundle.Check) {
 			w.commit("follow-up", map[string]string{"b.txt": "b\n"})
-			return w.bundle(branch, "^"+old), BundleCheck{Branch: branch, BaseSHA: h.base, ExpectedOldSHA: old}
+			return w.bundle(branch, "^"+old), bundle.Check{Branch: branch, BaseSHA: h.base, ExpectedOldSHA: old}
 		}, ""},
-		{"branch moved on GitHub meanwhile", func(h *harness, w *work, old string) (string, BundleCheck) {
+		{"branch moved on GitHub meanwhile", func(h *harness, w *work, old string) (string, bundle.Check) {
 			h.gh.CommitFile(h.repo, branch, "human.txt", "a human pushed\n")
 			w.commit("follow-up", map[string]string{"b.txt": "b\n"})
-			return w.bundle(branch, "^"+old), BundleCheck{Branch: branch, BaseSHA: h.base, ExpectedOldSHA: old}
+			return w.bundle(branch, "^"+old), bundle.Check{Branch: branch, BaseSHA: h.base, ExpectedOldSHA: old}
 		}, "moved on GitHub"},
-		{"rewrites the branch", func(h *harness, w *work, old string) (string, BundleCheck) {
+		{"rewrites the branch", func(h *harness, w *work, old string) (string, bundle.Check) {
 			w.git("reset", "-q", "--hard", h.base)
 			w.commit("replacement", map[string]string{"c.txt": "c\n"})
-			return w.bundle(branch, "^"+h.base), BundleCheck{Branch: branch, BaseSHA: h.base, ExpectedOldSHA: old}
+			return w.bundle(branch, "^"+h.base), bundle.Check{Branch: branch, BaseSHA: h.base, ExpectedOldSHA: old}
 		}, "does not descend"},
-		{"touches a workflow after the old head", func(h *harness, w *work, old string) (string, BundleCheck) {
+		{"touches a workflow after the old head", func(h *harness, w *work, old string) (string, bundle.Check) {
 			w.commit("ci", map[string]string{".github/workflows/ci.yml": "on: push\n"})
-			return w.bundle(branch, "^"+old), BundleCheck{Branch: branch, ExpectedOldSHA: old, ProtectedPaths: DefaultSettings().ProtectedPaths}
+			return w.bundle(branch, "^"+old), bundle.Check{Branch: branch, ExpectedOldSHA: old, ProtectedPaths: DefaultSettings().ProtectedPaths}
 		}, "protected"},
 	}
 	for _, tc := range tests {
@@ -310,9 +312,9 @@ func TestPushBundleFollowUp(t *testing.T) {
 			w.git("checkout", "-q", "-b", branch)
 			old := w.commit("first run", map[string]string{"a.txt": "a\n"})
 			w.git("push", "-q", h.git.BarePath("acme", "widgets"), branch)
-			bundle, check := tc.run(h, w, old)
+			bf, check := tc.run(h, w, old)
 			before := h.serverState()
-			head, err := h.client.PushBundle(context.Background(), instID, h.repo, h.git.CloneURL("acme", "widgets"), bundle, check)
+			head, err := h.client.PushBundle(context.Background(), instID, h.repo, h.git.CloneURL("acme", "widgets"), bf, check, "")
 			if tc.wantReason == "" {
 				if err != nil {
 					t.Fatalf("PushBundle: %v", err)
@@ -322,7 +324,7 @@ func TestPushBundleFollowUp(t *testing.T) {
 				}
 				return
 			}
-			var rej *BundleRejected
+			var rej *bundle.Rejected
 			if !errors.As(err, &rej) || !strings.Contains(rej.Reason, tc.wantReason) {
 				t.Fatalf("PushBundle = %v, want a rejection mentioning %q", err, tc.wantReason)
 			}
@@ -337,7 +339,7 @@ func TestPushBundleBaseFromTheSandbox(t *testing.T) {
 	const branch = "agentbot/issue-8-y"
 	tests := []struct {
 		name       string
-		setup      func(h *harness, w *work) (bundle, baseSHA string)
+		setup      func(h *harness, w *work) (bf, baseSHA string)
 		wantReason string
 	}{
 		{"base is main's head, and main moved on since", func(h *harness, w *work) (string, string) {
@@ -372,20 +374,20 @@ func TestPushBundleBaseFromTheSandbox(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t)
 			w := h.clone()
-			bundle, base := tc.setup(h, w)
+			bf, base := tc.setup(h, w)
 			before := h.serverState()
-			check := BundleCheck{Branch: branch, BranchPrefix: "agentbot/", BaseSHA: base, BaseBranch: "main", ProtectedPaths: DefaultSettings().ProtectedPaths}
+			check := bundle.Check{Branch: branch, BranchPrefix: "agentbot/", BaseSHA: base, BaseBranch: "main", ProtectedPaths: DefaultSettings().ProtectedPaths}
 			if sha, ok := strings.CutSuffix(base, " (no base branch)"); ok {
 				check.BaseSHA, check.BaseBranch = sha, ""
 			}
-			head, err := h.client.PushBundle(context.Background(), instID, h.repo, h.git.CloneURL("acme", "widgets"), bundle, check)
+			head, err := h.client.PushBundle(context.Background(), instID, h.repo, h.git.CloneURL("acme", "widgets"), bf, check, "")
 			if tc.wantReason == "" {
 				if err != nil || h.git.RevParse("acme", "widgets", branch) != head {
 					t.Fatalf("PushBundle = %s, %v", head, err)
 				}
 				return
 			}
-			var rej *BundleRejected
+			var rej *bundle.Rejected
 			if !errors.As(err, &rej) || !strings.Contains(rej.Reason, tc.wantReason) {
 				t.Fatalf("PushBundle = %v, want a rejection mentioning %q", err, tc.wantReason)
 			}
@@ -401,92 +403,15 @@ func TestPushBundleRefusesCredentialsInTheURL(t *testing.T) {
 	w := h.clone()
 	w.git("checkout", "-q", "-b", "agentbot/x")
 	w.commit("x", map[string]string{"a.txt": "a\n"})
-	bundle := w.bundle("agentbot/x", "^"+h.base)
+	bf := w.bundle("agentbot/x", "^"+h.base)
 	for _, u := range []string{"http://user:pass@" + strings.TrimPrefix(h.git.URL, "http://") + "/acme/widgets.git", "file:///tmp/x", "ssh://git@x/y"} {
-		_, err := h.client.PushBundle(context.Background(), instID, h.repo, u, bundle, BundleCheck{Branch: "agentbot/x", BaseSHA: h.base})
+		_, err := h.client.PushBundle(context.Background(), instID, h.repo, u, bf, bundle.Check{Branch: "agentbot/x", BaseSHA: h.base}, "")
 		if err == nil || !strings.Contains(err.Error(), "without credentials") {
 			t.Fatalf("PushBundle(%q) = %v", u, err)
 		}
 	}
 	if len(h.gh.Tokens()) != 0 {
 		t.Fatal("tokens minted for a bad URL")
-	}
-}
-
-func TestVerifyBundleStandalone(t *testing.T) {
-	h := newHarness(t)
-	w := h.clone()
-	w.git("checkout", "-q", "-b", "agentbot/issue-9")
-	want := w.commit("x", map[string]string{"a.txt": "a\n"})
-	thin := w.bundle("agentbot/issue-9", "^"+h.base)
-	check := BundleCheck{Branch: "agentbot/issue-9", BaseSHA: h.base}
-
-	var rej *BundleRejected
-	if _, err := VerifyBundle(context.Background(), "", thin, check); !errors.As(err, &rej) {
-		t.Fatalf("thin bundle without base objects: %v, want rejection", err)
-	}
-	check.ObjectsFrom = h.git.BarePath("acme", "widgets")
-	head, err := VerifyBundle(context.Background(), "", thin, check)
-	if err != nil || head != want {
-		t.Fatalf("VerifyBundle = %s, %v; want %s", head, err, want)
-	}
-	if _, err := VerifyBundle(context.Background(), "", thin, BundleCheck{Branch: "x"}); err == nil || errors.As(err, &rej) {
-		t.Fatalf("a check without base is a caller error, not a rejection: %v", err)
-	}
-}
-
-func TestMatchPath(t *testing.T) {
-	tests := []struct {
-		pattern, path string
-		want          bool
-	}{
-		{".github/workflows/**", ".github/workflows/ci.yml", true},
-		{".github/workflows/**", ".github/workflows/sub/ci.yml", true},
-		{".github/workflows/**", ".github/dependabot.yml", false},
-		{".github/workflows/**", "x/.github/workflows/ci.yml", false},
-		{".github/workflows", ".github/workflows/ci.yml", true},
-		{".github/workflows/", ".github/workflows/ci.yml", true},
-		{"/.github/workflows/*.yml", ".github/workflows/ci.yml", true},
-		{"*.pem", "a/b/key.pem", true},
-		{"*.pem", "a/b/key.pem.txt", false},
-		{"secrets", "config/secrets/db.txt", true},
-		{"**/secrets/*", "a/b/secrets/x", true},
-		{"docs/**/*.md", "docs/a/b/c.md", true},
-		{"docs/**/*.md", "docs/c.md", true},
-		{"docs/**/*.md", "src/c.md", false},
-		{"**", "anything/at/all", true},
-		{".github/workflows/**", ".GITHUB/workflows/ci.yml", true},
-	}
-	for _, tc := range tests {
-		t.Run(tc.pattern+" "+tc.path, func(t *testing.T) {
-			if got := matchPath(tc.pattern, tc.path); got != tc.want {
-				t.Fatalf("matchPath(%q, %q) = %v", tc.pattern, tc.path, got)
-			}
-		})
-	}
-}
-
-func TestCoversBelow(t *testing.T) {
-	tests := []struct {
-		pattern, dir string
-		want         bool
-	}{
-		{".github/workflows/**", ".github", true},
-		{".github/workflows/**", ".GitHub", true},
-		{".github/workflows", ".github/workflows", true},
-		{".github/workflows/**", ".github/workflows", true},
-		{".github/workflows/**", "docs", false},
-		{".github/workflows/**", ".github/ISSUE_TEMPLATE", false},
-		{"deploy/keys/*.pem", "deploy", true},
-		{"*.pem", "certs", false},
-		{"secrets", "secrets", false},
-	}
-	for _, tc := range tests {
-		t.Run(tc.pattern+" "+tc.dir, func(t *testing.T) {
-			if got := coversBelow(tc.pattern, tc.dir); got != tc.want {
-				t.Fatalf("coversBelow(%q, %q) = %v", tc.pattern, tc.dir, got)
-			}
-		})
 	}
 }
 
@@ -511,12 +436,12 @@ func TestFailedGitNeverEchoesTheToken(t *testing.T) {
 			w := h.clone()
 			w.git("checkout", "-q", "-b", "agentbot/x")
 			w.commit("x", map[string]string{"a.txt": "a\n"})
-			bundle := w.bundle("agentbot/x", "^"+h.base)
+			bf := w.bundle("agentbot/x", "^"+h.base)
 			info, err := h.client.Repository(context.Background(), instID, h.repo)
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, err = h.client.PushBundle(context.Background(), instID, h.repo, info.CloneURL, bundle, BundleCheck{Branch: "agentbot/x", BranchPrefix: "agentbot/", BaseSHA: h.base})
+			_, err = h.client.PushBundle(context.Background(), instID, h.repo, info.CloneURL, bf, bundle.Check{Branch: "agentbot/x", BranchPrefix: "agentbot/", BaseSHA: h.base}, "")
 			if err == nil {
 				t.Fatal("the push did not fail")
 			}

@@ -33,6 +33,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/agentbot/agentbot"
+	"github.com/agentbot/agentbot/internal/secret"
 )
 
 // DefaultBaseURL is GitHub.com's REST API. GitHub Enterprise Server uses
@@ -295,7 +296,7 @@ type Token struct {
 	ExpiresAt time.Time
 }
 
-const redacted = "[REDACTED]"
+const redacted = secret.Mask
 
 func (t Token) String() string {
 	return "Token(" + redacted + ", expires " + t.ExpiresAt.UTC().Format(time.RFC3339) + ")"
@@ -322,16 +323,6 @@ func (t Token) MarshalJSON() ([]byte, error) {
 
 // MarshalText covers encoders that prefer text (maps keys, some loggers).
 func (t Token) MarshalText() ([]byte, error) { return []byte(t.String()), nil }
-
-// Redact replaces every occurrence of each non-empty secret in s.
-func Redact(s string, secrets ...string) string {
-	for _, sec := range secrets {
-		if sec != "" {
-			s = strings.ReplaceAll(s, sec, redacted)
-		}
-	}
-	return s
-}
 
 // Permissions are installation-token permissions by name, e.g.
 // {"contents": "read"}; levels are read, write or admin.

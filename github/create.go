@@ -82,7 +82,7 @@ func (c *Client) create(ctx context.Context, installationID int64, endpoint, pat
 		}
 		if found {
 			c.logger.LogAttrs(ctx, slog.LevelInfo, "github create failed but had been done; using what it made",
-				slog.String("endpoint", endpoint), slog.Int("attempt", attempt), slog.String("error", err.Error()))
+				slog.String("endpoint", endpoint), slog.Int("attempt", attempt), slog.String("err", err.Error()))
 			return nil
 		}
 		if attempt >= c.policy.maxAttempts {
@@ -96,7 +96,7 @@ func (c *Client) create(ctx context.Context, installationID int64, endpoint, pat
 		c.policy.metrics.retries.WithLabelValues(reason).Inc()
 		c.logger.LogAttrs(ctx, slog.LevelWarn, "github create retried after finding nothing made",
 			slog.String("endpoint", endpoint), slog.Int("attempt", attempt), slog.Duration("wait", wait),
-			slog.String("error", err.Error()))
+			slog.String("err", err.Error()))
 		if err := c.policy.sleep(ctx, wait); err != nil {
 			return err
 		}

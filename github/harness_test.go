@@ -115,7 +115,7 @@ func newHarness(t *testing.T, opts ...func(*Config)) *harness {
 // logErr sends an error through the captured logger, so that error texts
 // are covered by the token grep too.
 func (h *harness) logErr(err error) {
-	h.client.logger.Error("test saw error", slog.Any("error", err))
+	h.client.logger.Error("test saw error", slog.Any("err", err))
 }
 
 func (h *harness) waits() []time.Duration {

@@ -37,12 +37,9 @@ func (c *Client) OpenPullRequest(ctx context.Context, installationID int64, repo
 	if opts.Head == "" || opts.Base == "" || strings.TrimSpace(opts.Title) == "" {
 		return PRInfo{}, false, fmt.Errorf("github: pull request %s: head, base and title are required", where)
 	}
-	if pr, ok, err := c.findOpenPR(ctx, installationID, repo, opts.Head); err != nil || ok {
-		if err == nil {
-			c.requestReview(ctx, installationID, repo, pr.Number, opts.Reviewer)
-		}
-		return pr, false, err
-	}
+	// No look-up first: an open pull request for the head makes the create
+	// fail with 422 "already exists", and that (or an uncertain failure)
+	// is when the existing one is looked for.
 	body := map[string]any{
 		"title": truncateRunes(opts.Title, 256),
 		"head":  opts.Head,
@@ -116,6 +113,13 @@ func (c *Client) requestReview(ctx context.Context, installationID int64, repo a
 }
 
 const epRevokeToken = "DELETE /installation/token"
+
+// RevokeToken ends an installation token's life now instead of in an
+// hour: the dispatcher revokes the read token it gave a sandbox once the
+// task is over. Best effort, as revoke.
+func (c *Client) RevokeToken(ctx context.Context, repo agentbot.Repo, token string) {
+	c.revoke(ctx, Token{Value: token}, repo)
+}
 
 // revoke ends tok's life now instead of in an hour. Best effort: it runs
 // even when ctx is done, briefly.

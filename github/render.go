@@ -59,67 +59,7 @@ func RenderComment(v ProgressView) string {
 	var b strings.Builder
 	b.WriteString(CommentMarker(v.TaskID))
 	b.WriteString("\n")
-	link := ""
-	if v.TaskURL != "" {
-		link = " · [task page](" + oneLine(v.TaskURL, budgetShort) + ")"
-	}
-	elapsed := ""
-	if v.Elapsed > 0 {
-		elapsed = formatDuration(v.Elapsed)
-	}
-	switch v.State {
-	case agentbot.StateQueued:
-		b.WriteString("⏳ **agentbot: queued**" + link + "\n")
-		if v.QueuedBehind != "" {
-			b.WriteString("\nWaiting for task `" + inlineCode(v.QueuedBehind) + "` on this repository to finish.\n")
-		} else {
-			b.WriteString("\nThe task will start as soon as a worker is free.\n")
-		}
-	case agentbot.StateRunning:
-		line := "🔄 **agentbot: running**"
-		if v.Phase != "" {
-			line += " · phase `" + inlineCode(v.Phase) + "`"
-		}
-		if elapsed != "" {
-			line += " · " + elapsed + " elapsed"
-		}
-		b.WriteString(line + link + "\n")
-	case agentbot.StateSucceeded:
-		line := "✅ **agentbot: done**"
-		if elapsed != "" {
-			line += " in " + elapsed
-		}
-		if v.CostUSD > 0 {
-			line += fmt.Sprintf(" · agent cost $%.2f", v.CostUSD)
-		}
-		b.WriteString(line + link + "\n")
-		switch {
-		case v.PRURL != "":
-			b.WriteString("\nPull request: " + oneLine(v.PRURL, budgetShort) + "\n")
-		case v.Branch != "":
-			b.WriteString("\nBranch: `" + inlineCode(v.Branch) + "`\n")
-		}
-	case agentbot.StateFailed:
-		line := "❌ **agentbot: failed**"
-		if v.FailedPhase != "" {
-			line += " during `" + inlineCode(v.FailedPhase) + "`"
-		}
-		if elapsed != "" {
-			line += " after " + elapsed
-		}
-		if v.CostUSD > 0 {
-			line += fmt.Sprintf(" · agent cost $%.2f", v.CostUSD)
-		}
-		b.WriteString(line + link + "\n")
-	case agentbot.StateCancelled:
-		line := "🚫 **agentbot: cancelled**"
-		if elapsed != "" {
-			line += " after " + elapsed
-		}
-		b.WriteString(line + link + "\n")
-	default:
-		b.WriteString("**agentbot: " + inlineCode(string(v.State)) + "**" + link + "\n")
-	}
+	b.WriteString(headline(v))
 	if v.Note != "" {
 		b.WriteString("\n" + truncateMarkdown(v.Note, budgetNote) + "\n")
 	}
@@ -141,6 +81,63 @@ func RenderComment(v ProgressView) string {
 		b.WriteString("\nComment `/agent cancel` to stop it.\n")
 	}
 	return FitComment(b.String())
+}
+
+// headline is the comment's first visible line — state, phase, time, cost,
+// task page — and, for a queued or finished task, the line after it.
+func headline(v ProgressView) string {
+	link := ""
+	if v.TaskURL != "" {
+		link = " · [task page](" + oneLine(v.TaskURL, budgetShort) + ")"
+	}
+	elapsed := ""
+	if v.Elapsed > 0 {
+		elapsed = formatDuration(v.Elapsed)
+	}
+	with := func(line, sep string) string {
+		if elapsed != "" {
+			line += sep + elapsed
+		}
+		return line
+	}
+	cost := ""
+	if v.CostUSD > 0 {
+		cost = fmt.Sprintf(" · agent cost $%.2f", v.CostUSD)
+	}
+	switch v.State {
+	case agentbot.StateQueued:
+		if v.QueuedBehind != "" {
+			return "⏳ **agentbot: queued**" + link + "\n\nWaiting for task `" + inlineCode(v.QueuedBehind) + "` on this repository to finish.\n"
+		}
+		return "⏳ **agentbot: queued**" + link + "\n\nThe task will start as soon as a worker is free.\n"
+	case agentbot.StateRunning:
+		line := "🔄 **agentbot: running**"
+		if v.Phase != "" {
+			line += " · phase `" + inlineCode(v.Phase) + "`"
+		}
+		if elapsed != "" {
+			line += " · " + elapsed + " elapsed"
+		}
+		return line + link + "\n"
+	case agentbot.StateSucceeded:
+		line := with("✅ **agentbot: done**", " in ") + cost + link + "\n"
+		switch {
+		case v.PRURL != "":
+			line += "\nPull request: " + oneLine(v.PRURL, budgetShort) + "\n"
+		case v.Branch != "":
+			line += "\nBranch: `" + inlineCode(v.Branch) + "`\n"
+		}
+		return line
+	case agentbot.StateFailed:
+		line := "❌ **agentbot: failed**"
+		if v.FailedPhase != "" {
+			line += " during `" + inlineCode(v.FailedPhase) + "`"
+		}
+		return with(line, " after ") + cost + link + "\n"
+	case agentbot.StateCancelled:
+		return with("🚫 **agentbot: cancelled**", " after ") + link + "\n"
+	}
+	return "**agentbot: " + inlineCode(string(v.State)) + "**" + link + "\n"
 }
 
 func openIf(open bool) string {

@@ -380,5 +380,5 @@ func issuePath(ref agentbot.IssueRef) string {
 
 // logError logs a failed best-effort call; the caller carries on.
 func (c *Client) logError(ctx context.Context, msg string, repo agentbot.Repo, err error) {
-	c.logger.LogAttrs(ctx, slog.LevelWarn, msg, slog.String("repo", repo.FullName()), slog.String("error", err.Error()))
+	c.logger.LogAttrs(ctx, slog.LevelWarn, msg, slog.String("repo", repo.FullName()), slog.String("err", err.Error()))
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/url"
 	"regexp"
 	"slices"
 	"sort"
@@ -16,6 +15,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/agentbot/agentbot"
+	"github.com/agentbot/agentbot/bundle"
 )
 
 // SettingsPath is where a repository configures agentbot, read from the
@@ -85,32 +85,52 @@ var (
 // their defaults; an empty file is all defaults.
 func ParseSettings(data []byte) (Settings, error) {
 	s := DefaultSettings()
-	fail := func(problems ...string) (Settings, error) {
-		return Settings{}, &SettingsError{Path: SettingsPath, Problems: problems}
+	raw, empty, problem := settingsKeysOf(data)
+	switch {
+	case problem != "":
+		return Settings{}, &SettingsError{Path: SettingsPath, Problems: []string{problem}}
+	case empty:
+		return s, nil
 	}
+	sp := settingsParser{raw: raw, problems: unknownKeys(raw)}
+	sp.fields(&s)
+	if len(sp.problems) > 0 {
+		return Settings{}, &SettingsError{Path: SettingsPath, Problems: sp.problems}
+	}
+	return s, nil
+}
+
+// settingsKeysOf decodes the file into its top-level keys; empty for a file
+// with nothing in it, problem when it is not a YAML mapping.
+func settingsKeysOf(data []byte) (raw map[string]json.RawMessage, empty bool, problem string) {
 	if len(data) > maxSettingsBytes {
-		return fail(fmt.Sprintf("file is %d bytes, more than the %d allowed", len(data), maxSettingsBytes))
+		return nil, false, fmt.Sprintf("file is %d bytes, more than the %d allowed", len(data), maxSettingsBytes)
 	}
 	if len(bytes.TrimSpace(data)) == 0 {
-		return s, nil
+		return nil, true, ""
 	}
 	js, err := yaml.YAMLToJSONStrict(data)
 	if err != nil {
-		return fail("not valid YAML: " + strings.TrimPrefix(err.Error(), "yaml: "))
+		return nil, false, "not valid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")
 	}
 	if bytes.Equal(bytes.TrimSpace(js), []byte("null")) {
-		return s, nil
+		return nil, true, ""
 	}
-	var raw map[string]json.RawMessage
 	if err := json.Unmarshal(js, &raw); err != nil {
-		return fail("the file must be a mapping of keys to values, such as `trigger_label: agent-task`")
+		return nil, false, "the file must be a mapping of keys to values, such as `trigger_label: agent-task`"
 	}
-	var problems []string
+	return raw, false, ""
+}
+
+// unknownKeys names, in order, the keys agentbot does not know, with the
+// nearest known one.
+func unknownKeys(raw map[string]json.RawMessage) []string {
 	keys := make([]string, 0, len(raw))
 	for k := range raw {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
+	var problems []string
 	for _, k := range keys {
 		if !slices.Contains(settingsKeys, k) {
 			msg := fmt.Sprintf("unknown key %q", k)
@@ -120,85 +140,101 @@ func ParseSettings(data []byte) (Settings, error) {
 			problems = append(problems, msg+"; known keys are "+strings.Join(settingsKeys, ", "))
 		}
 	}
-	str := func(key string, dst *string, re *regexp.Regexp, what string, allowEmpty bool) {
-		v, ok := raw[key]
-		if !ok {
-			return
-		}
-		var x string
-		if err := json.Unmarshal(v, &x); err != nil {
-			problems = append(problems, fmt.Sprintf("%s must be a string", key))
-			return
-		}
-		if x == "" && allowEmpty {
-			*dst = ""
-			return
-		}
-		if x == "" || (re != nil && !re.MatchString(x)) || len(x) > 100 {
-			problems = append(problems, fmt.Sprintf("%s %q is not %s", key, x, what))
-			return
-		}
-		*dst = x
-	}
-	list := func(key string, dst *[]string, check func(string) bool, what string) {
-		v, ok := raw[key]
-		if !ok {
-			return
-		}
-		var x []string
-		if err := json.Unmarshal(v, &x); err != nil {
-			problems = append(problems, fmt.Sprintf("%s must be a list of strings", key))
-			return
-		}
-		for _, item := range x {
-			if !check(item) {
-				problems = append(problems, fmt.Sprintf("%s: %q is not %s", key, item, what))
-				return
-			}
-		}
-		if x == nil {
-			x = []string{}
-		}
-		*dst = x
-	}
-	str("trigger_label", &s.TriggerLabel, nil, "a label name", false)
+	return problems
+}
+
+// settingsParser checks one settings file's values, collecting every
+// problem rather than stopping at the first.
+type settingsParser struct {
+	raw      map[string]json.RawMessage
+	problems []string
+}
+
+func (p *settingsParser) problem(format string, args ...any) {
+	p.problems = append(p.problems, fmt.Sprintf(format, args...))
+}
+
+// fields sets each key the file has on s.
+func (p *settingsParser) fields(s *Settings) {
+	p.str("trigger_label", &s.TriggerLabel, nil, "a label name", false)
 	if len(s.TriggerLabel) > 50 {
-		problems = append(problems, fmt.Sprintf("trigger_label %q is longer than GitHub's 50-character label limit", s.TriggerLabel))
+		p.problem("trigger_label %q is longer than GitHub's 50-character label limit", s.TriggerLabel)
 	}
-	str("branch_prefix", &s.BranchPrefix, nil, "", false)
+	p.str("branch_prefix", &s.BranchPrefix, nil, "", false)
 	if err := checkBranchPrefix(s.BranchPrefix); err != "" {
-		problems = append(problems, fmt.Sprintf("branch_prefix %q %s", s.BranchPrefix, err))
+		p.problem("branch_prefix %q %s", s.BranchPrefix, err)
 	}
-	str("template", &s.Template, templateName, "a template name (letters, digits, . _ -)", false)
-	str("agent", &s.Agent, agentName, "an agent name such as claude", false)
-	str("model", &s.Model, modelName, "a model name", true)
-	if v, ok := raw["time_limit"]; ok {
+	p.str("template", &s.Template, templateName, "a template name (letters, digits, . _ -)", false)
+	p.str("agent", &s.Agent, agentName, "an agent name such as claude", false)
+	p.str("model", &s.Model, modelName, "a model name", true)
+	if v, ok := p.raw["time_limit"]; ok {
 		var x string
 		if err := json.Unmarshal(v, &x); err != nil {
-			problems = append(problems, "time_limit must be a duration such as 30m or 1h30m")
+			p.problem("time_limit must be a duration such as 30m or 1h30m")
 		} else if d, err := time.ParseDuration(x); err != nil || d < time.Minute || d > MaxTimeLimit {
-			problems = append(problems, fmt.Sprintf("time_limit %q must be a duration between 1m and %s, such as 30m", x, MaxTimeLimit))
+			p.problem("time_limit %q must be a duration between 1m and %s, such as 30m", x, MaxTimeLimit)
 		} else {
 			s.TimeLimit = d
 		}
 	}
-	if v, ok := raw["draft_pr"]; ok {
+	if v, ok := p.raw["draft_pr"]; ok {
 		if err := json.Unmarshal(v, &s.DraftPR); err != nil {
-			problems = append(problems, "draft_pr must be true or false")
+			p.problem("draft_pr must be true or false")
 		}
 	}
-	list("allowed_users", &s.AllowedUsers, loginName.MatchString, "a GitHub login")
-	list("allowed_teams", &s.AllowedTeams, teamName.MatchString, "a team such as my-org/my-team")
-	list("protected_paths", &s.ProtectedPaths, func(p string) bool { return validPattern(p) == nil }, "a path pattern such as .github/workflows/**")
-	if v, ok := raw["max_turns"]; ok {
+	p.list("allowed_users", &s.AllowedUsers, loginName.MatchString, "a GitHub login")
+	p.list("allowed_teams", &s.AllowedTeams, teamName.MatchString, "a team such as my-org/my-team")
+	p.list("protected_paths", &s.ProtectedPaths, func(x string) bool { return bundle.ValidPattern(x) == nil }, "a path pattern such as .github/workflows/**")
+	if v, ok := p.raw["max_turns"]; ok {
 		if err := json.Unmarshal(v, &s.MaxTurns); err != nil || s.MaxTurns < 0 || s.MaxTurns > 10000 {
-			problems = append(problems, "max_turns must be a whole number between 0 and 10000")
+			p.problem("max_turns must be a whole number between 0 and 10000")
 		}
 	}
-	if len(problems) > 0 {
-		return fail(problems...)
+}
+
+// str sets *dst from a string key matching re (any string when re is nil).
+func (p *settingsParser) str(key string, dst *string, re *regexp.Regexp, what string, allowEmpty bool) {
+	v, ok := p.raw[key]
+	if !ok {
+		return
 	}
-	return s, nil
+	var x string
+	if err := json.Unmarshal(v, &x); err != nil {
+		p.problem("%s must be a string", key)
+		return
+	}
+	if x == "" && allowEmpty {
+		*dst = ""
+		return
+	}
+	if x == "" || (re != nil && !re.MatchString(x)) || len(x) > 100 {
+		p.problem("%s %q is not %s", key, x, what)
+		return
+	}
+	*dst = x
+}
+
+// list sets *dst from a list-of-strings key whose every item passes check.
+func (p *settingsParser) list(key string, dst *[]string, check func(string) bool, what string) {
+	v, ok := p.raw[key]
+	if !ok {
+		return
+	}
+	var x []string
+	if err := json.Unmarshal(v, &x); err != nil {
+		p.problem("%s must be a list of strings", key)
+		return
+	}
+	for _, item := range x {
+		if !check(item) {
+			p.problem("%s: %q is not %s", key, item, what)
+			return
+		}
+	}
+	if x == nil {
+		x = []string{}
+	}
+	*dst = x
 }
 
 // checkBranchPrefix returns why prefix cannot begin a git branch name, or "".
@@ -252,15 +288,13 @@ func editDistance(a, b string) int {
 // Settings reads and parses SettingsPath from repo's default branch. A
 // missing file gives DefaultSettings; a bad one a *SettingsError.
 func (c *Client) Settings(ctx context.Context, installationID int64, repo agentbot.Repo) (Settings, error) {
-	info, err := c.Repository(ctx, installationID, repo)
-	if err != nil {
+	if err := checkRepo(repo); err != nil {
 		return Settings{}, err
 	}
-	if info.DefaultBranch == "" {
-		return Settings{}, fmt.Errorf("github: settings of %s: repository has no default branch", repo)
-	}
+	// Without a ref the contents API reads the default branch — never a
+	// pull request's — in one call instead of two.
 	var file gh.RepositoryContent
-	path := repoPath(repo) + "/contents/" + SettingsPath + "?ref=" + url.QueryEscape(info.DefaultBranch)
+	path := repoPath(repo) + "/contents/" + SettingsPath
 	if _, err := c.call(ctx, installationID, epContents, path, nil, &file); err != nil {
 		if IsNotFound(err) {
 			return DefaultSettings(), nil

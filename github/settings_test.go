@@ -125,8 +125,9 @@ func TestSettingsComeFromTheDefaultBranchOnly(t *testing.T) {
 				t.Fatalf("settings = %+v", s)
 			}
 			calls := h.gh.CallsTo("GET", "/repos/acme/widgets/contents/.github/agentbot.yml")
-			if len(calls) != 1 || calls[0].Query != "ref=main" {
-				t.Fatalf("contents calls = %v, want one with ref=main", calls)
+			// No ref: GitHub reads the default branch, never a PR's.
+			if len(calls) != 1 || calls[0].Query != "" {
+				t.Fatalf("contents calls = %v, want one without a ref", calls)
 			}
 		})
 	}

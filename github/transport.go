@@ -105,7 +105,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		p.logger.LogAttrs(ctx, slog.LevelWarn, "github request retried",
 			slog.String("endpoint", endpointOf(ctx)), slog.Int("status", status),
 			slog.String("reason", reason), slog.Int("attempt", attempt), slog.Duration("wait", wait),
-			slog.Any("error", err))
+			slog.Any("err", err))
 		if err := p.sleep(ctx, wait); err != nil {
 			return nil, err
 		}

@@ -10,6 +10,8 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -197,72 +199,163 @@ const (
 // Launcher starts sandboxes and runs agent-runner in them. Implementations:
 // runner/local (child process, bubblewrap where present) and
 // runner/kubernetes (SandboxClaim + pods/exec).
+//
+// Every context a Launcher or Run method takes bounds that call only: a run
+// lives until agent-runner exits, Stop or Detach, whatever becomes of the
+// context it was started with.
 type Launcher interface {
 	// Name is "local" or "kubernetes", for logs and metrics.
 	Name() string
+	// KeepsRuns reports whether runs survive the agentbot process that
+	// started them. Kubernetes sandboxes do, and the next start re-attaches
+	// them, so a graceful stop detaches; local children die with agentbot,
+	// so a graceful stop stops them and re-queues their tasks.
+	KeepsRuns() bool
 	// Start creates (or, after a crash, finds) the sandbox for the task
 	// attempt and starts agent-runner in it with job on stdin. It returns
 	// once agent-runner is running.
 	Start(ctx context.Context, job Job) (Run, error)
-	// Attach re-attaches to a task attempt started before a restart,
-	// replaying events after fromSeq. It returns ErrGone when the sandbox no
-	// longer runs (local launcher: the child died with the old process).
+	// Attach re-attaches to a task attempt started before a restart (or
+	// detached), replaying events after fromSeq. It returns ErrGone when
+	// the sandbox no longer runs (local launcher: the child died with the
+	// old process).
 	Attach(ctx context.Context, taskID string, fromSeq int) (Run, error)
 	// Cleanup removes everything the launcher made for the task (workspace,
 	// claim). keep asks it to keep the workspace for debugging, where it can.
 	Cleanup(ctx context.Context, taskID string, keep bool) error
+	// Close stops following every run — Detach where runs are kept, Stop
+	// where they are not — and returns only when every goroutine the
+	// launcher started has returned. Start and Attach fail after Close.
+	Close() error
 }
 
 // Run is one running agent-runner.
 type Run interface {
 	// Events delivers events in order; it is closed when agent-runner's output
-	// ends. Wait reports how it ended.
+	// ends or the run is detached. Wait reports how it ended.
 	Events() <-chan Event
-	// Wait blocks until agent-runner has exited and returns its exit code.
-	// A non-nil error means the launcher lost the run (not that the job
-	// failed: a failed job is a non-zero exit code and an error event).
-	Wait(ctx context.Context) (exitCode int, err error)
+	// Wait blocks until agent-runner has exited and returns its exit. A
+	// non-nil error means the launcher lost the run (not that the job
+	// failed: a failed job is a non-zero exit code and an error event);
+	// after Detach it wraps ErrDetached, unless the run had ended already.
+	Wait(ctx context.Context) (Exit, error)
 	// Bundle streams the result's git bundle (agent-runner bundle) to w.
 	Bundle(ctx context.Context, w io.Writer) error
 	// Stop kills agent-runner and its agent (the whole process group, or the
 	// claim), for cancel.
 	Stop(ctx context.Context) error
+	// Detach stops following the run without stopping its sandbox, so that
+	// a later process (or this one) can Attach. When it returns, Events is
+	// closed. It does nothing to a run that has ended.
+	Detach()
 }
+
+// Exit is how agent-runner ended.
+type Exit struct {
+	// Code is agent-runner's exit code (ExitOK, ExitAgent, ...).
+	Code int
+	// StderrTail is the last lines (at most StderrTailLines) agent-runner
+	// wrote on stderr, for a failure report when it died before it could
+	// say why in an error event. It comes from the sandbox unredacted:
+	// callers redact it.
+	StderrTail []string
+}
+
+// StderrTailLines is how many lines of agent-runner's stderr Exit keeps.
+const StderrTailLines = 25
+
+// TailLines returns the last n lines of s, without a final empty line; nil
+// when s holds none. Launchers use it to make Exit.StderrTail.
+func TailLines(s string, n int) []string {
+	s = strings.TrimRight(s, "\n")
+	if s == "" {
+		return nil
+	}
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return lines
+}
+
+// ErrDetached is what Wait returns (wrapped) for a run that was detached
+// before it ended: agent-runner may still run, and Attach may follow it.
+var ErrDetached = errors.New("runner: detached")
 
 // ErrGone is returned by Launcher.Attach when the sandbox of a task no longer
 // runs agent-runner, so the task must be re-queued or failed.
 var ErrGone = errors.New("runner: sandbox is gone")
 
-// MapStrings returns a copy of e with f applied to every free-text string it
-// carries (message, tool, file, phase, stderr tail, and the result's summary,
-// branch, bundle path and file paths). Redaction on both sides of the
-// protocol goes through it, so a field added here is redacted everywhere.
+// MapStrings returns a copy of e with f applied to every string it carries,
+// the result's and its files' included. Redaction on both sides of the
+// protocol goes through it, so a field added here is redacted everywhere
+// (TestMapStringsReachesEveryString fails for a field it misses).
+//
+// The protocol's own words (event types, streams, phases, statuses) are
+// passed through unchanged: they are public, and redacting them would
+// corrupt the event — an operator's LOG_LEVEL=error would otherwise turn
+// every error event into one of an unknown type. Any other value in those
+// fields, as a hostile sandbox may write, goes through f like the rest.
 func (e Event) MapStrings(f func(string) string) Event {
-	e.Phase = f(e.Phase)
+	e.Type = mapWord(e.Type, f, eventTypes)
+	e.Phase = mapWord(e.Phase, f, phases)
+	e.Stream = mapWord(e.Stream, f, streams)
 	e.Message = f(e.Message)
 	e.Tool = f(e.Tool)
 	e.File = f(e.File)
-	if len(e.StderrTail) > 0 {
-		tail := make([]string, len(e.StderrTail))
-		for i, l := range e.StderrTail {
-			tail[i] = f(l)
-		}
-		e.StderrTail = tail
-	}
+	e.StderrTail = mapSlice(e.StderrTail, f)
 	if e.Result != nil {
-		res := *e.Result
-		res.Summary = f(res.Summary)
-		res.Branch = f(res.Branch)
-		res.BundlePath = f(res.BundlePath)
-		if len(res.Files) > 0 {
-			files := make([]FileChange, len(res.Files))
-			for i, fc := range res.Files {
-				fc.Path = f(fc.Path)
-				files[i] = fc
-			}
-			res.Files = files
-		}
+		res := e.Result.mapStrings(f)
 		e.Result = &res
 	}
 	return e
+}
+
+func (res RunResult) mapStrings(f func(string) string) RunResult {
+	res.Status = mapWord(res.Status, f, statuses)
+	res.Branch = f(res.Branch)
+	res.BaseSHA = f(res.BaseSHA)
+	res.Commit = f(res.Commit)
+	res.BundlePath = f(res.BundlePath)
+	res.Summary = f(res.Summary)
+	res.Files = mapSlice(res.Files, func(fc FileChange) FileChange {
+		fc.Path = f(fc.Path)
+		return fc
+	})
+	if len(res.PhaseSeconds) > 0 {
+		secs := make(map[string]float64, len(res.PhaseSeconds))
+		for k, v := range res.PhaseSeconds {
+			secs[mapWord(k, f, phases)] = v
+		}
+		res.PhaseSeconds = secs
+	}
+	return res
+}
+
+// The protocol's own words, which MapStrings leaves alone.
+var (
+	eventTypes = []string{EventPhase, EventLog, EventProgress, EventResult, EventError}
+	phases     = []string{PhaseCloning, PhaseInit, PhaseAgent, PhaseCommitting, PhaseBundling}
+	streams    = []string{"stdout", "stderr", "agentbot"}
+	statuses   = []string{StatusSucceeded, StatusNoChanges}
+)
+
+// mapSlice is f applied to every element, in a new slice (an empty one
+// stays as it is, nil included).
+func mapSlice[T any](s []T, f func(T) T) []T {
+	if len(s) == 0 {
+		return s
+	}
+	out := make([]T, len(s))
+	for i, v := range s {
+		out[i] = f(v)
+	}
+	return out
+}
+
+func mapWord(s string, f func(string) string, words []string) string {
+	if s == "" || slices.Contains(words, s) {
+		return s
+	}
+	return f(s)
 }

@@ -40,7 +40,7 @@ var (
 
 // SchemaVersion is the layout version this code writes. Open migrates older
 // files forward and refuses newer ones.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 // MaxDeliveryIDLen bounds delivery IDs (GitHub sends 36-character GUIDs).
 const MaxDeliveryIDLen = 256
@@ -79,7 +79,7 @@ type Migration struct {
 
 // migrations is the migration hook: when SchemaVersion is raised, the step
 // from the previous version is added here.
-func migrations() []Migration { return nil }
+func migrations() []Migration { return []Migration{{From: 1, Run: markAcknowledged}} }
 
 // Options configures Open.
 type Options struct {

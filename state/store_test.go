@@ -634,35 +634,37 @@ func TestPruneDeliveries(t *testing.T) {
 
 func TestSchemaMigrationHook(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "a.db")
-	s, err := Open(path, Options{})
+	// A file one version older than this build's, migrated one step.
+	old := SchemaVersion - 1
+	s, err := Open(path, Options{schemaVersion: old, migrations: migrations()[:old-1]})
 	if err != nil {
 		t.Fatal(err)
 	}
 	task := mustCreate(t, s, "m", newTask(ref("o", "r", 1)))
 	s.Close()
 
-	failing := []Migration{{From: 1, Run: func(tx *bolt.Tx) error {
+	failing := []Migration{{From: old, Run: func(tx *bolt.Tx) error {
 		if err := tx.Bucket(bucketMeta).Put([]byte("half"), []byte("done")); err != nil {
 			return err
 		}
 		return errors.New("disk says no")
 	}}}
-	if _, err := Open(path, Options{schemaVersion: 2, migrations: failing}); err == nil || !strings.Contains(err.Error(), "migrate schema 1 to 2") {
+	if _, err := Open(path, Options{schemaVersion: SchemaVersion, migrations: failing}); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("migrate schema %d to %d", old, SchemaVersion)) {
 		t.Fatalf("failing migration: Open error = %v", err)
 	}
 
 	ran := 0
-	steps := []Migration{{From: 1, Run: func(tx *bolt.Tx) error {
+	steps := []Migration{{From: old, Run: func(tx *bolt.Tx) error {
 		ran++
 		return tx.Bucket(bucketMeta).Put([]byte("migrated"), []byte("yes"))
 	}}}
-	s2, err := Open(path, Options{schemaVersion: 2, migrations: steps})
+	s2, err := Open(path, Options{schemaVersion: SchemaVersion, migrations: steps})
 	if err != nil {
 		t.Fatalf("Open with migration: %v", err)
 	}
 	err = s2.db.View(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
-		if got := decodeVersion(meta.Get(keySchemaVersion)); got != 2 {
+		if got := decodeVersion(meta.Get(keySchemaVersion)); got != SchemaVersion {
 			t.Errorf("schema version after migration = %d", got)
 		}
 		if meta.Get([]byte("half")) != nil {
@@ -684,12 +686,44 @@ func TestSchemaMigrationHook(t *testing.T) {
 		t.Errorf("migration ran %d times", ran)
 	}
 
-	// This build speaks version 1 and must refuse the migrated file.
-	if _, err := Open(path, Options{}); err == nil || !strings.Contains(err.Error(), "newer") {
+	// A build that speaks the older version must refuse the migrated file.
+	if _, err := Open(path, Options{schemaVersion: old, migrations: migrations()[:old-1]}); err == nil || !strings.Contains(err.Error(), "newer") {
 		t.Errorf("Open of a newer schema = %v, want a refusal", err)
 	}
-	if _, err := Open(path, Options{ReadOnly: true}); err == nil || !strings.Contains(err.Error(), "newer") {
+	if _, err := Open(path, Options{ReadOnly: true, schemaVersion: old, migrations: migrations()[:old-1]}); err == nil || !strings.Contains(err.Error(), "newer") {
 		t.Errorf("read-only Open of a newer schema = %v, want a refusal", err)
+	}
+}
+
+// TestMigrationMarksAcknowledged opens a schema 1 file, where a progress
+// comment meant "acknowledged", and finds the tasks that had one
+// acknowledged — and only those — after the migration.
+func TestMigrationMarksAcknowledged(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "v1.db")
+	s, err := Open(path, Options{schemaVersion: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	acked := mustCreate(t, s, "a", newTask(ref("o", "r", 1)))
+	if _, err := s.Update(ctx, acked.ID, func(x *agentbot.Task) error { x.CommentID = 9; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	waiting := mustCreate(t, s, "b", newTask(ref("o", "r", 2)))
+	s.Close()
+
+	s2 := openStore(t, path, Options{})
+	for _, tc := range []struct {
+		id   string
+		want bool
+	}{{acked.ID, true}, {waiting.ID, false}} {
+		got, err := s2.Get(ctx, tc.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Acknowledged() != tc.want {
+			t.Errorf("task %s acknowledged = %v, want %v", tc.id, got.Acknowledged(), tc.want)
+		}
 	}
 }
 

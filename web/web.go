@@ -29,7 +29,7 @@ type Store interface {
 	List(ctx context.Context, limit int) ([]*agentbot.Task, error)
 }
 
-// Logs is what the pages read of dispatch.Logs.
+// Logs is what the pages read of tasklog.Store.
 type Logs interface {
 	Read(taskID string, from, max int) ([]runner.Event, int, error)
 	Watch(taskID string) (<-chan struct{}, func())
@@ -149,6 +149,8 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.WriteHeader(status)
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
+	// The header is sent: an error now means the client went away, and
+	// there is no one left to tell.
 	_ = enc.Encode(v)
 }
 
@@ -232,6 +234,9 @@ type TaskPage struct {
 	Log     []runner.Event `json:"log"`
 	LogNext int            `json:"log_next"`
 	Title   string         `json:"title,omitempty"`
+	// Reported is set once the task's final state is on GitHub (its
+	// comment and check run).
+	Reported bool `json:"reported,omitempty"`
 }
 
 const pageLogLines = 200
@@ -262,6 +267,7 @@ func (h *Handler) task(w http.ResponseWriter, r *http.Request) {
 	page := TaskPage{
 		Task: h.summary(t), Attempt: t.Attempt, Requeues: t.Requeues, RetryOf: t.RetryOf,
 		Result: t.Result, Timeline: h.timeline(t, evs), LogNext: next, Title: t.Trigger.Prompt.Title,
+		Reported: t.Reported,
 	}
 	var lines []runner.Event
 	for _, ev := range evs {
@@ -392,7 +398,11 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
 	lastState, lastPhase := agentbot.TaskState(""), ""
 	for {
-		_ = rc.SetWriteDeadline(time.Now().Add(h.opts.Heartbeat + 30*time.Second))
+		if err := rc.SetWriteDeadline(time.Now().Add(h.opts.Heartbeat + 30*time.Second)); err != nil {
+			// The writer cannot extend its deadline: the server's write
+			// timeout will end the stream, and the page reconnects.
+			h.log.Debug("log stream: cannot extend the write deadline", "task_id", t.ID, "err", err)
+		}
 		evs, next, err := h.opts.Logs.Read(t.ID, from, 500)
 		if err != nil {
 			return

@@ -13,14 +13,14 @@ import (
 	"time"
 
 	"github.com/agentbot/agentbot"
-	"github.com/agentbot/agentbot/dispatch"
 	"github.com/agentbot/agentbot/runner"
 	"github.com/agentbot/agentbot/state"
+	"github.com/agentbot/agentbot/tasklog"
 )
 
 type fixture struct {
 	store *state.Store
-	logs  *dispatch.Logs
+	logs  *tasklog.Store
 	done  *agentbot.Task // succeeded, with a log
 	live  *agentbot.Task // running
 }
@@ -33,7 +33,7 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	logs, err := dispatch.NewLogs(filepath.Join(dir, "logs"), 0)
+	logs, err := tasklog.Open(filepath.Join(dir, "logs"), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,7 +216,7 @@ func TestLiveLog(t *testing.T) {
 	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
 		t.Fatalf("content type %q", ct)
 	}
-	lines := make(chan string)
+	lines := make(chan string, 64)
 	go func() {
 		defer close(lines)
 		sc := bufio.NewScanner(resp.Body)
@@ -224,14 +224,26 @@ func TestLiveLog(t *testing.T) {
 			lines <- sc.Text()
 		}
 	}()
+	// Every wait has a deadline: a stream that stalls fails the test
+	// instead of hanging it.
 	expect := func(want string) {
 		t.Helper()
-		for line := range lines {
-			if strings.Contains(line, want) {
-				return
+		deadline := time.NewTimer(10 * time.Second)
+		defer deadline.Stop()
+		for {
+			select {
+			case line, ok := <-lines:
+				if !ok {
+					t.Fatalf("stream ended before %q", want)
+				}
+				if strings.Contains(line, want) {
+					return
+				}
+			case <-deadline.C:
+				resp.Body.Close()
+				t.Fatalf("no %q on the stream within 10s", want)
 			}
 		}
-		t.Fatalf("stream ended before %q", want)
 	}
 	expect("event: state")
 	f.logs.Append(f.live.ID, runner.Event{Seq: 1, Type: runner.EventLog, Message: "line from the agent"})

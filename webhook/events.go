@@ -15,9 +15,11 @@ type user struct {
 }
 
 type repository struct {
-	Name     string `json:"name"`
-	FullName string `json:"full_name"`
-	Owner    struct {
+	Name          string `json:"name"`
+	FullName      string `json:"full_name"`
+	DefaultBranch string `json:"default_branch"`
+	CloneURL      string `json:"clone_url"`
+	Owner         struct {
 		Login string `json:"login"`
 	} `json:"owner"`
 }

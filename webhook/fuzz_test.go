@@ -60,7 +60,7 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("unknown kind %q", tr.Kind)
 		case tr.Issue.Repo.Owner == "" || tr.Issue.Repo.Name == "" || tr.InstallationID == 0:
 			t.Fatalf("acted without repository or installation: %+v", tr)
-		case isBot(user{Login: tr.Sender.Login}):
+		case agentbot.IsBot(tr.Sender.Login, ""):
 			t.Fatalf("acted for a bot: %+v", tr)
 		case tr.Kind == agentbot.KindControl && !slices.Contains(controls, tr.Control):
 			t.Fatalf("unknown control %q", tr.Control)

@@ -182,6 +182,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.log.LogAttrs(r.Context(), level, "delivery", attrs...)
 }
 
+// refusal is a delivery turned away before anything is stored.
+type refusal struct {
+	status  int
+	outcome string
+	msg     string
+}
+
 // serve handles one delivery and reports what happened. Every refusal
 // returns before anything is stored.
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request) delivery {
@@ -191,57 +198,27 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) delivery {
 		id:    r.Header.Get("X-GitHub-Delivery"),
 		event: r.Header.Get("X-GitHub-Event"),
 	}
-	refuse := func(status int, outcome, msg string) delivery {
-		d.status, d.outcome, d.reason = status, outcome, msg
-		http.Error(w, msg, status)
+	refuse := func(rf *refusal) delivery {
+		d.status, d.outcome, d.reason = rf.status, rf.outcome, rf.msg
+		http.Error(w, rf.msg, rf.status)
 		return d
-	}
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", http.MethodPost)
-		return refuse(http.StatusMethodNotAllowed, outcomeBadMethod, "webhook deliveries are POSTed")
-	}
-	if r.ContentLength > h.maxBody {
-		return refuse(http.StatusRequestEntityTooLarge, outcomeTooLarge, fmt.Sprintf("body over %d bytes", h.maxBody))
 	}
 	buf := h.bufs.Get().(*bytes.Buffer)
 	defer h.putBuffer(buf)
-	if r.ContentLength > 0 {
-		// One allocation of the right size (ReadFrom wants MinRead spare to
-		// see EOF without growing).
-		buf.Grow(int(r.ContentLength) + bytes.MinRead)
+	body, rf := h.readBody(w, r, buf)
+	if rf != nil {
+		return refuse(rf)
 	}
-	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, h.maxBody))
-	body := buf.Bytes()
-	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			return refuse(http.StatusRequestEntityTooLarge, outcomeTooLarge, fmt.Sprintf("body over %d bytes", h.maxBody))
-		}
-		return refuse(http.StatusBadRequest, outcomeBadRequest, "could not read body")
-	}
-	if !ValidSignature(h.secret, r.Header.Get("X-Hub-Signature-256"), body) {
-		return refuse(http.StatusUnauthorized, outcomeBadSig, "missing or invalid X-Hub-Signature-256")
-	}
-	switch {
-	case d.event == "":
-		return refuse(http.StatusBadRequest, outcomeBadRequest, "missing X-GitHub-Event")
-	case d.id == "":
-		return refuse(http.StatusBadRequest, outcomeBadRequest, "missing X-GitHub-Delivery")
-	case len(d.id) > maxDeliveryIDLen:
-		return refuse(http.StatusBadRequest, outcomeBadRequest, "X-GitHub-Delivery too long")
-	case !printableASCII(d.id):
-		// GitHub sends GUIDs; anything else would not survive the task's
-		// JSON encoding unchanged.
-		return refuse(http.StatusBadRequest, outcomeBadRequest, "malformed X-GitHub-Delivery")
+	if rf := h.checkDelivery(r, d, body); rf != nil {
+		return refuse(rf)
 	}
 	payload, err := formPayload(r.Header.Get("Content-Type"), body)
 	if err != nil {
-		return refuse(http.StatusBadRequest, outcomeBadRequest, err.Error())
+		return refuse(&refusal{http.StatusBadRequest, outcomeBadRequest, err.Error()})
 	}
-
 	if d.event == "ping" {
 		if !json.Valid(payload) {
-			return refuse(http.StatusBadRequest, outcomeBadRequest, "malformed JSON payload")
+			return refuse(&refusal{http.StatusBadRequest, outcomeBadRequest, "malformed JSON payload"})
 		}
 		d.status, d.outcome = http.StatusOK, outcomePong
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -249,10 +226,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) delivery {
 		io.WriteString(w, "pong\n")
 		return d
 	}
-
 	dec, err := parse(d.event, payload, h.opts)
 	if err != nil {
-		return refuse(http.StatusBadRequest, outcomeBadRequest, "malformed JSON payload")
+		return refuse(&refusal{http.StatusBadRequest, outcomeBadRequest, "malformed JSON payload"})
 	}
 	d.action, d.repo, d.issue = dec.Action, dec.Repo, dec.Issue.Number
 	if dec.Ignored() {
@@ -261,14 +237,65 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) delivery {
 		return d
 	}
 	d.reason = dec.Reason
+	return h.record(w, r, d, dec.Trigger, refuse)
+}
 
-	task := &agentbot.Task{Event: d.event, Trigger: dec.Trigger}
+// readBody reads the POSTed body into buf, within the size limit.
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, buf *bytes.Buffer) ([]byte, *refusal) {
+	tooLarge := &refusal{http.StatusRequestEntityTooLarge, outcomeTooLarge, fmt.Sprintf("body over %d bytes", h.maxBody)}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		return nil, &refusal{http.StatusMethodNotAllowed, outcomeBadMethod, "webhook deliveries are POSTed"}
+	}
+	if r.ContentLength > h.maxBody {
+		return nil, tooLarge
+	}
+	if r.ContentLength > 0 {
+		// One allocation of the right size (ReadFrom wants MinRead spare to
+		// see EOF without growing).
+		buf.Grow(int(r.ContentLength) + bytes.MinRead)
+	}
+	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, h.maxBody)); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, tooLarge
+		}
+		return nil, &refusal{http.StatusBadRequest, outcomeBadRequest, "could not read body"}
+	}
+	return buf.Bytes(), nil
+}
+
+// checkDelivery checks the signature first, then the headers it names.
+func (h *Handler) checkDelivery(r *http.Request, d delivery, body []byte) *refusal {
+	bad := func(msg string) *refusal { return &refusal{http.StatusBadRequest, outcomeBadRequest, msg} }
+	if !ValidSignature(h.secret, r.Header.Get("X-Hub-Signature-256"), body) {
+		return &refusal{http.StatusUnauthorized, outcomeBadSig, "missing or invalid X-Hub-Signature-256"}
+	}
+	switch {
+	case d.event == "":
+		return bad("missing X-GitHub-Event")
+	case d.id == "":
+		return bad("missing X-GitHub-Delivery")
+	case len(d.id) > maxDeliveryIDLen:
+		return bad("X-GitHub-Delivery too long")
+	case !printableASCII(d.id):
+		// GitHub sends GUIDs; anything else would not survive the task's
+		// JSON encoding unchanged.
+		return bad("malformed X-GitHub-Delivery")
+	}
+	return nil
+}
+
+// record stores the task durably, then answers: 202 for a new task, 200
+// for a delivery seen before.
+func (h *Handler) record(w http.ResponseWriter, r *http.Request, d delivery, trig agentbot.Trigger, refuse func(*refusal) delivery) delivery {
+	task := &agentbot.Task{Event: d.event, Trigger: trig}
 	h.resolveCheckRunTask(r.Context(), task)
 	d.issue = task.Trigger.Issue.Number
 	created, err := h.store.CreateTask(r.Context(), d.id, task)
 	if err != nil {
-		h.log.ErrorContext(r.Context(), "store task", slog.String("delivery_id", d.id), slog.Any("error", err))
-		return refuse(http.StatusInternalServerError, outcomeError, "could not store the task")
+		h.log.ErrorContext(r.Context(), "store task", slog.String("delivery_id", d.id), slog.Any("err", err))
+		return refuse(&refusal{http.StatusInternalServerError, outcomeError, "could not store the task"})
 	}
 	w.Header().Set("Content-Type", "application/json")
 	if !created {

@@ -99,9 +99,10 @@ func common(d *decision, ev *eventBase) string {
 	}
 	d.Issue.Repo = agentbot.Repo{Owner: owner, Name: name}
 	d.InstallationID = ev.Installation.ID
+	d.Repository = agentbot.RepoFacts{DefaultBranch: ev.Repository.DefaultBranch, CloneURL: ev.Repository.CloneURL}
 	d.Sender = agentbot.Sender{Login: ev.Sender.Login, ID: ev.Sender.ID}
 	switch {
-	case isBot(ev.Sender):
+	case agentbot.IsBot(ev.Sender.Login, ev.Sender.Type):
 		return fmt.Sprintf("sender %q is a bot", ev.Sender.Login)
 	case d.Repo == "":
 		return "payload names no repository"
@@ -109,12 +110,6 @@ func common(d *decision, ev *eventBase) string {
 		return "payload names no installation"
 	}
 	return ""
-}
-
-// isBot is true for GitHub App and other bot accounts, agentbot included, so
-// the bot can never trigger itself.
-func isBot(u user) bool {
-	return strings.EqualFold(u.Type, "Bot") || strings.HasSuffix(u.Login, "[bot]")
 }
 
 func parseIssues(e *issuesEvent, opts ParseOptions) decision {

@@ -61,6 +61,9 @@ func splitPath(p string) []string {
 	return append(out, p[start:])
 }
 
+// helloFacts is what the Codertocat payloads say of their repository.
+var helloFacts = agentbot.RepoFacts{DefaultBranch: "master", CloneURL: "https://github.com/Codertocat/Hello-World.git"}
+
 func hello(n int) agentbot.IssueRef {
 	return agentbot.IssueRef{Repo: agentbot.Repo{Owner: "Codertocat", Name: "Hello-World"}, Number: n}
 }
@@ -80,7 +83,7 @@ func TestParse(t *testing.T) {
 			name: "issues.labeled with the trigger label", event: "issues",
 			payload: payload(t, "issues.labeled.json"),
 			want: agentbot.Trigger{
-				Kind: agentbot.KindNew, InstallationID: 4242, Issue: hello(1), Label: "agent-task",
+				Kind: agentbot.KindNew, InstallationID: 4242, Repository: helloFacts, Issue: hello(1), Label: "agent-task",
 				Prompt: agentbot.Prompt{Title: "Spelling error in the README file", Body: "It looks like you accidently spelled 'commit' with two 't's.\n\nPlease fix it in README.md."},
 				Sender: agentbot.Sender{Login: "Codertocat", ID: 21031067}, Reason: `labeled "agent-task"`,
 			},
@@ -90,7 +93,7 @@ func TestParse(t *testing.T) {
 			payload: payload(t, "issues.labeled.json", set("label.name", "AI")),
 			opts:    ParseOptions{TriggerLabels: []string{"agent-task", "ai"}},
 			want: agentbot.Trigger{
-				Kind: agentbot.KindNew, InstallationID: 4242, Issue: hello(1), Label: "AI",
+				Kind: agentbot.KindNew, InstallationID: 4242, Repository: helloFacts, Issue: hello(1), Label: "AI",
 				Prompt: agentbot.Prompt{Title: "Spelling error in the README file", Body: "It looks like you accidently spelled 'commit' with two 't's.\n\nPlease fix it in README.md."},
 				Sender: agentbot.Sender{Login: "Codertocat", ID: 21031067}, Reason: `labeled "AI"`,
 			},
@@ -100,7 +103,7 @@ func TestParse(t *testing.T) {
 			payload: payload(t, "issues.labeled.json", set("label.name", "robots")),
 			opts:    ParseOptions{TriggerLabels: []string{"*"}},
 			want: agentbot.Trigger{
-				Kind: agentbot.KindNew, InstallationID: 4242, Issue: hello(1), Label: "robots",
+				Kind: agentbot.KindNew, InstallationID: 4242, Repository: helloFacts, Issue: hello(1), Label: "robots",
 				Prompt: agentbot.Prompt{Title: "Spelling error in the README file", Body: "It looks like you accidently spelled 'commit' with two 't's.\n\nPlease fix it in README.md."},
 				Sender: agentbot.Sender{Login: "Codertocat", ID: 21031067}, Reason: `labeled "robots"`,
 			},
@@ -116,7 +119,7 @@ func TestParse(t *testing.T) {
 			name: "/agent on an issue", event: "issue_comment",
 			payload: payload(t, "issue_comment.created.issue.json"),
 			want: agentbot.Trigger{
-				Kind: agentbot.KindNew, InstallationID: 4242, Issue: hello(1), CommentID: 492700400,
+				Kind: agentbot.KindNew, InstallationID: 4242, Repository: helloFacts, Issue: hello(1), CommentID: 492700400,
 				Prompt: agentbot.Prompt{Title: "Spelling error in the README file", Body: "It looks like you accidently spelled 'commit' with two 't's.", Instructions: "fix the typo and add a test\nKeep the diff small."},
 				Sender: agentbot.Sender{Login: "Codertocat", ID: 21031067, AuthorAssociation: "OWNER"}, Reason: "/agent on an issue",
 			},
@@ -125,7 +128,7 @@ func TestParse(t *testing.T) {
 			name: "/agent on a pull request is a follow-up", event: "issue_comment",
 			payload: payload(t, "issue_comment.created.pr.json"),
 			want: agentbot.Trigger{
-				Kind: agentbot.KindFollowUp, InstallationID: 4242, Issue: hello(2), IsPullRequest: true, CommentID: 492700401,
+				Kind: agentbot.KindFollowUp, InstallationID: 4242, Repository: helloFacts, Issue: hello(2), IsPullRequest: true, CommentID: 492700401,
 				Prompt: agentbot.Prompt{Title: "Fix the spelling of commit (#1)", Body: "Fixes #1\n\nWritten by agentbot.", Instructions: "also update the changelog"},
 				Sender: agentbot.Sender{Login: "Codertocat", ID: 21031067, AuthorAssociation: "OWNER"}, Reason: "/agent on a pull request",
 			},
@@ -134,7 +137,7 @@ func TestParse(t *testing.T) {
 			name: "/agent cancel on a pull request", event: "issue_comment",
 			payload: payload(t, "issue_comment.created.pr.json", set("comment.body", "/agent cancel")),
 			want: agentbot.Trigger{
-				Kind: agentbot.KindControl, Control: agentbot.ControlCancel, InstallationID: 4242, Issue: hello(2), IsPullRequest: true, CommentID: 492700401,
+				Kind: agentbot.KindControl, Control: agentbot.ControlCancel, InstallationID: 4242, Repository: helloFacts, Issue: hello(2), IsPullRequest: true, CommentID: 492700401,
 				Sender: agentbot.Sender{Login: "Codertocat", ID: 21031067, AuthorAssociation: "OWNER"}, Reason: "/agent cancel",
 			},
 		},
@@ -142,13 +145,13 @@ func TestParse(t *testing.T) {
 			name: "/agent status on an issue", event: "issue_comment",
 			payload: payload(t, "issue_comment.created.issue.json", set("comment.body", "/agent Status"), set("comment.author_association", "CONTRIBUTOR")),
 			want: agentbot.Trigger{
-				Kind: agentbot.KindControl, Control: agentbot.ControlStatus, InstallationID: 4242, Issue: hello(1), CommentID: 492700400,
+				Kind: agentbot.KindControl, Control: agentbot.ControlStatus, InstallationID: 4242, Repository: helloFacts, Issue: hello(1), CommentID: 492700400,
 				Sender: agentbot.Sender{Login: "Codertocat", ID: 21031067, AuthorAssociation: "CONTRIBUTOR"}, Reason: "/agent status",
 			},
 		},
 		{name: "pull_request null is an issue", event: "issues", payload: payload(t, "issues.labeled.json", set("issue.pull_request", nil), func(m map[string]any) { m["issue"].(map[string]any)["pull_request"] = nil }),
 			want: agentbot.Trigger{
-				Kind: agentbot.KindNew, InstallationID: 4242, Issue: hello(1), Label: "agent-task",
+				Kind: agentbot.KindNew, InstallationID: 4242, Repository: helloFacts, Issue: hello(1), Label: "agent-task",
 				Prompt: agentbot.Prompt{Title: "Spelling error in the README file", Body: "It looks like you accidently spelled 'commit' with two 't's.\n\nPlease fix it in README.md."},
 				Sender: agentbot.Sender{Login: "Codertocat", ID: 21031067}, Reason: `labeled "agent-task"`,
 			}},
@@ -163,6 +166,7 @@ func TestParse(t *testing.T) {
 			want: agentbot.Trigger{
 				Kind: agentbot.KindControl, Control: agentbot.ControlCancel, InstallationID: 4242,
 				Issue: agentbot.IssueRef{Repo: agentbot.Repo{Owner: "electron", Name: "electron"}, Number: 26764}, IsPullRequest: true,
+				Repository: agentbot.RepoFacts{DefaultBranch: "master", CloneURL: "https://github.com/electron/electron.git"},
 				HeadBranch: "miniak/event-process-id", HeadSHA: "5bd5f196a46b8222fb7484f05faba41a73cf34bd", CheckRunID: 1494503112,
 				ExternalID: "01JZ0000000000000000000000", Sender: agentbot.Sender{Login: "codebytere", ID: 2036040},
 				Reason: "check run requested_action cancel",
@@ -174,6 +178,7 @@ func TestParse(t *testing.T) {
 			want: agentbot.Trigger{
 				Kind: agentbot.KindControl, Control: agentbot.ControlRetry, InstallationID: 4242,
 				Issue:      agentbot.IssueRef{Repo: agentbot.Repo{Owner: "github", Name: "hello-world"}},
+				Repository: agentbot.RepoFacts{DefaultBranch: "master", CloneURL: "http://github.com/github/hello-world.git"},
 				HeadBranch: "master", HeadSHA: "d6fde92930d4715a2b49857d24b940956b26d2d3", CheckRunID: 4,
 				ExternalID: "01JZ0000000000000000000000", Sender: agentbot.Sender{Login: "octocat", ID: 5346},
 				Reason: "check run rerequested retry",
@@ -183,6 +188,7 @@ func TestParse(t *testing.T) {
 			want: agentbot.Trigger{
 				Kind: agentbot.KindControl, Control: agentbot.ControlRetry, InstallationID: 4242,
 				Issue: agentbot.IssueRef{Repo: agentbot.Repo{Owner: "electron", Name: "electron"}, Number: 26764}, IsPullRequest: true,
+				Repository: agentbot.RepoFacts{DefaultBranch: "master", CloneURL: "https://github.com/electron/electron.git"},
 				HeadBranch: "miniak/event-process-id", HeadSHA: "5bd5f196a46b8222fb7484f05faba41a73cf34bd", CheckRunID: 1494503112,
 				ExternalID: "01JZ0000000000000000000000", Sender: agentbot.Sender{Login: "codebytere", ID: 2036040},
 				Reason: "check run requested_action retry",

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -37,44 +38,72 @@ type Options struct {
 	StoreTimeout      string
 }
 
-// setting ties one Options field to its flag, environment variable and
-// default.
-type setting struct {
+// setting ties one field of an options struct T to its flag, its
+// environment variable ("" = flag only) and its default, as text. field
+// returns a *string, *bool or *time.Duration. Every command binds its
+// flags and environment through bind, so a flag always wins over its
+// variable, which wins over the default.
+type setting[T any] struct {
 	flag, env, def, usage string
-	field                 func(*Options) *string
+	field                 func(*T) any
 }
 
-// settings lists every setting; subcommands pick theirs by flag name.
-var settings = []setting{
-	{"listen", "AGENTBOT_LISTEN", ":8080", "address to serve HTTP on", func(o *Options) *string { return &o.Listen }},
-	{"data-dir", "AGENTBOT_DATA_DIR", "./data", "directory of the bbolt state file", func(o *Options) *string { return &o.DataDir }},
-	{"app-id", "AGENTBOT_APP_ID", "", "GitHub App id", func(o *Options) *string { return &o.AppID }},
-	{"private-key-file", "AGENTBOT_PRIVATE_KEY_FILE", "", "file holding the GitHub App's RSA private key (PEM)", func(o *Options) *string { return &o.PrivateKeyFile }},
-	{"webhook-secret-file", "AGENTBOT_WEBHOOK_SECRET_FILE", "", "file holding the webhook secret (required)", func(o *Options) *string { return &o.WebhookSecretFile }},
-	{"github-url", "AGENTBOT_GITHUB_URL", "https://api.github.com/", "GitHub REST API base URL (GitHub Enterprise Server: https://HOST/api/v3/)", func(o *Options) *string { return &o.GitHubURL }},
-	{"log-level", "AGENTBOT_LOG_LEVEL", "info", "debug, info, warn or error", func(o *Options) *string { return &o.LogLevel }},
-	{"trigger-labels", "AGENTBOT_TRIGGER_LABELS", webhook.DefaultTriggerLabel, "comma-separated labels whose issues.labeled event creates a task (* = any label; the repository's trigger_label then decides)", func(o *Options) *string { return &o.TriggerLabels }},
-	{"max-body", "AGENTBOT_MAX_BODY", strconv.FormatInt(webhook.DefaultMaxBody, 10), "largest webhook body accepted, in bytes", func(o *Options) *string { return &o.MaxBody }},
-	{"delivery-retention", "AGENTBOT_DELIVERY_RETENTION", "168h", "how long delivery IDs are kept to refuse redeliveries", func(o *Options) *string { return &o.DeliveryRetention }},
-	{"shutdown-timeout", "AGENTBOT_SHUTDOWN_TIMEOUT", "30s", "how long shutdown waits for in-flight requests", func(o *Options) *string { return &o.ShutdownTimeout }},
-	{"store-timeout", "AGENTBOT_STORE_TIMEOUT", "1s", "how long to wait for the state file's lock before failing", func(o *Options) *string { return &o.StoreTimeout }},
-}
-
-// bind registers the named settings on fs, defaulting each to its
-// environment variable when set.
-func (o *Options) bind(fs *flag.FlagSet, getenv func(string) string, names ...string) {
+// bind registers settings on fs (those named, when names are given). A
+// set environment variable replaces the default; one that does not parse
+// is a problem, said like a bad flag.
+func bind[T any](fs *flag.FlagSet, getenv func(string) string, o *T, settings []setting[T], names ...string) error {
+	var errs []error
 	for _, s := range settings {
-		for _, n := range names {
-			if s.flag != n {
-				continue
-			}
-			def := s.def
+		if len(names) > 0 && !slices.Contains(names, s.flag) {
+			continue
+		}
+		def, usage := s.def, s.usage
+		if s.env != "" {
+			usage = fmt.Sprintf("%s ($%s)", s.usage, s.env)
 			if v := getenv(s.env); v != "" {
 				def = v
 			}
-			fs.StringVar(s.field(o), s.flag, def, fmt.Sprintf("%s ($%s)", s.usage, s.env))
+		}
+		var err error
+		switch p := s.field(o).(type) {
+		case *string:
+			fs.StringVar(p, s.flag, def, usage)
+		case *bool:
+			var v bool
+			v, err = strconv.ParseBool(def)
+			fs.BoolVar(p, s.flag, v, usage)
+		case *int:
+			var v int
+			v, err = strconv.Atoi(def)
+			fs.IntVar(p, s.flag, v, usage)
+		case *time.Duration:
+			var v time.Duration
+			v, err = time.ParseDuration(def)
+			fs.DurationVar(p, s.flag, v, usage)
+		default:
+			panic(fmt.Sprintf("setting --%s: unsupported field type %T", s.flag, p))
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--%s ($%s): %q: %w", s.flag, s.env, def, err))
 		}
 	}
+	return errors.Join(errs...)
+}
+
+// settings lists every setting; subcommands pick theirs by flag name.
+var settings = []setting[Options]{
+	{"listen", "AGENTBOT_LISTEN", ":8080", "address to serve HTTP on", func(o *Options) any { return &o.Listen }},
+	{"data-dir", "AGENTBOT_DATA_DIR", "./data", "directory of the bbolt state file", func(o *Options) any { return &o.DataDir }},
+	{"app-id", "AGENTBOT_APP_ID", "", "GitHub App id", func(o *Options) any { return &o.AppID }},
+	{"private-key-file", "AGENTBOT_PRIVATE_KEY_FILE", "", "file holding the GitHub App's RSA private key (PEM)", func(o *Options) any { return &o.PrivateKeyFile }},
+	{"webhook-secret-file", "AGENTBOT_WEBHOOK_SECRET_FILE", "", "file holding the webhook secret (required)", func(o *Options) any { return &o.WebhookSecretFile }},
+	{"github-url", "AGENTBOT_GITHUB_URL", "https://api.github.com/", "GitHub REST API base URL (GitHub Enterprise Server: https://HOST/api/v3/)", func(o *Options) any { return &o.GitHubURL }},
+	{"log-level", "AGENTBOT_LOG_LEVEL", "info", "debug, info, warn or error", func(o *Options) any { return &o.LogLevel }},
+	{"trigger-labels", "AGENTBOT_TRIGGER_LABELS", webhook.DefaultTriggerLabel, "comma-separated labels whose issues.labeled event creates a task (* = any label; the repository's trigger_label then decides)", func(o *Options) any { return &o.TriggerLabels }},
+	{"max-body", "AGENTBOT_MAX_BODY", strconv.FormatInt(webhook.DefaultMaxBody, 10), "largest webhook body accepted, in bytes", func(o *Options) any { return &o.MaxBody }},
+	{"delivery-retention", "AGENTBOT_DELIVERY_RETENTION", "168h", "how long delivery IDs are kept to refuse redeliveries", func(o *Options) any { return &o.DeliveryRetention }},
+	{"shutdown-timeout", "AGENTBOT_SHUTDOWN_TIMEOUT", "30s", "how long shutdown waits for in-flight requests", func(o *Options) any { return &o.ShutdownTimeout }},
+	{"store-timeout", "AGENTBOT_STORE_TIMEOUT", "1s", "how long to wait for the state file's lock before failing", func(o *Options) any { return &o.StoreTimeout }},
 }
 
 // Config is the validated configuration. WebhookSecret and PrivateKey are
@@ -114,11 +143,11 @@ func (c Config) LogValue() slog.Value {
 // problems collects one line per bad setting.
 type problems []error
 
-func (p *problems) add(s setting, format string, args ...any) {
+func (p *problems) add(s setting[Options], format string, args ...any) {
 	*p = append(*p, fmt.Errorf("%s ($%s): %s", "--"+s.flag, s.env, fmt.Sprintf(format, args...)))
 }
 
-func lookup(flagName string) setting {
+func lookup(flagName string) setting[Options] {
 	for _, s := range settings {
 		if s.flag == flagName {
 			return s

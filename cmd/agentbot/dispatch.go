@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"log/slog"
 	"net"
@@ -24,6 +23,7 @@ import (
 	"github.com/agentbot/agentbot/runner"
 	"github.com/agentbot/agentbot/runner/kubernetes"
 	"github.com/agentbot/agentbot/runner/local"
+	"github.com/agentbot/agentbot/tasklog"
 	"github.com/agentbot/agentbot/web"
 )
 
@@ -53,36 +53,23 @@ type DispatchOptions struct {
 // default: model API keys and endpoints.
 const defaultAgentEnv = "ANTHROPIC_API_KEY,ANTHROPIC_AUTH_TOKEN,ANTHROPIC_BASE_URL,CLAUDE_CODE_OAUTH_TOKEN,OPENAI_API_KEY,OPENAI_BASE_URL"
 
-var dispatchSettings = []struct {
-	flag, env, def, usage string
-	field                 func(*DispatchOptions) *string
-}{
-	{"launcher", "AGENTBOT_LAUNCHER", "local", "where agents run: local (child processes, bubblewrap where present) or kubernetes", func(o *DispatchOptions) *string { return &o.Launcher }},
-	{"public-url", "AGENTBOT_PUBLIC_URL", "", "URL where this agentbot is reachable; comments and check runs link to its task pages", func(o *DispatchOptions) *string { return &o.PublicURL }},
-	{"max-concurrent", "AGENTBOT_MAX_CONCURRENT", "10", "agent runs at once", func(o *DispatchOptions) *string { return &o.MaxConcurrent }},
-	{"time-limit", "AGENTBOT_TIME_LIMIT", "30m", "a task's time limit when its repository's settings set none", func(o *DispatchOptions) *string { return &o.TimeLimit }},
-	{"max-time-limit", "AGENTBOT_MAX_TIME_LIMIT", "2h", "the longest time limit a repository's settings may give a task (a longer one is cut down to it)", func(o *DispatchOptions) *string { return &o.MaxTimeLimit }},
-	{"local-isolation", "AGENTBOT_LOCAL_ISOLATION", "auto", "local launcher isolation: auto (bwrap when it works here), bwrap or none", func(o *DispatchOptions) *string { return &o.LocalIsolation }},
-	{"agent-runner", "AGENTBOT_AGENT_RUNNER", "", "agent-runner binary (default: next to agentbot, then PATH)", func(o *DispatchOptions) *string { return &o.AgentRunner }},
-	{"agent", "AGENTBOT_AGENT", "claude", "agent used when a repository's settings name none: claude, codex or command", func(o *DispatchOptions) *string { return &o.Agent }},
-	{"agent-command", "AGENTBOT_AGENT_COMMAND", "", "the command agent's command line (split on spaces, no shell)", func(o *DispatchOptions) *string { return &o.AgentCommand }},
-	{"agent-env", "AGENTBOT_AGENT_ENV", defaultAgentEnv, "comma-separated environment variables handed to the agent (redacted from its output)", func(o *DispatchOptions) *string { return &o.AgentEnv }},
-	{"keep-failed", "AGENTBOT_KEEP_FAILED", "24h", "how long a failed task's workspace is kept for debugging (0 = not kept)", func(o *DispatchOptions) *string { return &o.KeepFailed }},
-	{"pages-token-file", "AGENTBOT_PAGES_TOKEN_FILE", "", "file holding a bearer token for the task pages", func(o *DispatchOptions) *string { return &o.PagesTokenFile }},
-	{"namespace", "AGENTBOT_NAMESPACE", "", "kubernetes launcher: namespace of the sandboxes (default: the pod's own)", func(o *DispatchOptions) *string { return &o.Namespace }},
-	{"warm-pool", "AGENTBOT_WARM_POOL", kubernetes.DefaultWarmPool, "kubernetes launcher: the SandboxWarmPool every claim names", func(o *DispatchOptions) *string { return &o.WarmPool }},
-	{"kubeconfig", "KUBECONFIG", "", "kubernetes launcher: kubeconfig file when not running in a cluster", func(o *DispatchOptions) *string { return &o.Kubeconfig }},
-	{"pages-basic-auth-file", "AGENTBOT_PAGES_BASIC_AUTH_FILE", "", "file holding user:password for the task pages (basic auth)", func(o *DispatchOptions) *string { return &o.PagesBasicFile }},
-}
-
-func (o *DispatchOptions) bind(fs *flag.FlagSet, getenv func(string) string) {
-	for _, s := range dispatchSettings {
-		def := s.def
-		if v := getenv(s.env); v != "" {
-			def = v
-		}
-		fs.StringVar(s.field(o), s.flag, def, fmt.Sprintf("%s ($%s)", s.usage, s.env))
-	}
+var dispatchSettings = []setting[DispatchOptions]{
+	{"launcher", "AGENTBOT_LAUNCHER", "local", "where agents run: local (child processes, bubblewrap where present) or kubernetes", func(o *DispatchOptions) any { return &o.Launcher }},
+	{"public-url", "AGENTBOT_PUBLIC_URL", "", "URL where this agentbot is reachable; comments and check runs link to its task pages", func(o *DispatchOptions) any { return &o.PublicURL }},
+	{"max-concurrent", "AGENTBOT_MAX_CONCURRENT", "10", "agent runs at once", func(o *DispatchOptions) any { return &o.MaxConcurrent }},
+	{"time-limit", "AGENTBOT_TIME_LIMIT", "30m", "a task's time limit when its repository's settings set none", func(o *DispatchOptions) any { return &o.TimeLimit }},
+	{"max-time-limit", "AGENTBOT_MAX_TIME_LIMIT", "2h", "the longest time limit a repository's settings may give a task (a longer one is cut down to it)", func(o *DispatchOptions) any { return &o.MaxTimeLimit }},
+	{"local-isolation", "AGENTBOT_LOCAL_ISOLATION", "auto", "local launcher isolation: auto (bwrap when it works here), bwrap or none", func(o *DispatchOptions) any { return &o.LocalIsolation }},
+	{"agent-runner", "AGENTBOT_AGENT_RUNNER", "", "agent-runner binary (default: next to agentbot, then PATH)", func(o *DispatchOptions) any { return &o.AgentRunner }},
+	{"agent", "AGENTBOT_AGENT", "claude", "agent used when a repository's settings name none: claude, codex or command", func(o *DispatchOptions) any { return &o.Agent }},
+	{"agent-command", "AGENTBOT_AGENT_COMMAND", "", "the command agent's command line (split on spaces, no shell)", func(o *DispatchOptions) any { return &o.AgentCommand }},
+	{"agent-env", "AGENTBOT_AGENT_ENV", defaultAgentEnv, "comma-separated environment variables handed to the agent (redacted from its output)", func(o *DispatchOptions) any { return &o.AgentEnv }},
+	{"keep-failed", "AGENTBOT_KEEP_FAILED", "24h", "how long a failed task's workspace is kept for debugging (0 = not kept)", func(o *DispatchOptions) any { return &o.KeepFailed }},
+	{"pages-token-file", "AGENTBOT_PAGES_TOKEN_FILE", "", "file holding a bearer token for the task pages", func(o *DispatchOptions) any { return &o.PagesTokenFile }},
+	{"namespace", "AGENTBOT_NAMESPACE", "", "kubernetes launcher: namespace of the sandboxes (default: the pod's own)", func(o *DispatchOptions) any { return &o.Namespace }},
+	{"warm-pool", "AGENTBOT_WARM_POOL", kubernetes.DefaultWarmPool, "kubernetes launcher: the SandboxWarmPool every claim names", func(o *DispatchOptions) any { return &o.WarmPool }},
+	{"kubeconfig", "KUBECONFIG", "", "kubernetes launcher: kubeconfig file when not running in a cluster", func(o *DispatchOptions) any { return &o.Kubeconfig }},
+	{"pages-basic-auth-file", "AGENTBOT_PAGES_BASIC_AUTH_FILE", "", "file holding user:password for the task pages (basic auth)", func(o *DispatchOptions) any { return &o.PagesBasicFile }},
 }
 
 // DispatchConfig is the validated form of DispatchOptions. Pages and
@@ -255,7 +242,7 @@ func newLauncher(dataDir string, c DispatchConfig, secretFiles []string, reg *pr
 		if err != nil {
 			return nil, nil, err
 		}
-		return l, func() error { return nil }, nil
+		return l, l.Close, nil
 	}
 	bin, err := findAgentRunner(c.AgentRunner)
 	if err != nil {
@@ -278,41 +265,41 @@ func newLauncher(dataDir string, c DispatchConfig, secretFiles []string, reg *pr
 // dispatchHook runs tasks: with GitHub App credentials it starts the
 // dispatcher, the launcher and the task pages; without them serve only
 // stores tasks (intake), and says so.
-func dispatchHook(ctx context.Context, m *Main) (func(context.Context) error, error) {
+func dispatchHook(ctx context.Context, m *Main) (Plugin, error) {
 	cfg, dc := m.Config, m.DispatchConfig
 	log := m.Logger
 	if cfg.AppID == 0 || cfg.PrivateKey == nil {
 		log.Warn("no GitHub App id and private key: tasks are stored but not run (set AGENTBOT_APP_ID and AGENTBOT_PRIVATE_KEY_FILE)")
-		return nil, nil
+		return Plugin{}, nil
 	}
 	keyPEM, err := os.ReadFile(cfg.PrivateKeyFile)
 	if err != nil {
-		return nil, fmt.Errorf("read private key: %w", err)
+		return Plugin{}, fmt.Errorf("read private key: %w", err)
 	}
 	gh, err := github.New(github.Config{
 		BaseURL: cfg.GitHubURL.String(), AppID: cfg.AppID, PrivateKey: keyPEM,
 		Registry: m.Registry, Logger: log,
 	})
 	if err != nil {
-		return nil, err
+		return Plugin{}, err
 	}
 	secretFiles := append([]string{cfg.PrivateKeyFile, m.Options.WebhookSecretFile}, dc.SecretFiles...)
 	launcher, closeLauncher, err := newLauncher(cfg.DataDir, dc, secretFiles, m.Registry, log)
 	if err != nil {
 		gh.Close()
-		return nil, err
+		return Plugin{}, err
 	}
-	logs, err := dispatch.NewLogs(filepath.Join(cfg.DataDir, "logs"), 0)
+	logs, err := tasklog.Open(filepath.Join(cfg.DataDir, "logs"), 0)
 	if err != nil {
 		closeLauncher()
 		gh.Close()
-		return nil, err
+		return Plugin{}, err
 	}
 	tmp := filepath.Join(cfg.DataDir, "tmp")
 	if err := os.MkdirAll(tmp, 0o700); err != nil {
 		closeLauncher()
 		gh.Close()
-		return nil, fmt.Errorf("create %s: %w", tmp, err)
+		return Plugin{}, fmt.Errorf("create %s: %w", tmp, err)
 	}
 	d, err := dispatch.New(dispatch.Options{
 		Store: m.Store, GitHub: gh, Launcher: launcher, Logs: logs,
@@ -328,7 +315,7 @@ func dispatchHook(ctx context.Context, m *Main) (func(context.Context) error, er
 	if err != nil {
 		closeLauncher()
 		gh.Close()
-		return nil, err
+		return Plugin{}, err
 	}
 	pages, err := web.New(web.Options{
 		Store: m.Store, Logs: logs, Auth: dc.Pages,
@@ -337,23 +324,20 @@ func dispatchHook(ctx context.Context, m *Main) (func(context.Context) error, er
 	if err != nil {
 		closeLauncher()
 		gh.Close()
-		return nil, err
+		return Plugin{}, err
 	}
-	m.Enqueued = d.Notify
-	m.Routes = append(m.Routes, func(r chi.Router) {
-		r.Handle("/tasks", pages)
-		r.Handle("/tasks/*", pages)
-	})
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan error, 1)
 	go func() { done <- d.Run(runCtx) }()
 	log.Info("dispatcher started", "launcher", launcher.Name(), "max_concurrent", dc.MaxConcurrent,
 		"agent", dc.Agent.Name, "public_url", dc.PublicURL, "pages_auth", dc.Pages.BearerToken != "" || dc.Pages.BasicUser != "")
-	return func(ctx context.Context) error {
+	stop := func(ctx context.Context) error {
 		cancel()
 		// The dispatcher stops the runs it owns and re-queues their tasks
-		// (a graceful stop is not a crash); closing the launcher after it
-		// kills whatever is left, so an in-process stop leaves no agents.
+		// (a graceful stop is not a crash), or detaches the runs the
+		// launcher keeps; closing the launcher after it stops following
+		// whatever is left (killing local children, so an in-process stop
+		// leaves no agents) and waits for the launcher's goroutines.
 		var errs []error
 		select {
 		case err := <-done:
@@ -364,7 +348,12 @@ func dispatchHook(ctx context.Context, m *Main) (func(context.Context) error, er
 		errs = append(errs, closeLauncher())
 		gh.Close()
 		return errors.Join(errs...)
-	}, nil
+	}
+	routes := func(r chi.Router) {
+		r.Handle("/tasks", pages)
+		r.Handle("/tasks/*", pages)
+	}
+	return Plugin{Enqueued: d.Notify, Routes: routes, Stop: stop}, nil
 }
 
 // loopbackOnly reports whether a listen address accepts only local

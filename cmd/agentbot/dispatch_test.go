@@ -56,7 +56,9 @@ func TestDispatchOptions(t *testing.T) {
 			var o DispatchOptions
 			fs := flag.NewFlagSet("x", flag.ContinueOnError)
 			fs.SetOutput(io.Discard)
-			o.bind(fs, getenv)
+			if err := bind(fs, getenv, &o, dispatchSettings); err != nil {
+				t.Fatal(err)
+			}
 			c, err := o.validate(getenv)
 			if len(tc.wantErr) == 0 {
 				if err != nil {

@@ -75,12 +75,31 @@ func printError(err error) {
 	fmt.Fprintln(os.Stderr, "agentbot:", err)
 }
 
-// Hook plugs a component into serve. Hooks run in order after the store is
-// open and before the webhook handler is built and the listener accepts, so
-// a hook can set m.Enqueued and append to m.Routes. The returned stop (may be
-// nil) runs after HTTP has stopped and before the store closes, in reverse
-// order of the hooks.
-type Hook func(ctx context.Context, m *Main) (stop func(context.Context) error, err error)
+// Hook plugs a component into serve. Hooks run in order after the store,
+// registry and logger are ready and before the webhook handler is built and
+// the listener accepts; what they return is wired in then.
+type Hook func(ctx context.Context, m *Main) (Plugin, error)
+
+// Plugin is what a Hook plugs into serve. Every field may be nil.
+type Plugin struct {
+	// Enqueued is given every task the webhook stores, after commit; it
+	// must not block (the dispatcher passes its non-blocking notify).
+	Enqueued func(*agentbot.Task)
+	// Routes adds handlers to the router after the built-in ones.
+	Routes func(chi.Router)
+	// Stop runs after HTTP has stopped and before the store closes, in
+	// reverse order of the hooks.
+	Stop func(context.Context) error
+}
+
+// Option configures a Main at construction.
+type Option func(*Main)
+
+// WithHooks replaces serve's hooks (by default the dispatcher's, see
+// dispatchHook): tests plug in their own, or the dispatcher's and theirs.
+func WithHooks(hooks ...Hook) Option {
+	return func(m *Main) { m.hooks = append([]Hook(nil), hooks...) }
+}
 
 // Main is the program: parsed settings, the open store and the HTTP server.
 type Main struct {
@@ -102,15 +121,10 @@ type Main struct {
 	Store    *state.Store
 	Router   chi.Router
 
-	// Extension points, set before Run (or by a Hook during it).
-	//
-	// Enqueued is given every task the webhook stores, after commit; it must
-	// not block (the dispatcher passes its non-blocking notify).
-	Enqueued func(*agentbot.Task)
-	// Routes add handlers to the router after the built-in ones.
-	Routes []func(chi.Router)
-	// Hooks start and stop components around serve (see Hook).
-	Hooks []Hook
+	// hooks start and stop components around serve; plugins is what they
+	// returned.
+	hooks   []Hook
+	plugins []Plugin
 
 	server   *http.Server
 	listener net.Listener
@@ -123,8 +137,12 @@ type Main struct {
 }
 
 // NewMain returns a Main writing to the process's stdout and stderr.
-func NewMain() *Main {
-	return &Main{Stdout: os.Stdout, Stderr: os.Stderr, serveErr: make(chan error, 1), Hooks: []Hook{dispatchHook}}
+func NewMain(opts ...Option) *Main {
+	m := &Main{Stdout: os.Stdout, Stderr: os.Stderr, serveErr: make(chan error, 1), hooks: []Hook{dispatchHook}}
+	for _, o := range opts {
+		o(m)
+	}
+	return m
 }
 
 const usage = `usage: agentbot <command> [flags]
@@ -149,17 +167,20 @@ func (m *Main) ParseFlags(args []string, getenv func(string) string) error {
 	m.Command, args = args[0], args[1:]
 	fs := flag.NewFlagSet("agentbot "+m.Command, flag.ContinueOnError)
 	fs.SetOutput(m.Stderr)
+	var envErr error
 	switch m.Command {
 	case "serve":
-		m.Options.bind(fs, getenv, "listen", "data-dir", "app-id", "private-key-file", "webhook-secret-file",
-			"github-url", "log-level", "trigger-labels", "max-body", "delivery-retention", "shutdown-timeout", "store-timeout")
-		m.Dispatch.bind(fs, getenv)
+		envErr = errors.Join(
+			bind(fs, getenv, &m.Options, settings, "listen", "data-dir", "app-id", "private-key-file", "webhook-secret-file",
+				"github-url", "log-level", "trigger-labels", "max-body", "delivery-retention", "shutdown-timeout", "store-timeout"),
+			bind(fs, getenv, &m.Dispatch, dispatchSettings))
 	case "run":
-		m.RunOptions.bind(fs, getenv)
+		envErr = bind(fs, getenv, &m.RunOptions, runSettings())
 	case "demo-agent":
 	case "tasks":
-		m.Options.bind(fs, getenv, "data-dir", "store-timeout")
-		m.Tasks.bind(fs)
+		envErr = errors.Join(
+			bind(fs, getenv, &m.Options, settings, "data-dir", "store-timeout"),
+			bind(fs, getenv, &m.Tasks, taskSettings))
 	case "help", "-h", "--help":
 		fmt.Fprint(m.Stderr, usage)
 		return flag.ErrHelp
@@ -169,6 +190,9 @@ func (m *Main) ParseFlags(args []string, getenv func(string) string) error {
 	}
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if envErr != nil {
+		return envErr
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%s: unexpected arguments %q", m.Command, fs.Args())

@@ -181,18 +181,15 @@ func TestParseFlags(t *testing.T) {
 }
 
 // serveMain starts serve in-process on 127.0.0.1:0 over dataDir.
-func serveMain(t *testing.T, dataDir string, configure func(*Main)) (*Main, *testtool.Buffer) {
+func serveMain(t *testing.T, dataDir string, opts ...Option) (*Main, *testtool.Buffer) {
 	t.Helper()
 	secret := writeFile(t, t.TempDir(), "secret", testSecret)
-	m := NewMain()
+	m := NewMain(opts...)
 	logs := &testtool.Buffer{}
 	m.Stdout, m.Stderr = io.Discard, logs
 	env := map[string]string{"AGENTBOT_WEBHOOK_SECRET_FILE": secret, "AGENTBOT_DATA_DIR": dataDir, "AGENTBOT_STORE_TIMEOUT": "100ms"}
 	if err := m.ParseFlags([]string{"serve", "--listen", "127.0.0.1:0"}, envFunc(env)); err != nil {
 		t.Fatal(err)
-	}
-	if configure != nil {
-		configure(m)
 	}
 	if err := m.Run(context.Background()); err != nil {
 		m.Close()
@@ -245,34 +242,34 @@ func TestServeInProcess(t *testing.T) {
 		enqueued []string
 		stopped  bool
 	)
-	m, logs := serveMain(t, dataDir, func(m *Main) {
-		m.Hooks = append(m.Hooks, func(ctx context.Context, m *Main) (func(context.Context) error, error) {
-			if m.Store == nil || m.Registry == nil || m.Logger == nil {
-				t.Error("hook ran before the store, registry and logger were ready")
-			}
-			m.Enqueued = func(task *agentbot.Task) {
-				mu.Lock()
-				defer mu.Unlock()
-				enqueued = append(enqueued, task.ID)
-			}
-			m.Routes = append(m.Routes, func(r chi.Router) {
-				r.Get("/tasks/{id}", func(w http.ResponseWriter, r *http.Request) {
-					task, err := m.Store.Get(r.Context(), chi.URLParam(r, "id"))
-					if err != nil {
-						http.Error(w, "not found", http.StatusNotFound)
-						return
-					}
-					io.WriteString(w, string(task.State))
-				})
+	m, logs := serveMain(t, dataDir, WithHooks(dispatchHook, func(ctx context.Context, m *Main) (Plugin, error) {
+		if m.Store == nil || m.Registry == nil || m.Logger == nil {
+			t.Error("hook ran before the store, registry and logger were ready")
+		}
+		var p Plugin
+		p.Enqueued = func(task *agentbot.Task) {
+			mu.Lock()
+			defer mu.Unlock()
+			enqueued = append(enqueued, task.ID)
+		}
+		p.Routes = func(r chi.Router) {
+			r.Get("/tasks/{id}", func(w http.ResponseWriter, r *http.Request) {
+				task, err := m.Store.Get(r.Context(), chi.URLParam(r, "id"))
+				if err != nil {
+					http.Error(w, "not found", http.StatusNotFound)
+					return
+				}
+				io.WriteString(w, string(task.State))
 			})
-			return func(context.Context) error {
-				mu.Lock()
-				defer mu.Unlock()
-				stopped = true
-				return nil
-			}, nil
-		})
-	})
+		}
+		p.Stop = func(context.Context) error {
+			mu.Lock()
+			defer mu.Unlock()
+			stopped = true
+			return nil
+		}
+		return p, nil
+	}))
 	base := "http://" + m.Addr()
 
 	tests := []struct {
@@ -394,13 +391,12 @@ func TestTasksOnAFreshDataDir(t *testing.T) {
 func TestHookErrorStopsServe(t *testing.T) {
 	dataDir := t.TempDir()
 	secret := writeFile(t, t.TempDir(), "secret", testSecret)
-	m := NewMain()
+	errBoom := errors.New("dispatcher could not start")
+	m := NewMain(WithHooks(func(context.Context, *Main) (Plugin, error) { return Plugin{}, errBoom }))
 	m.Stdout, m.Stderr = io.Discard, io.Discard
 	if err := m.ParseFlags([]string{"serve", "--listen", "127.0.0.1:0"}, envFunc(map[string]string{"AGENTBOT_WEBHOOK_SECRET_FILE": secret, "AGENTBOT_DATA_DIR": dataDir})); err != nil {
 		t.Fatal(err)
 	}
-	errBoom := errors.New("dispatcher could not start")
-	m.Hooks = []Hook{func(context.Context, *Main) (func(context.Context) error, error) { return nil, errBoom }}
 	if err := m.Run(context.Background()); !errors.Is(err, errBoom) {
 		t.Fatalf("Run = %v", err)
 	}

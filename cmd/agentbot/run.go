@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,7 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/agentbot/agentbot/dispatch"
 	"github.com/agentbot/agentbot/runner"
 )
 
@@ -44,30 +42,28 @@ type RunOptions struct {
 // demoPrompt is what --demo asks for when no --prompt is given.
 const demoPrompt = "Add a friendly greeting to the project"
 
-func (o *RunOptions) bind(fs *flag.FlagSet, getenv func(string) string) {
-	env := func(k, def string) string {
-		if v := getenv(k); v != "" {
-			return v
-		}
-		return def
-	}
+// runSettings are `agentbot run`'s flags; workspaces default to the user's
+// cache directory.
+func runSettings() []setting[RunOptions] {
 	cache, err := os.UserCacheDir()
 	if err != nil {
 		cache = os.TempDir()
 	}
-	fs.StringVar(&o.Repo, "repo", "", "local repository path or git URL to work on")
-	fs.StringVar(&o.Prompt, "prompt", "", "what the agent should do (first line names the branch)")
-	fs.StringVar(&o.Base, "base", "", "branch to start from (default: the repository's current branch)")
-	fs.StringVar(&o.Branch, "branch", "", "branch to create (default: agentbot/run-<slug>)")
-	fs.StringVar(&o.Agent, "agent", env("AGENTBOT_AGENT", ""), "claude, codex or command ($AGENTBOT_AGENT; default claude, or command with --agent-command)")
-	fs.StringVar(&o.AgentCommand, "agent-command", env("AGENTBOT_AGENT_COMMAND", ""), "the command agent's command line, split on spaces ($AGENTBOT_AGENT_COMMAND)")
-	fs.StringVar(&o.Model, "model", "", "model for claude or codex (default: the agent's)")
-	fs.DurationVar(&o.TimeLimit, "time-limit", 30*time.Minute, "time limit of the run")
-	fs.StringVar(&o.DataDir, "data-dir", env("AGENTBOT_RUN_DIR", filepath.Join(cache, "agentbot")), "where workspaces live ($AGENTBOT_RUN_DIR)")
-	fs.StringVar(&o.Isolation, "isolation", env("AGENTBOT_LOCAL_ISOLATION", "auto"), "auto, bwrap or none ($AGENTBOT_LOCAL_ISOLATION)")
-	fs.StringVar(&o.AgentRunner, "agent-runner", env("AGENTBOT_AGENT_RUNNER", ""), "agent-runner binary ($AGENTBOT_AGENT_RUNNER; default next to agentbot, then PATH)")
-	fs.BoolVar(&o.Quiet, "quiet", false, "show phases only, not the agent's output")
-	fs.BoolVar(&o.Demo, "demo", false, "create a sample repository (at --repo, default ./agentbot-demo) and run agentbot's built-in demo agent on it: no model key needed")
+	return []setting[RunOptions]{
+		{"repo", "", "", "local repository path or git URL to work on", func(o *RunOptions) any { return &o.Repo }},
+		{"prompt", "", "", "what the agent should do (first line names the branch)", func(o *RunOptions) any { return &o.Prompt }},
+		{"base", "", "", "branch to start from (default: the repository's current branch)", func(o *RunOptions) any { return &o.Base }},
+		{"branch", "", "", "branch to create (default: agentbot/run-<slug>)", func(o *RunOptions) any { return &o.Branch }},
+		{"agent", "AGENTBOT_AGENT", "", "claude, codex or command (default claude, or command with --agent-command)", func(o *RunOptions) any { return &o.Agent }},
+		{"agent-command", "AGENTBOT_AGENT_COMMAND", "", "the command agent's command line, split on spaces", func(o *RunOptions) any { return &o.AgentCommand }},
+		{"model", "", "", "model for claude or codex (default: the agent's)", func(o *RunOptions) any { return &o.Model }},
+		{"time-limit", "", "30m", "time limit of the run", func(o *RunOptions) any { return &o.TimeLimit }},
+		{"data-dir", "AGENTBOT_RUN_DIR", filepath.Join(cache, "agentbot"), "where workspaces live", func(o *RunOptions) any { return &o.DataDir }},
+		{"isolation", "AGENTBOT_LOCAL_ISOLATION", "auto", "auto, bwrap or none", func(o *RunOptions) any { return &o.Isolation }},
+		{"agent-runner", "AGENTBOT_AGENT_RUNNER", "", "agent-runner binary (default next to agentbot, then PATH)", func(o *RunOptions) any { return &o.AgentRunner }},
+		{"quiet", "", "false", "show phases only, not the agent's output", func(o *RunOptions) any { return &o.Quiet }},
+		{"demo", "", "false", "create a sample repository (at --repo, default ./agentbot-demo) and run agentbot's built-in demo agent on it: no model key needed", func(o *RunOptions) any { return &o.Demo }},
+	}
 }
 
 func (o *RunOptions) validate() error {
@@ -153,7 +149,7 @@ func (m *Main) runOnce(ctx context.Context) error {
 			env[k] = os.Getenv(k)
 		}
 	}
-	res, err := dispatch.RunOne(ctx, l, dispatch.OneShot{
+	res, err := runOne(ctx, l, oneShot{
 		Repo: o.Repo, Prompt: o.Prompt, Base: o.Base, Branch: o.Branch,
 		Agent:    runner.AgentSpec{Name: o.Agent, Command: o.AgentCommand, Model: o.Model},
 		AgentEnv: env, TimeLimit: o.TimeLimit, Progress: m.Stdout, Quiet: o.Quiet,

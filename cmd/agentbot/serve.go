@@ -15,6 +15,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/agentbot/agentbot"
 	"github.com/agentbot/agentbot/state"
 	"github.com/agentbot/agentbot/webhook"
 )
@@ -45,13 +46,14 @@ func (m *Main) serve(ctx context.Context) error {
 	}
 	m.Store = store
 
-	for _, hook := range m.Hooks {
-		stop, err := hook(ctx, m)
+	for _, hook := range m.hooks {
+		p, err := hook(ctx, m)
 		if err != nil {
 			return err
 		}
-		if stop != nil {
-			m.stops = append(m.stops, stop)
+		m.plugins = append(m.plugins, p)
+		if p.Stop != nil {
+			m.stops = append(m.stops, p.Stop)
 		}
 	}
 
@@ -62,7 +64,7 @@ func (m *Main) serve(ctx context.Context) error {
 		MaxBody:       cfg.MaxBody,
 		Logger:        m.Logger,
 		Registry:      m.Registry,
-		Enqueued:      m.Enqueued,
+		Enqueued:      m.enqueued(),
 	})
 	if err != nil {
 		return err
@@ -118,8 +120,10 @@ func (m *Main) router(hook http.Handler) chi.Router {
 		io.WriteString(w, "ready\n")
 	})
 	r.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry}))
-	for _, add := range m.Routes {
-		add(r)
+	for _, p := range m.plugins {
+		if p.Routes != nil {
+			p.Routes(r)
+		}
 	}
 	return r
 }
@@ -150,7 +154,7 @@ func (m *Main) pruneLoop(ctx context.Context) {
 		n, err := m.Store.PruneDeliveries(ctx)
 		switch {
 		case err != nil && ctx.Err() == nil:
-			m.Logger.Error("prune deliveries", slog.Any("error", err))
+			m.Logger.Error("prune deliveries", slog.Any("err", err))
 		case n > 0:
 			m.Logger.Info("pruned deliveries", slog.Int("count", n))
 		}
@@ -158,6 +162,25 @@ func (m *Main) pruneLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+	}
+}
+
+// enqueued tells every plugin that wants it of a stored task (nil when none
+// does).
+func (m *Main) enqueued() func(*agentbot.Task) {
+	var fns []func(*agentbot.Task)
+	for _, p := range m.plugins {
+		if p.Enqueued != nil {
+			fns = append(fns, p.Enqueued)
+		}
+	}
+	if len(fns) == 0 {
+		return nil
+	}
+	return func(t *agentbot.Task) {
+		for _, f := range fns {
+			f(t)
 		}
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"slices"
 	"strings"
@@ -25,10 +24,12 @@ type TasksOptions struct {
 	storeTimeout time.Duration
 }
 
-func (o *TasksOptions) bind(fs *flag.FlagSet) {
-	fs.BoolVar(&o.JSON, "json", false, "print the tasks as a JSON array")
-	fs.IntVar(&o.Limit, "limit", 50, "print at most this many tasks, newest first (0: all)")
-	fs.StringVar(&o.States, "state", "", "comma-separated states to list (queued, running, succeeded, failed, cancelled)")
+// taskSettings are `agentbot tasks`' own flags, next to the data-dir and
+// store-timeout settings it shares with serve.
+var taskSettings = []setting[TasksOptions]{
+	{"json", "", "false", "print the tasks as a JSON array", func(o *TasksOptions) any { return &o.JSON }},
+	{"limit", "", "50", "print at most this many tasks, newest first (0: all)", func(o *TasksOptions) any { return &o.Limit }},
+	{"state", "", "", "comma-separated states to list (queued, running, succeeded, failed, cancelled)", func(o *TasksOptions) any { return &o.States }},
 }
 
 func (o *TasksOptions) validate(opts *Options) error {

@@ -115,6 +115,8 @@ type Call struct {
 	Installation int64
 	Body         string
 	Status       int
+	// Time is when the request arrived.
+	Time time.Time
 }
 
 func (c Call) String() string {
@@ -430,6 +432,14 @@ func (s *Server) FailAfter(method, pathPattern string, n, status int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.failures = append(s.failures, &failure{method: method, pattern: pathPattern, left: n, status: status, after: true})
+}
+
+// RepositoryPayload is r's repository object as GitHub puts it in webhook
+// deliveries (and in GET /repos/{owner}/{repo}).
+func (s *Server) RepositoryPayload(r agentbot.Repo) map[string]any {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.repoJSON(s.mustRepo(r))
 }
 
 // Calls returns every request so far, in order.

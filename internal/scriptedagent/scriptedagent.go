@@ -17,6 +17,7 @@
 //	stdout-env NAME            print NAME=value of an environment variable
 //	summary TEXT               write TEXT to $AGENTBOT_SUMMARY_FILE
 //	sleep SECONDS              sleep
+//	wait-for PATH              block until PATH exists (at most 2 minutes)
 //	spawn-sleeper PIDFILE SECS start a child in the same process group that
 //	                           sleeps SECS; write its pid to PIDFILE
 //	fail CODE TEXT             print TEXT on stderr and exit with CODE

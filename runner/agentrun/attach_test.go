@@ -2,9 +2,11 @@ package agentrun
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -34,30 +36,72 @@ func TestAttachReplaysAFinishedRun(t *testing.T) {
 	}
 }
 
+// TestAttachFollowsALiveRun: an attach made while the run is live delivers
+// the events written so far while the run still runs, then follows it to the
+// end and reports its exit code. The agent blocks on a gate the test opens
+// only once the attach has delivered the events before it, so the attach
+// cannot have been a replay of a finished run.
 func TestAttachFollowsALiveRun(t *testing.T) {
 	f := newFixture(t)
 	ws := Workspace{Dir: t.TempDir()}
-	job := f.job("scripted: stdout-lines 200; sleep 0.5; stdout-lines 200; sleep 0.5; write a.txt x; fail 4 late failure")
+	dir := t.TempDir()
+	gate := filepath.Join(dir, "gate")
+	agent := filepath.Join(dir, "agent.sh")
+	script := "#!/bin/sh\nset -e\necho before the gate\n" +
+		"while [ ! -e " + gate + " ]; do sleep 0.02; done\n" +
+		"echo after the gate\necho x > a.txt\necho late failure >&2\nexit 4\n"
+	if err := os.WriteFile(agent, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	job := f.job("")
+	job.Agent.Command = "/bin/sh " + agent
 	in, err := json.Marshal(job)
 	if err != nil {
 		t.Fatal(err)
 	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
 	runDone := make(chan int, 1)
 	go func() {
-		runDone <- Run(t.Context(), Options{Workspace: ws, Stdin: bytes.NewReader(in), Stdout: nil})
+		runDone <- Run(ctx, Options{Workspace: ws, Stdin: bytes.NewReader(in), Stdout: nil})
 	}()
 	// Attach once the runner has made its events file (and so holds the lock).
-	for {
-		if _, err := os.Stat(ws.EventsFile()); err == nil {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitUntil(t, ctx, "the events file", func() bool {
+		_, err := os.Stat(ws.EventsFile())
+		return err == nil
+	})
 	var out testtool.Buffer
-	code, err := Attach(t.Context(), ws, 0, &out)
+	type result struct {
+		code int
+		err  error
+	}
+	attached := make(chan result, 1)
+	go func() {
+		code, err := Attach(ctx, ws, 0, &out)
+		attached <- result{code, err}
+	}()
+	waitUntil(t, ctx, "the attach to deliver the agent's first line", func() bool {
+		return strings.Contains(out.String(), "before the gate")
+	})
+	select {
+	case r := <-attached:
+		t.Fatalf("Attach returned (%d, %v) while the agent was blocked", r.code, r.err)
+	case code := <-runDone:
+		t.Fatalf("Run returned %d while the agent was blocked", code)
+	default:
+	}
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var res result
+	select {
+	case res = <-attached:
+	case <-ctx.Done():
+		t.Fatal("Attach did not return once the run ended")
+	}
 	runCode := <-runDone
-	if err != nil || code != runCode || code != runner.ExitAgent {
-		t.Fatalf("Attach = %d, %v; Run = %d; want both %d", code, err, runCode, runner.ExitAgent)
+	if res.err != nil || res.code != runCode || res.code != runner.ExitAgent {
+		t.Fatalf("Attach = %d, %v; Run = %d; want both %d", res.code, res.err, runCode, runner.ExitAgent)
 	}
 	file, err := os.ReadFile(ws.EventsFile())
 	if err != nil {
@@ -66,8 +110,20 @@ func TestAttachFollowsALiveRun(t *testing.T) {
 	if out.String() != string(file) {
 		t.Errorf("attach wrote %d bytes, the file holds %d", len(out.String()), len(file))
 	}
-	if !strings.Contains(out.String(), `"line 200"`) || !strings.Contains(out.String(), "late failure") {
-		t.Error("attach missed events")
+	if !strings.Contains(out.String(), "after the gate") || !strings.Contains(out.String(), "late failure") {
+		t.Error("attach missed the events after the gate")
+	}
+}
+
+// waitUntil polls cond until it holds, failing when ctx ends first.
+func waitUntil(t *testing.T, ctx context.Context, what string, cond func() bool) {
+	t.Helper()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("waiting for %s: %v", what, ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
 }
 

@@ -1,17 +1,15 @@
 package agentrun
 
 import (
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
-	"sort"
-	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
 
+	"github.com/agentbot/agentbot/internal/secret"
 	"github.com/agentbot/agentbot/runner"
 )
 
@@ -19,45 +17,16 @@ import (
 // events file with a single line.
 const maxMessage = 8 << 10
 
-// minSecret is the shortest Job.Env value that is redacted: shorter values
-// ("1", "yes") are settings, not secrets, and redacting them would shred
-// every line.
-const minSecret = 4
-
-// redactor replaces secrets with "[REDACTED]".
-type redactor struct {
-	r *strings.Replacer
-}
-
-func newRedactor(job runner.Job) *redactor {
-	var secrets []string
-	if job.Token != "" {
-		secrets = append(secrets, job.Token,
-			base64.StdEncoding.EncodeToString([]byte("x-access-token:"+job.Token)))
-	}
+// newRedactor hides the job's token and every value of its Env (the model
+// API key, for instance) in every event, as well as anything shaped like a
+// GitHub token.
+func newRedactor(job runner.Job) secret.Redactor {
+	secrets := []string{job.Token}
 	for _, v := range job.Env {
-		if len(v) >= minSecret {
-			secrets = append(secrets, v)
-		}
+		secrets = append(secrets, v)
 	}
-	// Longest first, so a secret that contains another is replaced whole.
-	sort.Slice(secrets, func(i, j int) bool { return len(secrets[i]) > len(secrets[j]) })
-	var pairs []string
-	for _, s := range secrets {
-		pairs = append(pairs, s, "[REDACTED]")
-	}
-	return &redactor{r: strings.NewReplacer(pairs...)}
+	return secret.New(secrets...)
 }
-
-func (r *redactor) String(s string) string {
-	if r == nil || s == "" {
-		return s
-	}
-	return r.r.Replace(s)
-}
-
-// event redacts every string an event carries.
-func (r *redactor) event(e runner.Event) runner.Event { return e.MapStrings(r.String) }
 
 // emitter numbers events, redacts them and writes each as one line to the
 // events file and to standard output.
@@ -67,7 +36,7 @@ type emitter struct {
 	file   *os.File
 	out    io.Writer
 	outErr error
-	redact *redactor
+	redact secret.Redactor
 	now    func() time.Time
 }
 
@@ -79,7 +48,7 @@ func newEmitter(path string, out io.Writer) (*emitter, error) {
 	return &emitter{file: f, out: out, now: time.Now}, nil
 }
 
-func (e *emitter) setRedactor(r *redactor) {
+func (e *emitter) setRedactor(r secret.Redactor) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.redact = r
@@ -95,7 +64,7 @@ func (e *emitter) emit(ev runner.Event) error {
 	ev.Seq = e.seq
 	ev.Time = e.now().UTC()
 	ev.Message = truncate(ev.Message, maxMessage)
-	ev = e.redact.event(ev)
+	ev = ev.MapStrings(e.redact.String)
 	line, err := json.Marshal(ev)
 	if err != nil {
 		return fmt.Errorf("agentrun: encode event %d: %w", ev.Seq, err)

@@ -24,6 +24,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agentbot/agentbot/internal/gitenv"
 	"github.com/agentbot/agentbot/runner"
 	"github.com/agentbot/agentbot/runner/agent"
 )
@@ -140,8 +141,8 @@ func (r *run) do(ctx context.Context, stdin io.Reader) int {
 	jobCtx, cancel := context.WithTimeoutCause(ctx, time.Duration(job.TimeLimit), errTimeLimit)
 	defer cancel()
 	r.git = gitRunner{
-		baseEnv: cleanGitEnv(r.environ),
-		authEnv: authEnv(job.CloneURL, job.Token),
+		baseEnv: gitenv.Clean(r.environ),
+		authEnv: gitenv.Auth(job.CloneURL, job.Token),
 	}
 
 	base, err := r.clone(jobCtx)
@@ -458,7 +459,7 @@ func (r *run) logLine(stream string) func(string) {
 // job's Env and agentbot's variables.
 func (r *run) agentEnv() []string {
 	var env []string
-	for _, kv := range cleanGitEnv(r.environ) {
+	for _, kv := range gitenv.Clean(r.environ) {
 		if r.job.Token != "" && strings.Contains(kv, r.job.Token) {
 			continue
 		}

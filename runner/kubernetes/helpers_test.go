@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -175,6 +177,11 @@ func (f *fixture) launcher(t testing.TB, cfg *rest.Config, exec kubernetes.Execu
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		if err := l.Close(); err != nil {
+			t.Errorf("close launcher: %v", err)
+		}
+	})
 	return l, reg
 }
 
@@ -422,4 +429,50 @@ func (w *testLog) Write(p []byte) (int, error) {
 		w.t.Log(strings.TrimRight(string(p), "\n"))
 	}
 	return len(p), nil
+}
+
+// drained fails unless r's events are closed: it reads what is buffered and
+// must then find the channel closed, never empty and open.
+func drained(t *testing.T, r runner.Run) {
+	t.Helper()
+	for {
+		select {
+		case _, ok := <-r.Events():
+			if !ok {
+				return
+			}
+		default:
+			t.Fatal("events are still open")
+		}
+	}
+}
+
+// runGoroutines counts the goroutines in a run's methods (its loop, the
+// claim watcher) and returns their stacks. Tests in this package do not run
+// in parallel, and every launcher is closed when its test ends.
+func runGoroutines() (int, string) {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	var found []string
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "agentbot/runner/kubernetes.(*run).") {
+			found = append(found, g)
+		}
+	}
+	return len(found), strings.Join(found, "\n\n")
+}
+
+// podPhase is p's phase, or "none" without a pod.
+func podPhase(p *corev1.Pod) string {
+	if p == nil {
+		return "none"
+	}
+	return string(p.Status.Phase)
 }

@@ -7,21 +7,16 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/watch"
 	k8s "k8s.io/client-go/kubernetes"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
-	sandboxv1beta1 "sigs.k8s.io/agent-sandbox/api/v1beta1"
 	sandboxclient "sigs.k8s.io/agent-sandbox/clients/k8s/extensions/clientset/versioned"
 	claimclient "sigs.k8s.io/agent-sandbox/clients/k8s/extensions/clientset/versioned/typed/api/v1beta1"
 	extv1beta1 "sigs.k8s.io/agent-sandbox/extensions/api/v1beta1"
@@ -47,12 +42,19 @@ type Launcher struct {
 	metrics *metrics
 	log     *slog.Logger
 
+	// life is the launcher's lifetime, not a request's: the context of
+	// every run's loop, which outlives the call that started it and ends
+	// with Close (endLife). wg counts the loops for Close.
+	life    context.Context
+	endLife context.CancelFunc
+	wg      sync.WaitGroup
+
 	mu      sync.Mutex
-	stderrs map[string]string // task id → agent-runner's last stderr
+	closing bool
 }
 
-// maxStderrTails bounds the stderr tails kept for tasks not cleaned up.
-const maxStderrTails = 1024
+// errClosed is returned by Start and Attach after Close.
+var errClosed = errors.New("the kubernetes launcher is closed")
 
 var _ runner.Launcher = (*Launcher)(nil)
 
@@ -96,7 +98,6 @@ func New(cfg Config, restConfig *rest.Config, reg *prometheus.Registry, log *slo
 		pods:    kc.CoreV1().Pods(cfg.Namespace),
 		metrics: m,
 		log:     log.With("launcher", "kubernetes", "namespace", cfg.Namespace),
-		stderrs: map[string]string{},
 	}
 	for _, o := range opts {
 		o(l)
@@ -108,11 +109,28 @@ func New(cfg Config, restConfig *rest.Config, reg *prometheus.Registry, log *slo
 		}
 		l.exec = pe
 	}
+	l.life, l.endLife = context.WithCancel(context.Background())
 	return l, nil
 }
 
 // Name implements runner.Launcher.
 func (l *Launcher) Name() string { return "kubernetes" }
+
+// KeepsRuns implements runner.Launcher: a sandbox runs on when agentbot
+// stops, and the next start re-attaches it.
+func (l *Launcher) KeepsRuns() bool { return true }
+
+// Close implements runner.Launcher: it detaches every run (their sandboxes
+// go on, for the next start to re-attach) and returns when every run's
+// loop and claim watcher has returned.
+func (l *Launcher) Close() error {
+	l.mu.Lock()
+	l.closing = true
+	l.mu.Unlock()
+	l.endLife()
+	l.wg.Wait()
+	return nil
+}
 
 // claimRef is "namespace/name" for errors and logs.
 func (l *Launcher) claimRef(name string) string { return l.cfg.Namespace + "/" + name }
@@ -121,12 +139,16 @@ func (l *Launcher) claimRef(name string) string { return l.cfg.Namespace + "/" +
 // finds the one a crashed predecessor created), waits until the sandbox is
 // Ready and starts `agent-runner run` in it with job on stdin.
 //
-// The run streams for as long as ctx lives; cancelling ctx only detaches
-// (agent-runner keeps running in the pod, and Attach resumes it). Stop or
+// ctx bounds the claim's creation and the wait for it to be Ready; the run
+// then streams until agent-runner exits, Stop, Detach or Close. Detach and
+// Close leave agent-runner running in the pod (Attach resumes it); Stop or
 // Cleanup end the sandbox.
 func (l *Launcher) Start(ctx context.Context, job runner.Job) (runner.Run, error) {
 	if job.TaskID == "" {
 		return nil, errors.New("kubernetes launcher: job has no task id")
+	}
+	if l.isClosed() {
+		return nil, fmt.Errorf("kubernetes launcher: task %s: %w", job.TaskID, errClosed)
 	}
 	payload, err := json.Marshal(job)
 	if err != nil {
@@ -162,9 +184,17 @@ func (l *Launcher) Start(ctx context.Context, job runner.Job) (runner.Run, error
 	}
 	log.Info("sandbox ready", "pod", pod, "start", start)
 
-	r := l.newRun(ctx, job.TaskID, name, pod, log)
-	go r.loop(l.runCommand(), payload, 0)
+	r, err := l.follow(job.TaskID, name, pod, log, l.runCommand(), payload, 0)
+	if err != nil {
+		return nil, err
+	}
 	return r, nil
+}
+
+func (l *Launcher) isClosed() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.closing
 }
 
 // Attach implements runner.Launcher: it finds the task's claim and pod and
@@ -172,6 +202,9 @@ func (l *Launcher) Start(ctx context.Context, job runner.Job) (runner.Run, error
 // error wrapping runner.ErrGone when the claim, its pod or its readiness is
 // gone.
 func (l *Launcher) Attach(ctx context.Context, taskID string, fromSeq int) (runner.Run, error) {
+	if l.isClosed() {
+		return nil, fmt.Errorf("kubernetes launcher: task %s: %w", taskID, errClosed)
+	}
 	name := ClaimName(taskID)
 	ref := l.claimRef(name)
 	log := l.log.With("task_id", taskID, "claim", name)
@@ -205,8 +238,10 @@ func (l *Launcher) Attach(ctx context.Context, taskID string, fromSeq int) (runn
 		return nil, fmt.Errorf("task %s: pod %s/%s is %s: %w", taskID, l.cfg.Namespace, podName, podState(pod), runner.ErrGone)
 	}
 	log.Info("re-attaching", "pod", podName, "from_seq", fromSeq)
-	r := l.newRun(ctx, taskID, name, podName, log)
-	go r.loop(l.attachCommand(fromSeq), nil, fromSeq)
+	r, err := l.follow(taskID, name, podName, log, l.attachCommand(fromSeq), nil, fromSeq)
+	if err != nil {
+		return nil, err
+	}
 	return r, nil
 }
 
@@ -215,9 +250,6 @@ func (l *Launcher) Attach(ctx context.Context, taskID string, fromSeq int) (runn
 // the claim stays for debugging until its shutdownTime backstop removes it.
 func (l *Launcher) Cleanup(ctx context.Context, taskID string, keep bool) error {
 	name := ClaimName(taskID)
-	l.mu.Lock()
-	delete(l.stderrs, taskID)
-	l.mu.Unlock()
 	if keep {
 		l.log.Info("keeping sandbox for debugging until its shutdown time", "task_id", taskID, "claim", name)
 		return nil
@@ -226,34 +258,6 @@ func (l *Launcher) Cleanup(ctx context.Context, taskID string, keep bool) error 
 		return fmt.Errorf("task %s: %w", taskID, err)
 	}
 	return nil
-}
-
-// StderrTail returns the last n lines agent-runner wrote to stderr in the
-// task's latest exec, for a failure report.
-func (l *Launcher) StderrTail(taskID string, n int) []string {
-	l.mu.Lock()
-	s := l.stderrs[taskID]
-	l.mu.Unlock()
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if s == "" {
-		return nil
-	}
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return lines
-}
-
-func (l *Launcher) keepStderr(taskID, s string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if _, ok := l.stderrs[taskID]; !ok && len(l.stderrs) >= maxStderrTails {
-		for k := range l.stderrs {
-			delete(l.stderrs, k)
-			break
-		}
-	}
-	l.stderrs[taskID] = s
 }
 
 func (l *Launcher) runCommand() []string {
@@ -346,216 +350,6 @@ func (l *Launcher) ensureClaim(ctx context.Context, log *slog.Logger, job runner
 	return nil, time.Time{}, fmt.Errorf("task %s: claim %s keeps reappearing", job.TaskID, ref)
 }
 
-// waitReady watches the claim until it is Ready with a sandbox name, fails
-// with a ConfigError or SandboxError, or ReadyTimeout passes.
-func (l *Launcher) waitReady(ctx context.Context, name string) (*extv1beta1.SandboxClaim, error) {
-	ref := l.claimRef(name)
-	wctx, cancel := context.WithTimeout(ctx, l.cfg.ReadyTimeout)
-	defer cancel()
-	var last *extv1beta1.SandboxClaim
-	claim, err := l.watchClaim(wctx, name, func(c *extv1beta1.SandboxClaim) (bool, error) {
-		if c == nil {
-			return false, &SandboxError{Claim: ref, Reason: reasonClaimDeleted, Message: "the claim was deleted while waiting for its sandbox"}
-		}
-		last = c
-		if claimReady(c) {
-			return true, nil
-		}
-		if ready := meta.FindStatusCondition(c.Status.Conditions, string(sandboxv1beta1.SandboxConditionReady)); ready != nil && isConfigReason(ready.Reason) {
-			return false, l.configError(c, ready)
-		}
-		if serr := l.sandboxFailure(ctx, c); serr != nil {
-			return false, serr
-		}
-		return false, nil
-	})
-	if err == nil {
-		return claim, nil
-	}
-	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-		reason := "no status yet"
-		if last != nil {
-			reason = readyReason(last)
-		}
-		return nil, &SandboxError{Claim: ref, Reason: reasonReadyTimeout, Message: fmt.Sprintf("not ready after %s (%s)", l.cfg.ReadyTimeout, reason)}
-	}
-	var cfgErr *ConfigError
-	var sbErr *SandboxError
-	if errors.As(err, &cfgErr) || errors.As(err, &sbErr) {
-		return nil, err
-	}
-	return nil, fmt.Errorf("wait for claim %s to be ready: %w", ref, err)
-}
-
-// waitGone watches the claim until it no longer exists.
-func (l *Launcher) waitGone(ctx context.Context, name string) error {
-	_, err := l.watchClaim(ctx, name, func(c *extv1beta1.SandboxClaim) (bool, error) {
-		return c == nil, nil
-	})
-	if err != nil {
-		return fmt.Errorf("wait for claim %s to be deleted: %w", l.claimRef(name), err)
-	}
-	return nil
-}
-
-// watchClaim lists and watches the one claim until cond is true or fails,
-// or ctx ends. cond sees nil when the claim does not exist (any more). A
-// watch that ends (server timeout, expired resource version) is resumed
-// from a fresh list, so no change is lost; errors back off up to 5 s.
-//
-// A plain list+watch rather than an informer: the informer's initial-events
-// handshake added about 50 ms to every claim's time to Ready.
-func (l *Launcher) watchClaim(ctx context.Context, name string, cond func(*extv1beta1.SandboxClaim) (bool, error)) (*extv1beta1.SandboxClaim, error) {
-	selector := fields.OneTermEqualSelector("metadata.name", name).String()
-	backoff := 100 * time.Millisecond
-	pause := func() error {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 5*time.Second)
-		return nil
-	}
-	for {
-		list, err := l.claims.List(ctx, metav1.ListOptions{FieldSelector: selector})
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			l.log.Warn("list claim", "claim", name, "err", err)
-			if err := pause(); err != nil {
-				return nil, err
-			}
-			continue
-		}
-		var current *extv1beta1.SandboxClaim
-		if len(list.Items) > 0 {
-			current = &list.Items[0]
-		}
-		if ok, err := cond(current); ok || err != nil {
-			return current, err
-		}
-		w, err := l.claims.Watch(ctx, metav1.ListOptions{FieldSelector: selector, ResourceVersion: list.ResourceVersion, AllowWatchBookmarks: true})
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			l.log.Warn("watch claim", "claim", name, "err", err)
-			if err := pause(); err != nil {
-				return nil, err
-			}
-			continue
-		}
-		found, done, err := watchEvents(ctx, w, cond)
-		w.Stop()
-		if done || err != nil {
-			return found, err
-		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-	}
-}
-
-// watchEvents feeds w's claim events to cond until cond decides, the watch
-// ends (done false: list again) or ctx ends.
-func watchEvents(ctx context.Context, w watch.Interface, cond func(*extv1beta1.SandboxClaim) (bool, error)) (*extv1beta1.SandboxClaim, bool, error) {
-	for {
-		select {
-		case <-ctx.Done():
-			return nil, false, nil
-		case ev, open := <-w.ResultChan():
-			if !open {
-				return nil, false, nil
-			}
-			var c *extv1beta1.SandboxClaim
-			switch ev.Type {
-			case watch.Added, watch.Modified:
-				var ok bool
-				if c, ok = ev.Object.(*extv1beta1.SandboxClaim); !ok {
-					continue
-				}
-			case watch.Deleted:
-			case watch.Error:
-				// Typically 410 Gone: the resource version is too old.
-				return nil, false, nil
-			default:
-				continue
-			}
-			if ok, err := cond(c); ok || err != nil {
-				return c, true, err
-			}
-		}
-	}
-}
-
-// sandboxFailure reports why the claim's sandbox cannot (any longer) run
-// agent-runner, or nil while it can. A failed pod's own reason and message
-// are added when the pod is still there to ask.
-func (l *Launcher) sandboxFailure(ctx context.Context, c *extv1beta1.SandboxClaim) *SandboxError {
-	ref := l.claimRef(c.Name)
-	pod := c.Status.SandboxStatus.Name
-	if c.DeletionTimestamp != nil {
-		return &SandboxError{Claim: ref, Pod: pod, Reason: reasonClaimDeleted, Message: "the claim is being deleted"}
-	}
-	var cond *metav1.Condition
-	if f := meta.FindStatusCondition(c.Status.Conditions, string(sandboxv1beta1.SandboxConditionFinished)); f != nil && f.Status == metav1.ConditionTrue {
-		cond = f
-	} else if r := meta.FindStatusCondition(c.Status.Conditions, string(sandboxv1beta1.SandboxConditionReady)); r != nil && r.Status != metav1.ConditionTrue {
-		switch r.Reason {
-		case sandboxv1beta1.SandboxReasonPodFailed, sandboxv1beta1.SandboxReasonPodSucceeded,
-			extv1beta1.ClaimExpiredReason, sandboxv1beta1.SandboxReasonExpired:
-			cond = r
-		}
-	}
-	if cond == nil {
-		return nil
-	}
-	msg := cond.Message
-	if pod != "" && cond.Reason == sandboxv1beta1.SandboxReasonPodFailed {
-		if p, err := l.pods.Get(ctx, pod, metav1.GetOptions{}); err == nil {
-			msg = podState(p)
-		}
-	}
-	return &SandboxError{Claim: ref, Pod: pod, Reason: cond.Reason, Message: msg}
-}
-
-// awaitSandboxFailure waits up to d for the claim to report a sandbox
-// failure and returns it, or nil when none shows.
-func (l *Launcher) awaitSandboxFailure(ctx context.Context, name string, d time.Duration) error {
-	wctx, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
-	_, err := l.watchClaim(wctx, name, func(c *extv1beta1.SandboxClaim) (bool, error) {
-		if c == nil {
-			return false, &SandboxError{Claim: l.claimRef(name), Reason: reasonClaimDeleted, Message: "the claim was deleted while agent-runner ran"}
-		}
-		if serr := l.sandboxFailure(ctx, c); serr != nil {
-			return false, serr
-		}
-		return false, nil
-	})
-	var serr *SandboxError
-	if errors.As(err, &serr) {
-		l.countFailure(serr)
-		return serr
-	}
-	return nil
-}
-
-// configError builds the ConfigError for a claim whose Ready reason is a
-// configuration reason.
-func (l *Launcher) configError(c *extv1beta1.SandboxClaim, ready *metav1.Condition) *ConfigError {
-	object := fmt.Sprintf("SandboxWarmPool %q in namespace %q", c.Spec.WarmPoolRef.Name, c.Namespace)
-	if ready.Reason == "TemplateNotFound" {
-		object = fmt.Sprintf("the SandboxTemplate named by SandboxWarmPool %q in namespace %q", c.Spec.WarmPoolRef.Name, c.Namespace)
-	}
-	if ready.Reason != "WarmPoolNotFound" && ready.Reason != "TemplateNotFound" {
-		object = fmt.Sprintf("the SandboxTemplate of SandboxWarmPool %q in namespace %q", c.Spec.WarmPoolRef.Name, c.Namespace)
-	}
-	return &ConfigError{Claim: l.claimRef(c.Name), Reason: ready.Reason, Object: object, Message: ready.Message}
-}
-
 // deleteClaim deletes the claim in the background; the garbage collector
 // removes what it owns. A claim that is already gone is fine.
 func (l *Launcher) deleteClaim(ctx context.Context, name string) error {
@@ -579,61 +373,4 @@ func (l *Launcher) countFailure(err error) {
 	case errors.As(err, &sbErr):
 		l.metrics.claimFailures.WithLabelValues(failureReason(sbErr.Reason)).Inc()
 	}
-}
-
-// claimReady reports whether the claim's sandbox is ready to exec into.
-func claimReady(c *extv1beta1.SandboxClaim) bool {
-	return c.DeletionTimestamp == nil &&
-		meta.IsStatusConditionTrue(c.Status.Conditions, string(sandboxv1beta1.SandboxConditionReady)) &&
-		c.Status.SandboxStatus.Name != ""
-}
-
-// readyReason is "Reason: message" of the claim's Ready condition.
-func readyReason(c *extv1beta1.SandboxClaim) string {
-	r := meta.FindStatusCondition(c.Status.Conditions, string(sandboxv1beta1.SandboxConditionReady))
-	if r == nil {
-		return "no Ready condition yet"
-	}
-	return r.Reason + ": " + r.Message
-}
-
-// podState describes a pod's phase with its own reason and message and those
-// of a terminated container, e.g. "Failed (Evicted: node ran out of memory;
-// container runner terminated: OOMKilled, exit code 137)".
-func podState(p *corev1.Pod) string {
-	if p.DeletionTimestamp != nil {
-		return "being deleted"
-	}
-	s := string(p.Status.Phase)
-	var details []string
-	if p.Status.Reason != "" || p.Status.Message != "" {
-		d := p.Status.Reason
-		if p.Status.Message != "" {
-			if d != "" {
-				d += ": "
-			}
-			d += p.Status.Message
-		}
-		details = append(details, d)
-	}
-	for _, cs := range p.Status.ContainerStatuses {
-		if t := cs.State.Terminated; t != nil {
-			d := fmt.Sprintf("container %s terminated: %s, exit code %d", cs.Name, t.Reason, t.ExitCode)
-			if t.Message != "" {
-				d += ": " + t.Message
-			}
-			details = append(details, d)
-		}
-	}
-	for i, d := range details {
-		if i == 0 {
-			s += " (" + d
-		} else {
-			s += "; " + d
-		}
-		if i == len(details)-1 {
-			s += ")"
-		}
-	}
-	return s
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/agentbot/agentbot/runner"
@@ -38,9 +39,9 @@ func testRunTaskInSandbox(t *testing.T, podExec bool) {
 		t.Fatal(err)
 	}
 	evs := collect(ctx, t, run)
-	code, err := run.Wait(ctx)
-	if err != nil || code != runner.ExitOK {
-		t.Fatalf("Wait = %d, %v; events %+v", code, err, evs)
+	exit, err := run.Wait(ctx)
+	if err != nil || exit.Code != runner.ExitOK {
+		t.Fatalf("Wait = %d, %v; events %+v", exit.Code, err, evs)
 	}
 	checkSeqs(t, evs)
 	res := resultOf(evs)
@@ -153,8 +154,8 @@ func testWarmPoolAdoption(t *testing.T, podExec bool) {
 		t.Fatal(err)
 	}
 	evs := collect(ctx, t, run)
-	if code, err := run.Wait(ctx); err != nil || code != runner.ExitOK {
-		t.Fatalf("Wait = %d, %v; events %+v", code, err, evs)
+	if exit, err := run.Wait(ctx); err != nil || exit.Code != runner.ExitOK {
+		t.Fatalf("Wait = %d, %v; events %+v", exit.Code, err, evs)
 	}
 	claim, err := f.env.Sandbox.ExtensionsV1beta1().SandboxClaims(f.ns).Get(ctx, kubernetes.ClaimName(job.TaskID), metav1.GetOptions{})
 	if err != nil {
@@ -255,8 +256,8 @@ func testPodFailureFailsTask(t *testing.T, podExec bool) {
 		t.Fatal(err)
 	}
 	collect(ctx, t, run)
-	if code, err := run.Wait(ctx); err != nil || code != runner.ExitOK {
-		t.Fatalf("second attempt Wait = %d, %v", code, err)
+	if exit, err := run.Wait(ctx); err != nil || exit.Code != runner.ExitOK {
+		t.Fatalf("second attempt Wait = %d, %v", exit.Code, err)
 	}
 	second, err := claims.Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
@@ -270,32 +271,49 @@ func testPodFailureFailsTask(t *testing.T, podExec bool) {
 	}
 }
 
-// TestRestartReattaches: the bot dies mid-task (its context ends, the exec
-// stream with it, agent-runner goes on in the pod); a new launcher attaches
-// from the last event it saw, no second claim is made, and the task
-// finishes with every event exactly once.
+// TestRestartReattaches: the context Start was given ends as soon as Start
+// returns, and the run goes on; then the bot stops (Detach), which ends the
+// stream but leaves the claim, its pod and agent-runner running; a new
+// launcher attaches from the last event it saw, no second claim is made, and
+// the task finishes with every event exactly once.
 func TestRestartReattaches(t *testing.T) { eachExecutor(t, testRestartReattaches) }
 
 func testRestartReattaches(t *testing.T, podExec bool) {
 	f := newFixture(t, fixtureOptions{warmReplicas: 0, podExec: podExec})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	g := f.gate("release")
-	job := f.job("01JTASK-RESTART", f.script(t, "agent.sh", "echo before\n"+g.wait()+editScript))
+	before, release := f.gate("before"), f.gate("release")
+	job := f.job("01JTASK-RESTART", f.script(t, "agent.sh", before.wait()+"echo before\n"+release.wait()+editScript))
 
 	first, _ := f.launcher(t, nil, nil)
-	botCtx, botDies := context.WithCancel(ctx)
-	run, err := first.Start(botCtx, job)
+	startCtx, startDone := context.WithCancel(ctx)
+	run, err := first.Start(startCtx, job)
+	startDone()
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The agent says "before" only once the starting context has ended.
+	before.open(t)
 	seen := until(ctx, t, run, func(ev runner.Event) bool {
 		return ev.Type == runner.EventLog && strings.Contains(ev.Message, "before")
 	})
-	botDies()
-	collect(ctx, t, run)
-	if _, err := run.Wait(ctx); !errors.Is(err, context.Canceled) {
-		t.Fatalf("Wait after the bot's context ended = %v; want context.Canceled", err)
+	run.Detach()
+	// Detach returns with the events closed: what is left is buffered.
+	drained(t, run)
+	if _, err := run.Wait(ctx); !errors.Is(err, runner.ErrDetached) {
+		t.Fatalf("Wait after Detach = %v; want ErrDetached", err)
+	}
+	name := kubernetes.ClaimName(job.TaskID)
+	claim, err := f.env.Sandbox.ExtensionsV1beta1().SandboxClaims(f.ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil || claim.DeletionTimestamp != nil {
+		t.Fatalf("claim after Detach: %v (deleting: %v)", err, err == nil && claim.DeletionTimestamp != nil)
+	}
+	pod, err := f.env.Client.CoreV1().Pods(f.ns).Get(ctx, claim.Status.SandboxStatus.Name, metav1.GetOptions{})
+	if err != nil || pod.Status.Phase != corev1.PodRunning || pod.DeletionTimestamp != nil {
+		t.Fatalf("pod after Detach: %v, phase %v", err, podPhase(pod))
+	}
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
 	}
 	lastSeq := seen[len(seen)-1].Seq
 
@@ -304,10 +322,10 @@ func testRestartReattaches(t *testing.T, podExec bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g.open(t)
+	release.open(t)
 	rest := collect(ctx, t, run)
-	if code, err := run.Wait(ctx); err != nil || code != runner.ExitOK {
-		t.Fatalf("attached Wait = %d, %v; events %+v", code, err, rest)
+	if exit, err := run.Wait(ctx); err != nil || exit.Code != runner.ExitOK {
+		t.Fatalf("attached Wait = %d, %v; events %+v", exit.Code, err, rest)
 	}
 	all := append(seen, rest...)
 	checkSeqs(t, all)
@@ -335,8 +353,8 @@ func testRestartReattaches(t *testing.T, podExec bool) {
 		t.Fatal(err)
 	}
 	collect(ctx, t, again)
-	if code, err := again.Wait(ctx); err != nil || code != runner.ExitOK {
-		t.Fatalf("restarted Wait = %d, %v", code, err)
+	if exit, err := again.Wait(ctx); err != nil || exit.Code != runner.ExitOK {
+		t.Fatalf("restarted Wait = %d, %v", exit.Code, err)
 	}
 	after, err := f.env.Sandbox.ExtensionsV1beta1().SandboxClaims(f.ns).Get(ctx, kubernetes.ClaimName(job.TaskID), metav1.GetOptions{})
 	if err != nil {
@@ -373,8 +391,8 @@ func testStopDeletesClaim(t *testing.T, podExec bool) {
 		t.Fatal(err)
 	}
 	collect(ctx, t, run)
-	if code, err := run.Wait(ctx); err != nil || code != runner.ExitCancelled {
-		t.Fatalf("Wait after Stop = %d, %v; want %d", code, err, runner.ExitCancelled)
+	if exit, err := run.Wait(ctx); err != nil || exit.Code != runner.ExitCancelled {
+		t.Fatalf("Wait after Stop = %d, %v; want %d", exit.Code, err, runner.ExitCancelled)
 	}
 	name := kubernetes.ClaimName(job.TaskID)
 	waitFor(t, "pod garbage-collected", 30*time.Second, gone(func(ctx context.Context) error {
@@ -445,8 +463,8 @@ func TestExecRefusedAtStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	evs := collect(ctx, t, run)
-	if code, err := run.Wait(ctx); err != nil || code != runner.ExitOK {
-		t.Fatalf("Wait = %d, %v; events %+v", code, err, evs)
+	if exit, err := run.Wait(ctx); err != nil || exit.Code != runner.ExitOK {
+		t.Fatalf("Wait = %d, %v; events %+v", exit.Code, err, evs)
 	}
 	checkSeqs(t, evs)
 	if res := resultOf(evs); res == nil || res.Status != runner.StatusSucceeded {
@@ -476,8 +494,8 @@ func testBrokenStreamResumes(t *testing.T, podExec bool) {
 		t.Fatal(err)
 	}
 	evs := collect(ctx, t, run)
-	if code, err := run.Wait(ctx); err != nil || code != runner.ExitOK {
-		t.Fatalf("Wait = %d, %v; events %+v", code, err, evs)
+	if exit, err := run.Wait(ctx); err != nil || exit.Code != runner.ExitOK {
+		t.Fatalf("Wait = %d, %v; events %+v", exit.Code, err, evs)
 	}
 	checkSeqs(t, evs)
 	if res := resultOf(evs); res == nil || res.Status != runner.StatusSucceeded {
@@ -513,22 +531,18 @@ func testFailedJobKeepsExitCodeAndStderr(t *testing.T, podExec bool) {
 		t.Fatal(err)
 	}
 	evs := collect(ctx, t, run)
-	code, err := run.Wait(ctx)
-	if err != nil || code != runner.ExitBadJob {
-		t.Fatalf("Wait = %d, %v; want %d", code, err, runner.ExitBadJob)
+	exit, err := run.Wait(ctx)
+	if err != nil || exit.Code != runner.ExitBadJob {
+		t.Fatalf("Wait = %d, %v; want %d", exit.Code, err, runner.ExitBadJob)
 	}
 	if len(evs) == 0 || evs[len(evs)-1].Type != runner.EventError {
 		t.Errorf("events %+v; want an error event last", evs)
 	}
-	tail := l.StderrTail(job.TaskID, 5)
-	if len(tail) == 0 || !strings.Contains(strings.Join(tail, "\n"), "branch") {
+	if tail := exit.StderrTail; len(tail) == 0 || !strings.Contains(strings.Join(tail, "\n"), "branch") {
 		t.Errorf("stderr tail %q does not explain the failure", tail)
 	}
 	if err := l.Cleanup(ctx, job.TaskID, false); err != nil {
 		t.Fatal(err)
-	}
-	if tail := l.StderrTail(job.TaskID, 5); tail != nil {
-		t.Errorf("stderr tail kept after Cleanup: %q", tail)
 	}
 }
 
@@ -547,13 +561,21 @@ func TestLifecycleBackstop(t *testing.T) {
 	defer cancel()
 	job := f.job("01JTASK-BACKSTOP", f.script(t, "agent.sh", f.gate("never").wait()))
 	job.TimeLimit = runner.Duration(time.Second)
-	botCtx, botDies := context.WithCancel(ctx)
-	run, err := l.Start(botCtx, job)
+	run, err := l.Start(ctx, job)
 	if err != nil {
 		t.Fatal(err)
 	}
-	botDies()
-	collect(ctx, t, run)
+	// The bot goes: its launcher detaches and is never seen again.
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	drained(t, run)
+	l, err = kubernetes.New(kubernetes.Config{Namespace: f.ns, GracePeriod: time.Second, ReadyTimeout: time.Minute},
+		f.env.Config, prometheus.NewRegistry(), nil, kubernetes.WithExecutor(f.exec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
 	name := kubernetes.ClaimName(job.TaskID)
 	waitFor(t, "expired claim deleted by the controller", 30*time.Second, gone(func(ctx context.Context) error {
 		_, err := f.env.Sandbox.ExtensionsV1beta1().SandboxClaims(f.ns).Get(ctx, name, metav1.GetOptions{})
@@ -565,5 +587,63 @@ func TestLifecycleBackstop(t *testing.T) {
 	}))
 	if _, err := l.Attach(ctx, job.TaskID, 0); !errors.Is(err, runner.ErrGone) {
 		t.Fatalf("Attach after expiry = %v; want ErrGone", err)
+	}
+}
+
+// TestCloseDetachesAndWaits: Close returns only once the loop and claim
+// watcher of every run have returned, with their events closed and Wait
+// answering ErrDetached, while the sandboxes go on for the next process to
+// attach; the closed launcher starts nothing.
+func TestCloseDetachesAndWaits(t *testing.T) {
+	f := newFixture(t, fixtureOptions{warmReplicas: 0})
+	l, _ := f.launcher(t, nil, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	release := f.gate("release")
+	job := f.job("01JTASK-CLOSE", f.script(t, "agent.sh", release.wait()+editScript))
+	run, err := l.Start(ctx, job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := until(ctx, t, run, isPhase(runner.PhaseAgent))
+	if n, _ := runGoroutines(); n == 0 {
+		t.Fatal("no goroutine of the run found while it streams; the count below would prove nothing")
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- l.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-ctx.Done():
+		t.Fatal("Close did not return")
+	}
+	if n, stacks := runGoroutines(); n != 0 {
+		t.Fatalf("%d goroutines of runs outlived Close:\n%s", n, stacks)
+	}
+	drained(t, run)
+	ended, end := context.WithCancel(ctx)
+	end()
+	if _, err := run.Wait(ended); !errors.Is(err, runner.ErrDetached) {
+		t.Fatalf("Wait after Close = %v; want ErrDetached at once", err)
+	}
+	if _, err := l.Start(ctx, f.job("01JTASK-CLOSED", "true")); err == nil {
+		t.Fatal("Start after Close succeeded")
+	}
+
+	next, _ := f.launcher(t, nil, nil)
+	again, err := next.Attach(ctx, job.TaskID, seen[len(seen)-1].Seq)
+	if err != nil {
+		t.Fatalf("Attach after Close: %v", err)
+	}
+	release.open(t)
+	rest := collect(ctx, t, again)
+	if exit, err := again.Wait(ctx); err != nil || exit.Code != runner.ExitOK {
+		t.Fatalf("attached Wait = %d, %v; events %+v", exit.Code, err, rest)
+	}
+	checkSeqs(t, append(seen, rest...))
+	if err := next.Cleanup(ctx, job.TaskID, false); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -121,8 +121,8 @@ func TestRBACRoleIsExactlyEnough(t *testing.T) {
 
 	g.open(t)
 	collect(ctx, t, run)
-	if code, err := run.Wait(ctx); err != nil || code != runner.ExitOK {
-		t.Fatalf("Wait = %d, %v", code, err)
+	if exit, err := run.Wait(ctx); err != nil || exit.Code != runner.ExitOK {
+		t.Fatalf("Wait = %d, %v", exit.Code, err)
 	}
 	if err := run.Bundle(ctx, &bytes.Buffer{}); err != nil {
 		t.Fatal(err)

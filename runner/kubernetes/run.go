@@ -25,14 +25,16 @@ const maxReattaches = 5
 // dropped (agent-runner truncates its own log lines far below this).
 const maxEventLine = 4 << 20
 
-// run is one agent-runner process in a sandbox pod, streamed over exec.
+// run is one agent-runner process in a sandbox pod, streamed over exec. Its
+// loop goroutine belongs to the launcher, which waits for it in Close.
 type run struct {
 	l      *Launcher
 	taskID string
 	claim  string
 	pod    string
 	log    *slog.Logger
-	ctx    context.Context
+	// cancel ends the loop's context: Stop, Detach and (through the
+	// launcher's lifetime context) Close stop following with it.
 	cancel context.CancelFunc
 
 	events chan runner.Event
@@ -40,39 +42,62 @@ type run struct {
 
 	mu       sync.Mutex
 	stopped  bool
-	failure  error // set by the claim watcher
-	exitCode int   // valid after done
-	err      error // valid after done
+	detached bool
+	failure  error       // set by the claim watcher
+	exit     runner.Exit // valid after done
+	err      error       // valid after done
 }
 
 var _ runner.Run = (*run)(nil)
 
-func (l *Launcher) newRun(ctx context.Context, taskID, claim, pod string, log *slog.Logger) *run {
-	rctx, cancel := context.WithCancel(ctx)
-	return &run{
+// follow starts the loop of a new run in the launcher's lifetime context,
+// not the caller's: a run lives until it ends, Stop, Detach or Close.
+func (l *Launcher) follow(taskID, claim, pod string, log *slog.Logger, command []string, stdin []byte, fromSeq int) (*run, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closing {
+		return nil, fmt.Errorf("task %s: claim %s: %w", taskID, l.claimRef(claim), errClosed)
+	}
+	ctx, cancel := context.WithCancel(l.life)
+	r := &run{
 		l:      l,
 		taskID: taskID,
 		claim:  claim,
 		pod:    pod,
 		log:    log.With("pod", pod),
-		ctx:    rctx,
 		cancel: cancel,
 		events: make(chan runner.Event, 64),
 		done:   make(chan struct{}),
 	}
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		r.loop(ctx, command, stdin, fromSeq)
+	}()
+	return r, nil
 }
 
 // Events implements runner.Run.
 func (r *run) Events() <-chan runner.Event { return r.events }
 
-// Wait implements runner.Run.
-func (r *run) Wait(ctx context.Context) (int, error) {
+// Wait implements runner.Run. A run that has ended answers even when ctx
+// has ended too.
+func (r *run) Wait(ctx context.Context) (runner.Exit, error) {
 	select {
 	case <-r.done:
-		return r.exitCode, r.err
-	case <-ctx.Done():
-		return 0, ctx.Err()
+	default:
+		select {
+		case <-r.done:
+		case <-ctx.Done():
+			return runner.Exit{Code: -1}, ctx.Err()
+		}
 	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.detached {
+		return runner.Exit{Code: -1}, fmt.Errorf("claim %s: %w", r.l.claimRef(r.claim), runner.ErrDetached)
+	}
+	return r.exit, r.err
 }
 
 // Stop implements runner.Run: it deletes the claim, which ends the pod and
@@ -84,6 +109,22 @@ func (r *run) Stop(ctx context.Context) error {
 	err := r.l.deleteClaim(ctx, r.claim)
 	r.cancel()
 	return err
+}
+
+// Detach implements runner.Run: it ends the exec stream and returns when
+// the loop has, leaving the claim, its pod and agent-runner running.
+func (r *run) Detach() {
+	r.mu.Lock()
+	select {
+	case <-r.done:
+		r.mu.Unlock()
+		return
+	default:
+	}
+	r.detached = true
+	r.mu.Unlock()
+	r.cancel()
+	<-r.done
 }
 
 // Bundle implements runner.Run.
@@ -110,55 +151,35 @@ func (r *run) Bundle(ctx context.Context, w io.Writer) error {
 // loop runs command (then, after a broken stream, `agent-runner attach`)
 // until agent-runner's output ends, and records how it ended. It owns the
 // claim watcher goroutine and waits for it.
-func (r *run) loop(command []string, stdin []byte, lastSeq int) {
+func (r *run) loop(ctx context.Context, command []string, stdin []byte, lastSeq int) {
 	defer close(r.done)
 	defer close(r.events)
 	defer r.cancel()
 
-	execCtx, cancelExec := context.WithCancel(r.ctx)
+	execCtx, cancelExec := context.WithCancel(ctx)
 	defer cancelExec()
-	watchCtx, stopWatch := context.WithCancel(r.ctx)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		r.watchSandbox(watchCtx, cancelExec)
-	}()
-	defer wg.Wait()
-	defer stopWatch()
+	defer r.watch(ctx, cancelExec)()
 
-	out := &eventWriter{ctx: r.ctx, events: r.events, lastSeq: lastSeq, log: r.log}
+	out := &eventWriter{ctx: ctx, events: r.events, lastSeq: lastSeq, log: r.log}
+	var stderrTail string // of the latest exec that wrote any
+	finish := func(code int, err error) { r.finish(code, stderrTail, err) }
 	name := command[1]
 	job := stdin
 	rerun := false
 	for attempt := 0; ; attempt++ {
-		stderr := &tailBuffer{max: 4096}
-		var in io.Reader
-		if stdin != nil {
-			in = bytes.NewReader(stdin)
-		}
-		code, err := r.l.exec.Exec(execCtx, ExecRequest{
-			Namespace: r.l.cfg.Namespace,
-			Pod:       r.pod,
-			Container: r.l.cfg.Container,
-			Command:   command,
-			Stdin:     in,
-			Stdout:    out,
-			Stderr:    stderr,
-		})
-		out.flush()
-		if tail := stderr.String(); tail != "" {
-			r.l.keepStderr(r.taskID, tail)
+		code, stderr, err := r.execOnce(execCtx, command, stdin, out)
+		if stderr != "" {
+			stderrTail = stderr
 		}
 		stopped, failure := r.state()
 		switch {
 		case stopped:
-			r.finish(runner.ExitCancelled, nil)
+			finish(runner.ExitCancelled, nil)
 			return
 		case failure != nil && (err != nil || code != runner.ExitOK):
-			r.finish(code, failure)
+			finish(code, failure)
 			return
-		case err == nil && name == "attach" && code == runner.ExitInternal && strings.Contains(stderr.String(), "runner is gone"):
+		case err == nil && name == "attach" && code == runner.ExitInternal && strings.Contains(stderr, "runner is gone"):
 			if job != nil && out.lastSeq == 0 && !rerun {
 				// The first stream broke before agent-runner ever started:
 				// start it now, once.
@@ -166,28 +187,29 @@ func (r *run) loop(command []string, stdin []byte, lastSeq int) {
 				rerun, name, command, stdin = true, "run", r.l.runCommand(), job
 				continue
 			}
-			r.finish(code, fmt.Errorf("claim %s: %w: %s", r.l.claimRef(r.claim), runner.ErrGone, strings.TrimSpace(stderr.String())))
+			finish(code, fmt.Errorf("claim %s: %w: %s", r.l.claimRef(r.claim), runner.ErrGone, strings.TrimSpace(stderr)))
 			return
 		case err == nil && code >= 128:
 			// Killed by a signal: most likely the pod died under it. Give
 			// the controller a moment to say so, for a better error.
-			r.finish(code, r.l.awaitSandboxFailure(r.ctx, r.claim, 5*time.Second))
+			finish(code, r.l.awaitSandboxFailure(ctx, r.claim, 5*time.Second))
 			return
 		case err == nil:
 			if code != runner.ExitOK {
-				r.log.Info("agent-runner exited", "exit_code", code, "stderr", strings.TrimSpace(stderr.String()))
+				r.log.Info("agent-runner exited", "exit_code", code, "stderr", strings.TrimSpace(stderr))
 			}
-			r.finish(code, nil)
+			finish(code, nil)
 			return
 		}
 
-		r.l.metrics.execErrors.WithLabelValues(name).Inc()
-		if r.ctx.Err() != nil {
-			r.finish(0, fmt.Errorf("claim %s: stream detached: %w", r.l.claimRef(r.claim), r.ctx.Err()))
+		if ctx.Err() != nil {
+			// Detach or Close: agent-runner goes on in the pod.
+			finish(0, fmt.Errorf("claim %s: %w", r.l.claimRef(r.claim), runner.ErrDetached))
 			return
 		}
+		r.l.metrics.execErrors.WithLabelValues(name).Inc()
 		if attempt >= maxReattaches {
-			r.finish(0, fmt.Errorf("claim %s: exec stream lost %d times, last: %w", r.l.claimRef(r.claim), attempt+1, err))
+			finish(0, fmt.Errorf("claim %s: exec stream lost %d times, last: %w", r.l.claimRef(r.claim), attempt+1, err))
 			return
 		}
 		r.log.Warn("exec stream broke; re-attaching", "err", err, "last_seq", out.lastSeq)
@@ -204,15 +226,55 @@ func (r *run) loop(command []string, stdin []byte, lastSeq int) {
 	}
 }
 
+// execOnce runs command in the pod, its events going to out, and returns
+// its exit code and the tail of its stderr.
+func (r *run) execOnce(ctx context.Context, command []string, stdin []byte, out *eventWriter) (int, string, error) {
+	stderr := &tailBuffer{max: 4096}
+	var in io.Reader
+	if stdin != nil {
+		in = bytes.NewReader(stdin)
+	}
+	code, err := r.l.exec.Exec(ctx, ExecRequest{
+		Namespace: r.l.cfg.Namespace,
+		Pod:       r.pod,
+		Container: r.l.cfg.Container,
+		Command:   command,
+		Stdin:     in,
+		Stdout:    out,
+		Stderr:    stderr,
+	})
+	out.flush()
+	return code, stderr.String(), err
+}
+
+// watch starts the claim watcher; the function it returns stops the
+// watcher and waits for it.
+func (r *run) watch(ctx context.Context, cancelExec context.CancelFunc) func() {
+	ctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		r.watchSandbox(ctx, cancelExec)
+	}()
+	return func() {
+		stop()
+		wg.Wait()
+	}
+}
+
 func (r *run) state() (stopped bool, failure error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.stopped, r.failure
 }
 
-func (r *run) finish(code int, err error) {
-	r.exitCode, r.err = code, err
-	if err != nil {
+func (r *run) finish(code int, stderr string, err error) {
+	r.mu.Lock()
+	r.exit = runner.Exit{Code: code, StderrTail: runner.TailLines(stderr, runner.StderrTailLines)}
+	r.err = err
+	r.mu.Unlock()
+	if err != nil && !errors.Is(err, runner.ErrDetached) {
 		r.log.Warn("run ended", "exit_code", code, "err", err)
 	}
 }

@@ -11,29 +11,28 @@
 //
 // The child dies with agentbot (PR_SET_PDEATHSIG, and bwrap's
 // --die-with-parent), so after a restart Attach always reports
-// runner.ErrGone and the dispatcher re-queues the task.
+// runner.ErrGone and the dispatcher re-queues the task. For the same reason
+// Close kills every child it started, while Detach only stops following one
+// (it runs on, its output drained, until it exits or Close).
 package local
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/agentbot/agentbot"
 	"github.com/agentbot/agentbot/runner"
 )
 
@@ -88,10 +87,14 @@ type Launcher struct {
 	log   *slog.Logger
 	now   func() time.Time
 
-	mu     sync.Mutex
-	runs   map[string]*Run // live runs started by this process
-	closed chan struct{}
-	once   sync.Once
+	mu   sync.Mutex
+	runs map[string]*Run // runs started by this process, by task
+	// live holds every run whose follow goroutine runs (attaches too);
+	// wg counts those goroutines for Close.
+	live    map[*Run]struct{}
+	closing bool
+	closed  chan struct{} // closes when Close begins
+	wg      sync.WaitGroup
 }
 
 var _ runner.Launcher = (*Launcher)(nil)
@@ -145,6 +148,7 @@ func New(opts Options) (*Launcher, error) {
 		log:    opts.Logger,
 		now:    opts.Now,
 		runs:   map[string]*Run{},
+		live:   map[*Run]struct{}{},
 		closed: make(chan struct{}),
 	}
 	if err := os.MkdirAll(l.root, 0o700); err != nil {
@@ -173,31 +177,13 @@ func New(opts Options) (*Launcher, error) {
 	return l, nil
 }
 
-// probeBwrap finds bwrap and checks that it can create the namespaces we
-// ask for (it cannot without user namespaces when not root, for instance).
-func probeBwrap() (path, why string) {
-	p, err := exec.LookPath("bwrap")
-	if err != nil {
-		return "", "bwrap is not installed (Debian package bubblewrap)"
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, p, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-		"--tmpfs", "/tmp", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--die-with-parent",
-		"--cap-drop", "ALL", "--", "true").CombinedOutput()
-	if err != nil {
-		return "", fmt.Sprintf("bwrap fails here: %v: %s", err, strings.TrimSpace(string(out)))
-	}
-	return p, ""
-}
-
 // Name implements runner.Launcher.
 func (l *Launcher) Name() string { return "local" }
 
-// RunsEndWithProcess reports that a run never outlives the agentbot process
-// that started it (PR_SET_PDEATHSIG), so a dispatcher that stops gracefully
-// stops the runs itself and re-queues their tasks.
-func (l *Launcher) RunsEndWithProcess() bool { return true }
+// KeepsRuns implements runner.Launcher: a run never outlives the agentbot
+// process that started it (PR_SET_PDEATHSIG), so a dispatcher that stops
+// gracefully stops the runs itself and re-queues their tasks.
+func (l *Launcher) KeepsRuns() bool { return false }
 
 // Isolation is the mode in force: "bwrap" or "none".
 func (l *Launcher) Isolation() string {
@@ -214,11 +200,9 @@ func (l *Launcher) Workspace(taskID string) string {
 
 func (l *Launcher) taskDir(taskID string) string { return filepath.Join(l.root, taskID) }
 
-var taskIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
-
 func checkTaskID(id string) error {
-	if !taskIDPattern.MatchString(id) || strings.Contains(id, "..") {
-		return fmt.Errorf("local launcher: task id %q is not a safe directory name", id)
+	if err := agentbot.CheckTaskID(id); err != nil {
+		return fmt.Errorf("local launcher: %w", err)
 	}
 	return nil
 }
@@ -233,10 +217,14 @@ type runMeta struct {
 
 // Start implements runner.Launcher: it makes a fresh workspace for the task
 // (a previous attempt's is replaced) and starts agent-runner with job on
-// stdin.
+// stdin. Starting a child takes no time worth bounding: ctx is only checked
+// before.
 func (l *Launcher) Start(ctx context.Context, job runner.Job) (runner.Run, error) {
 	if err := checkTaskID(job.TaskID); err != nil {
 		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("local launcher: task %s: %w", job.TaskID, err)
 	}
 	l.sweep()
 	l.mu.Lock()
@@ -271,159 +259,16 @@ func (l *Launcher) Start(ctx context.Context, job runner.Job) (runner.Run, error
 	if err != nil {
 		return nil, fmt.Errorf("local launcher: task %s: %w", job.TaskID, err)
 	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("local launcher: task %s: start agent-runner: %w", job.TaskID, err)
+	r, err := l.startFollowing(job.TaskID, cmd, stdout, nil)
+	if err != nil {
+		return nil, err
 	}
-	r := newRun(l, job.TaskID, cmd, stdout)
 	meta := runMeta{PID: cmd.Process.Pid, StartedAt: l.now()}
 	if err := writeMeta(dir, meta); err != nil {
 		l.log.Warn("cannot record run", "task_id", job.TaskID, "err", err)
 	}
-	l.mu.Lock()
-	l.runs[job.TaskID] = r
-	l.mu.Unlock()
 	l.log.Debug("agent-runner started", "task_id", job.TaskID, "pid", r.pid, "isolation", l.Isolation())
 	return r, nil
-}
-
-// command builds the agent-runner command line, inside bwrap when it is in
-// force. The child gets its own session (and so process group, and no
-// controlling terminal) and is killed if agentbot dies.
-func (l *Launcher) command(job runner.Job, ws string, args ...string) *exec.Cmd {
-	env := l.childEnv(ws)
-	var cmd *exec.Cmd
-	if l.bwrap == "" {
-		cmd = exec.Command(l.opts.AgentRunner, args...)
-	} else {
-		b := []string{
-			"--ro-bind", "/", "/",
-			"--dev", "/dev",
-			"--proc", "/proc",
-			"--tmpfs", "/tmp",
-			"--unshare-pid", "--unshare-ipc", "--unshare-uts",
-			"--die-with-parent",
-			// Run as root (a container's default), bwrap would otherwise
-			// leave the agent every capability: CAP_SYS_ADMIN unmounts the
-			// tmpfs hiding the data directory and the key, CAP_NET_ADMIN
-			// acts on the host's network namespace.
-			"--cap-drop", "ALL",
-			"--hostname", "agentbot-sandbox",
-		}
-		// /run (and a /var/run that is not a link to it) holds the host's
-		// sockets: the systemd user bus (systemd-run --user runs commands
-		// outside the sandbox), docker.sock, gpg and ssh agents. A read-only
-		// bind does not stop connect(), so they get an empty tmpfs; the
-		// resolver's directory comes back when /etc/resolv.conf lives there.
-		b = append(b, runMounts()...)
-		// The data directory holds the store and other tasks' workspaces.
-		b = append(b, "--tmpfs", l.opts.DataDir)
-		readOnly := []string{l.opts.DataDir}
-		for _, p := range l.opts.HidePaths {
-			if p == "" {
-				continue
-			}
-			if fi, err := os.Stat(p); err == nil {
-				if fi.IsDir() {
-					b = append(b, "--tmpfs", p)
-					readOnly = append(readOnly, p)
-				} else {
-					b = append(b, "--ro-bind", "/dev/null", p)
-				}
-			}
-		}
-		for _, p := range l.readOnlyPaths(job) {
-			b = append(b, "--ro-bind", p, p)
-		}
-		b = append(b, "--bind", ws, ws)
-		// The empty tmpfs over hidden directories are made read-only last,
-		// once the workspace's mount point inside them exists.
-		for _, p := range readOnly {
-			b = append(b, "--remount-ro", p)
-		}
-		b = append(b, "--chdir", ws, "--", l.opts.AgentRunner)
-		cmd = exec.Command(l.bwrap, append(b, args...)...)
-	}
-	cmd.Dir = ws
-	cmd.Env = env
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
-	return cmd
-}
-
-// runMounts hides the host's runtime directories from the sandbox, keeping
-// the directory /etc/resolv.conf resolves into when it is one of them.
-func runMounts() []string {
-	var out, hidden []string
-	for _, p := range []string{"/run", "/var/run"} {
-		if fi, err := os.Lstat(p); err == nil && fi.IsDir() {
-			out = append(out, "--tmpfs", p)
-			hidden = append(hidden, p)
-		}
-	}
-	if target, err := filepath.EvalSymlinks("/etc/resolv.conf"); err == nil {
-		for _, h := range hidden {
-			if strings.HasPrefix(target, h+"/") {
-				dir := filepath.Dir(target)
-				out = append(out, "--ro-bind", dir, dir)
-				break
-			}
-		}
-	}
-	return out
-}
-
-// readOnlyPaths lists what must stay visible inside bwrap although /tmp is
-// replaced: the binaries and a local repository the job names.
-func (l *Launcher) readOnlyPaths(job runner.Job) []string {
-	var out []string
-	add := func(p string) {
-		if p == "" || !filepath.IsAbs(p) {
-			return
-		}
-		if _, err := os.Stat(p); err != nil {
-			return
-		}
-		out = append(out, p)
-	}
-	add(l.opts.AgentRunner)
-	if f := strings.Fields(job.Agent.Command); len(f) > 0 {
-		add(f[0])
-		for _, a := range f[1:] {
-			if filepath.IsAbs(a) {
-				add(a)
-			}
-		}
-	}
-	if u, err := url.Parse(job.CloneURL); err == nil && u.Scheme == "file" {
-		add(u.Path)
-	} else if filepath.IsAbs(job.CloneURL) {
-		add(job.CloneURL)
-	}
-	for _, k := range []string{"AGENTBOT_CLAUDE_BIN", "AGENTBOT_CODEX_BIN"} {
-		add(os.Getenv(k))
-	}
-	for _, p := range l.opts.ReadOnlyPaths {
-		add(p)
-	}
-	return out
-}
-
-func (l *Launcher) childEnv(ws string) []string {
-	seen := map[string]bool{}
-	var env []string
-	for _, k := range append(append([]string(nil), defaultPassEnv...), l.opts.PassEnv...) {
-		if seen[k] {
-			continue
-		}
-		seen[k] = true
-		if v, ok := os.LookupEnv(k); ok {
-			env = append(env, k+"="+v)
-		}
-	}
-	// HOME and TMPDIR point into the workspace: under bwrap nothing else is
-	// writable, and without it they keep the agent's litter out of the
-	// operator's home.
-	env = append(env, "HOME="+filepath.Join(ws, "home"), "TMPDIR="+filepath.Join(ws, "home"), "AGENTBOT_WORKSPACE="+ws)
-	return env
 }
 
 // Attach implements runner.Launcher. A run started by this process is
@@ -433,6 +278,9 @@ func (l *Launcher) childEnv(ws string) []string {
 func (l *Launcher) Attach(ctx context.Context, taskID string, fromSeq int) (runner.Run, error) {
 	if err := checkTaskID(taskID); err != nil {
 		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("local launcher: task %s: %w", taskID, err)
 	}
 	l.mu.Lock()
 	orig, ok := l.runs[taskID]
@@ -450,13 +298,45 @@ func (l *Launcher) Attach(ctx context.Context, taskID string, fromSeq int) (runn
 	if err != nil {
 		return nil, fmt.Errorf("local launcher: task %s: %w", taskID, err)
 	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("local launcher: task %s: start agent-runner attach: %w", taskID, err)
+	return l.startFollowing(taskID, cmd, stdout, orig)
+}
+
+// startFollowing starts cmd and the goroutine that follows it, which the
+// launcher owns. A run started with orig nil is the task's run; an attach
+// names the run it follows, which its Stop stops.
+func (l *Launcher) startFollowing(taskID string, cmd *exec.Cmd, stdout io.ReadCloser, orig *Run) (*Run, error) {
+	what := "agent-runner run"
+	if orig != nil {
+		what = "agent-runner attach"
 	}
-	r := newRun(l, taskID, cmd, stdout)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closing {
+		stdout.Close()
+		return nil, fmt.Errorf("local launcher: task %s: start %s: %w", taskID, what, errClosed)
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("local launcher: task %s: start %s: %w", taskID, what, err)
+	}
+	r := newRun(l, taskID, cmd)
 	r.stopTarget = orig
+	if orig == nil {
+		l.runs[taskID] = r
+	}
+	l.live[r] = struct{}{}
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		r.follow(stdout)
+		l.mu.Lock()
+		delete(l.live, r)
+		l.mu.Unlock()
+	}()
 	return r, nil
 }
+
+// errClosed is returned by Start and Attach after Close.
+var errClosed = errors.New("the launcher is closed")
 
 // killLeftovers kills the process group of a run recorded by an earlier
 // agentbot process, if it still exists and is still that run.
@@ -479,25 +359,29 @@ func (l *Launcher) killLeftovers(taskID string) {
 	}
 }
 
-// Close kills every run this launcher started and waits for them. An
-// in-process agentbot that stops (tests, `agentbot run` interrupted) leaves
-// no agents behind; a killed process relies on PR_SET_PDEATHSIG instead.
+// Close implements runner.Launcher: its runs cannot outlive it, so it
+// kills every child it started (runs and attaches) at once and returns when
+// each is reaped and its goroutine has returned. An in-process agentbot that
+// stops (tests, `agentbot run` interrupted) leaves no agents behind; a
+// killed process relies on PR_SET_PDEATHSIG instead.
 func (l *Launcher) Close() error {
-	l.once.Do(func() { close(l.closed) })
 	l.mu.Lock()
-	runs := make([]*Run, 0, len(l.runs))
-	for _, r := range l.runs {
-		runs = append(runs, r)
+	if !l.closing {
+		l.closing = true
+		close(l.closed)
+	}
+	live := make([]*Run, 0, len(l.live))
+	for r := range l.live {
+		live = append(live, r)
 	}
 	l.mu.Unlock()
-	for _, r := range runs {
-		if !r.exited() {
-			_ = syscall.Kill(-r.pid, syscall.SIGKILL)
-		}
+	for _, r := range live {
+		r.mu.Lock()
+		r.stopped = true
+		r.mu.Unlock()
+		_ = syscall.Kill(-r.pid, syscall.SIGKILL)
 	}
-	for _, r := range runs {
-		<-r.done
-	}
+	l.wg.Wait()
 	return nil
 }
 
@@ -512,7 +396,11 @@ func (l *Launcher) Cleanup(ctx context.Context, taskID string, keep bool) error 
 	delete(l.runs, taskID)
 	l.mu.Unlock()
 	if r != nil && !r.exited() {
-		_ = r.Stop(ctx)
+		// Cleanup goes on to remove the workspace either way; a run that
+		// cannot be stopped is worth a line in the log.
+		if err := r.Stop(ctx); err != nil {
+			l.log.Warn("cleanup: cannot stop the run", "task_id", taskID, "err", err)
+		}
 	}
 	dir := l.taskDir(taskID)
 	if keep {
@@ -592,235 +480,4 @@ func readMeta(dir string) (runMeta, error) {
 	}
 	err = json.Unmarshal(b, &m)
 	return m, err
-}
-
-// StderrTail returns the last n lines agent-runner wrote to stderr, for
-// failure reports when it died before it could say why in an event.
-func (l *Launcher) StderrTail(taskID string, n int) []string {
-	if checkTaskID(taskID) != nil {
-		return nil
-	}
-	b, err := os.ReadFile(filepath.Join(l.taskDir(taskID), "agent-runner.stderr"))
-	if err != nil {
-		return nil
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	if len(lines) == 1 && lines[0] == "" {
-		return nil
-	}
-	return lines
-}
-
-// Run is one agent-runner child (or an `agent-runner attach` following one).
-type Run struct {
-	l      *Launcher
-	taskID string
-	cmd    *exec.Cmd
-	pid    int
-	events chan runner.Event
-	done   chan struct{}
-	// stopTarget is the run Stop kills (an attach follows another run).
-	stopTarget *Run
-
-	mu       sync.Mutex
-	stopped  bool
-	exitCode int
-	waitErr  error
-}
-
-var _ runner.Run = (*Run)(nil)
-
-func newRun(l *Launcher, taskID string, cmd *exec.Cmd, stdout io.ReadCloser) *Run {
-	r := &Run{
-		l:      l,
-		taskID: taskID,
-		cmd:    cmd,
-		pid:    cmd.Process.Pid,
-		events: make(chan runner.Event, 256),
-		done:   make(chan struct{}),
-	}
-	go r.follow(stdout)
-	return r
-}
-
-// follow reads events until stdout ends, then reaps the child. It owns the
-// events channel and the child; done closes when both are finished.
-func (r *Run) follow(stdout io.Reader) {
-	defer close(r.done)
-	sc := bufio.NewScanner(stdout)
-	sc.Buffer(make([]byte, 64*1024), 16*1024*1024)
-	for sc.Scan() {
-		line := sc.Bytes()
-		if len(strings.TrimSpace(string(line))) == 0 {
-			continue
-		}
-		var ev runner.Event
-		if err := json.Unmarshal(line, &ev); err != nil {
-			r.l.log.Warn("agent-runner wrote a line that is not an event", "task_id", r.taskID, "err", err)
-			continue
-		}
-		select {
-		case r.events <- ev:
-		case <-r.l.closed:
-			// Nobody reads any more; keep draining so the child is not
-			// blocked on a full pipe while it is killed.
-		}
-	}
-	if err := sc.Err(); err != nil {
-		r.l.log.Warn("reading agent-runner output", "task_id", r.taskID, "err", err)
-		// Drain so the child is not blocked on a full pipe.
-		_, _ = io.Copy(io.Discard, stdout)
-	}
-	close(r.events)
-	err := r.cmd.Wait()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var exitErr *exec.ExitError
-	switch {
-	case err == nil:
-		r.exitCode = runner.ExitOK
-	case errors.As(err, &exitErr):
-		r.exitCode = exitErr.ExitCode()
-		stopped := r.stopped || (r.stopTarget != nil && r.stopTarget.isStopped())
-		switch {
-		case stopped:
-			// Killed by Stop (bwrap reports its child's death as 1).
-			r.exitCode = runner.ExitCancelled
-		case r.exitCode < 0: // killed by someone else's signal
-			r.exitCode = runner.ExitInternal
-		}
-	default:
-		r.exitCode = runner.ExitInternal
-		r.waitErr = fmt.Errorf("local launcher: task %s: wait for agent-runner: %w", r.taskID, err)
-	}
-	// Anything the agent left behind goes with it. agent-runner puts the
-	// agent in a process group of its own, which a SIGKILL of agent-runner
-	// (a hung runner after the grace, Close) does not reach, but the
-	// agent's processes stay in agent-runner's session unless they escape
-	// with setsid. Inside bwrap the namespace's processes also die a moment
-	// after bwrap itself.
-	_ = syscall.Kill(-r.pid, syscall.SIGKILL)
-	for i := 0; i < 200 && killSession(r.pid, ""); i++ {
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// killSession SIGKILLs every live process of session sid (with within set,
-// only those whose working directory is under it) and reports whether it
-// found any.
-func killSession(sid int, within string) bool {
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return false
-	}
-	found := false
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid pgrp session ...; comm may hold spaces
-		// and parens.
-		i := bytes.LastIndexByte(b, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(b[i+1:]))
-		if len(f) < 4 || f[0] == "Z" || f[0] == "X" || f[3] != strconv.Itoa(sid) {
-			continue
-		}
-		if within != "" {
-			cwd, err := os.Readlink(filepath.Join("/proc", e.Name(), "cwd"))
-			if err != nil || (cwd != within && !strings.HasPrefix(cwd, within+string(filepath.Separator))) {
-				continue
-			}
-		}
-		found = true
-		_ = syscall.Kill(pid, syscall.SIGKILL)
-	}
-	return found
-}
-
-func (r *Run) exited() bool {
-	select {
-	case <-r.done:
-		return true
-	default:
-		return false
-	}
-}
-
-func (r *Run) isStopped() bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.stopped
-}
-
-// Events implements runner.Run. The caller must drain it until it is closed.
-func (r *Run) Events() <-chan runner.Event { return r.events }
-
-// Wait implements runner.Run.
-func (r *Run) Wait(ctx context.Context) (int, error) {
-	select {
-	case <-r.done:
-	case <-ctx.Done():
-		return -1, ctx.Err()
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.exitCode, r.waitErr
-}
-
-// Bundle implements runner.Run with `agent-runner bundle`.
-func (r *Run) Bundle(ctx context.Context, w io.Writer) error {
-	ws := r.l.Workspace(r.taskID)
-	var stderr strings.Builder
-	cmd := exec.CommandContext(ctx, r.l.opts.AgentRunner, "bundle", "--workspace", ws)
-	cmd.Env = r.l.childEnv(ws)
-	cmd.Stdout = w
-	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("local launcher: task %s: agent-runner bundle: %w: %s", r.taskID, err, strings.TrimSpace(stderr.String()))
-	}
-	return nil
-}
-
-// Stop implements runner.Run: SIGTERM to agent-runner's process group
-// (agent-runner then kills the agent's group and exits), SIGKILL after the
-// grace period, and it returns once the child has exited and nothing is left
-// in its session.
-func (r *Run) Stop(ctx context.Context) error {
-	target := r
-	if r.stopTarget != nil {
-		target = r.stopTarget
-	}
-	target.mu.Lock()
-	target.stopped = true
-	target.mu.Unlock()
-	if target.exited() {
-		return nil
-	}
-	_ = syscall.Kill(-target.pid, syscall.SIGTERM)
-	timer := time.NewTimer(target.l.opts.StopGrace)
-	defer timer.Stop()
-	select {
-	case <-target.done:
-		return nil
-	case <-timer.C:
-	case <-ctx.Done():
-	}
-	_ = syscall.Kill(-target.pid, syscall.SIGKILL)
-	select {
-	case <-target.done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("local launcher: task %s: stop: %w", r.taskID, ctx.Err())
-	}
 }

@@ -125,6 +125,21 @@ func fakeRunner(args []string) int {
 		exec.Command("sleep", "300").Start()
 		time.Sleep(5 * time.Minute)
 		return finish(runner.ExitOK)
+	case "gate":
+		// Body names a file the test creates to let the run finish.
+		emit(runner.Event{Type: runner.EventPhase, Phase: runner.PhaseAgent})
+		for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
+			if _, err := os.Stat(job.Prompt.Body); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				fmt.Fprintln(os.Stderr, "the gate never opened")
+				return finish(runner.ExitInternal)
+			}
+		}
+		fmt.Fprintln(os.Stderr, "gate passed")
+		emit(runner.Event{Type: runner.EventPhase, Phase: runner.PhaseCommitting})
+		return finish(runner.ExitOK)
 	case "slow":
 		emit(runner.Event{Type: runner.EventPhase, Phase: runner.PhaseAgent})
 		time.Sleep(300 * time.Millisecond)
@@ -179,6 +194,11 @@ func newLauncher(t *testing.T, isolation string) *Launcher {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		if err := l.Close(); err != nil {
+			t.Errorf("close launcher: %v", err)
+		}
+	})
 	return l
 }
 
@@ -209,9 +229,10 @@ func TestRunOutcomes(t *testing.T) {
 			wantCode   int
 			wantTypes  []string
 			wantBundle bool
+			wantStderr string // last line of Exit.StderrTail, "" for none
 		}{
-			{"success", "ok", runner.ExitOK, []string{"phase", "phase", "log", "result"}, true},
-			{"agent failure", "fail", runner.ExitAgent, []string{"phase", "error"}, false},
+			{"success", "ok", runner.ExitOK, []string{"phase", "phase", "log", "result"}, true, ""},
+			{"agent failure", "fail", runner.ExitAgent, []string{"phase", "error"}, false, "agent exploded"},
 		}
 		for _, tc := range cases {
 			t.Run(iso+"/"+tc.name, func(t *testing.T) {
@@ -222,9 +243,9 @@ func TestRunOutcomes(t *testing.T) {
 					t.Fatal(err)
 				}
 				evs := collect(t, r)
-				code, err := r.Wait(ctx)
-				if err != nil || code != tc.wantCode {
-					t.Fatalf("Wait = %d, %v; want %d (stderr %q)", code, err, tc.wantCode, l.StderrTail("t1", 5))
+				exit, err := r.Wait(ctx)
+				if err != nil || exit.Code != tc.wantCode {
+					t.Fatalf("Wait = %d, %v; want %d (stderr %q)", exit.Code, err, tc.wantCode, exit.StderrTail)
 				}
 				var types []string
 				for i, ev := range evs {
@@ -252,10 +273,9 @@ func TestRunOutcomes(t *testing.T) {
 				if !tc.wantBundle && err == nil {
 					t.Errorf("Bundle succeeded without a bundle")
 				}
-				if tc.wantCode != 0 {
-					if tail := l.StderrTail("t1", 5); len(tail) == 0 || tail[len(tail)-1] != "agent exploded" {
-						t.Errorf("StderrTail = %q", tail)
-					}
+				if tail := exit.StderrTail; tc.wantStderr != "" && (len(tail) == 0 || tail[len(tail)-1] != tc.wantStderr) ||
+					tc.wantStderr == "" && len(tail) != 0 {
+					t.Errorf("Exit.StderrTail = %q; want it to end with %q", tail, tc.wantStderr)
 				}
 			})
 		}
@@ -285,9 +305,9 @@ func TestStopKillsProcessGroup(t *testing.T) {
 			if err := <-stopErr; err != nil {
 				t.Fatal(err)
 			}
-			code, err := r.Wait(ctx)
-			if err != nil || code != runner.ExitCancelled {
-				t.Fatalf("Wait = %d, %v; want %d", code, err, runner.ExitCancelled)
+			exit, err := r.Wait(ctx)
+			if err != nil || exit.Code != runner.ExitCancelled {
+				t.Fatalf("Wait = %d, %v; want %d", exit.Code, err, runner.ExitCancelled)
 			}
 			// Nothing of the process group is left.
 			// (zombies wait for init to reap them and count as gone).
@@ -324,8 +344,8 @@ func TestAttach(t *testing.T) {
 	for ev := range a.Events() {
 		seqs = append(seqs, ev.Seq)
 	}
-	if code, err := a.Wait(ctx); err != nil || code != 0 {
-		t.Fatalf("attach Wait = %d, %v", code, err)
+	if exit, err := a.Wait(ctx); err != nil || exit.Code != 0 {
+		t.Fatalf("attach Wait = %d, %v", exit.Code, err)
 	}
 	if fmt.Sprint(seqs) != "[2 3]" {
 		t.Errorf("attached events %v, want [2 3]", seqs)
@@ -392,8 +412,8 @@ func TestBwrapConfinesWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	evs := collect(t, r)
-	if code, err := r.Wait(ctx); code != 0 || err != nil {
-		t.Fatalf("Wait = %d, %v", code, err)
+	if exit, err := r.Wait(ctx); exit.Code != 0 || err != nil {
+		t.Fatalf("Wait = %d, %v", exit.Code, err)
 	}
 	if len(evs) != 1+len(targets) {
 		t.Fatalf("events: %+v", evs)
@@ -438,8 +458,8 @@ func TestBwrapHidesHostSockets(t *testing.T) {
 		t.Fatal(err)
 	}
 	evs := collect(t, r)
-	if code, err := r.Wait(ctx); code != 0 || err != nil {
-		t.Fatalf("Wait = %d, %v", code, err)
+	if exit, err := r.Wait(ctx); exit.Code != 0 || err != nil {
+		t.Fatalf("Wait = %d, %v", exit.Code, err)
 	}
 	if len(evs) != 2 {
 		t.Fatalf("events: %+v", evs)
@@ -471,8 +491,8 @@ func TestBwrapDropsCapabilities(t *testing.T) {
 		t.Fatal(err)
 	}
 	evs := collect(t, r)
-	if code, err := r.Wait(ctx); code != 0 || err != nil {
-		t.Fatalf("Wait = %d, %v", code, err)
+	if exit, err := r.Wait(ctx); exit.Code != 0 || err != nil {
+		t.Fatalf("Wait = %d, %v", exit.Code, err)
 	}
 	if len(evs) != 3 {
 		t.Fatalf("events: %+v", evs)

@@ -136,6 +136,22 @@ func do(action, prompt string) error {
 		}
 		time.Sleep(time.Duration(secs * float64(time.Second)))
 		return nil
+	case "wait-for":
+		// Blocks until a file the test creates exists, so a test can hold
+		// the agent in its phase as long as it needs, on any machine.
+		if err := need(1); err != nil {
+			return err
+		}
+		deadline := time.Now().Add(2 * time.Minute)
+		for {
+			if _, err := os.Stat(args[0]); err == nil {
+				return nil
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("wait-for %s: gave up after 2 minutes", args[0])
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
 	case "spawn-sleeper":
 		// A child in the same process group that outlives nothing on its
 		// own: it sleeps until killed, so tests can check group kills.

@@ -1,4 +1,9 @@
-package dispatch
+// Package tasklog keeps every task's events on disk as JSON lines, so the
+// task page can show a task's timeline and log after its sandbox is gone
+// and after a restart, and tail a live one. It imports only the domain
+// package and runner's event type, so the dispatcher, the web pages and cmd
+// share one store.
+package tasklog
 
 import (
 	"bufio"
@@ -8,19 +13,19 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sync"
 	"time"
 
+	"github.com/agentbot/agentbot"
 	"github.com/agentbot/agentbot/runner"
 )
 
-// Logs keeps every task's events as JSON lines in Dir/<task-id>.jsonl, so
+// Store keeps every task's events as JSON lines in Dir/<task-id>.jsonl, so
 // that the task page can show the timeline and the log after the sandbox
 // (and its workspace) is gone and after a restart. Each file is capped at
 // MaxBytes; later events are dropped except phase, result and error events.
 // Watchers are told when a task's log grows, for the live tail.
-type Logs struct {
+type Store struct {
 	dir      string
 	maxBytes int64
 
@@ -28,28 +33,27 @@ type Logs struct {
 	watchers map[string]map[chan struct{}]struct{}
 }
 
-// NewLogs makes the log directory.
-func NewLogs(dir string, maxBytes int64) (*Logs, error) {
+// Open makes the log directory (if need be) and returns its store. A
+// maxBytes of 0 or less caps each task's log at 8 MiB.
+func Open(dir string, maxBytes int64) (*Store, error) {
 	if maxBytes <= 0 {
 		maxBytes = 8 << 20
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("dispatch: task logs %s: %w", dir, err)
+		return nil, fmt.Errorf("tasklog: task logs %s: %w", dir, err)
 	}
-	return &Logs{dir: dir, maxBytes: maxBytes, watchers: map[string]map[chan struct{}]struct{}{}}, nil
+	return &Store{dir: dir, maxBytes: maxBytes, watchers: map[string]map[chan struct{}]struct{}{}}, nil
 }
 
-var logIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
-
-func (l *Logs) path(taskID string) (string, error) {
-	if !logIDPattern.MatchString(taskID) {
-		return "", fmt.Errorf("dispatch: task id %q is not a safe file name", taskID)
+func (l *Store) path(taskID string) (string, error) {
+	if err := agentbot.CheckTaskID(taskID); err != nil {
+		return "", fmt.Errorf("tasklog: %w", err)
 	}
 	return filepath.Join(l.dir, taskID+".jsonl"), nil
 }
 
 // Append adds events to a task's log and wakes its watchers.
-func (l *Logs) Append(taskID string, evs ...runner.Event) error {
+func (l *Store) Append(taskID string, evs ...runner.Event) error {
 	p, err := l.path(taskID)
 	if err != nil {
 		return err
@@ -58,12 +62,12 @@ func (l *Logs) Append(taskID string, evs ...runner.Event) error {
 	defer l.mu.Unlock()
 	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		return fmt.Errorf("dispatch: task %s log: %w", taskID, err)
+		return fmt.Errorf("tasklog: task %s log: %w", taskID, err)
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return fmt.Errorf("dispatch: task %s log: %w", taskID, err)
+		return fmt.Errorf("tasklog: task %s log: %w", taskID, err)
 	}
 	size := fi.Size()
 	w := bufio.NewWriter(f)
@@ -73,14 +77,15 @@ func (l *Logs) Append(taskID string, evs ...runner.Event) error {
 		}
 		b, err := json.Marshal(ev)
 		if err != nil {
-			return fmt.Errorf("dispatch: task %s log: %w", taskID, err)
+			return fmt.Errorf("tasklog: task %s log: %w", taskID, err)
 		}
 		b = append(b, '\n')
+		// A bufio.Writer keeps its first error and Flush returns it.
 		n, _ := w.Write(b)
 		size += int64(n)
 	}
 	if err := w.Flush(); err != nil {
-		return fmt.Errorf("dispatch: task %s log: %w", taskID, err)
+		return fmt.Errorf("tasklog: task %s log: %w", taskID, err)
 	}
 	for ch := range l.watchers[taskID] {
 		select {
@@ -93,13 +98,13 @@ func (l *Logs) Append(taskID string, evs ...runner.Event) error {
 
 // Note appends a log line written by agentbot itself (not the agent), such
 // as "interrupted by a restart".
-func (l *Logs) Note(taskID string, now time.Time, msg string) error {
+func (l *Store) Note(taskID string, now time.Time, msg string) error {
 	return l.Append(taskID, runner.Event{Time: now, Type: runner.EventLog, Stream: "agentbot", Message: msg})
 }
 
 // Read returns up to max events of a task's log from line index from on,
 // and the index to continue from. A task without a log has no events.
-func (l *Logs) Read(taskID string, from, max int) ([]runner.Event, int, error) {
+func (l *Store) Read(taskID string, from, max int) ([]runner.Event, int, error) {
 	p, err := l.path(taskID)
 	if err != nil {
 		return nil, from, err
@@ -109,7 +114,7 @@ func (l *Logs) Read(taskID string, from, max int) ([]runner.Event, int, error) {
 		return nil, from, nil
 	}
 	if err != nil {
-		return nil, from, fmt.Errorf("dispatch: task %s log: %w", taskID, err)
+		return nil, from, fmt.Errorf("tasklog: task %s log: %w", taskID, err)
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
@@ -135,7 +140,7 @@ func (l *Logs) Read(taskID string, from, max int) ([]runner.Event, int, error) {
 
 // Watch returns a channel that receives a value (coalesced) whenever the
 // task's log grows, and a function that stops the watch.
-func (l *Logs) Watch(taskID string) (<-chan struct{}, func()) {
+func (l *Store) Watch(taskID string) (<-chan struct{}, func()) {
 	ch := make(chan struct{}, 1)
 	l.mu.Lock()
 	if l.watchers[taskID] == nil {
@@ -154,10 +159,10 @@ func (l *Logs) Watch(taskID string) (<-chan struct{}, func()) {
 }
 
 // Prune removes logs not written to for longer than age.
-func (l *Logs) Prune(now time.Time, age time.Duration) (int, error) {
+func (l *Store) Prune(now time.Time, age time.Duration) (int, error) {
 	entries, err := os.ReadDir(l.dir)
 	if err != nil {
-		return 0, fmt.Errorf("dispatch: prune logs: %w", err)
+		return 0, fmt.Errorf("tasklog: prune logs: %w", err)
 	}
 	n := 0
 	for _, e := range entries {

@@ -1,4 +1,4 @@
-package dispatch
+package main
 
 import (
 	"context"
@@ -15,14 +15,25 @@ import (
 	"sync"
 	"time"
 
+	"github.com/agentbot/agentbot/bundle"
 	"github.com/agentbot/agentbot/github"
 	"github.com/agentbot/agentbot/runner"
 )
 
-// OneShot is one task run outside GitHub (`agentbot run`): against a local
+// Timeouts of the steps a one-shot run takes after its context ended
+// (Ctrl-C): stopping the agent and removing the sandbox.
+const (
+	stopTimeout    = 30 * time.Second
+	cleanupTimeout = 30 * time.Second
+)
+
+// tailLines is how much of the agent's output a failure shows.
+const tailLines = 10
+
+// oneShot is one task run outside GitHub (`agentbot run`): against a local
 // repository, whose new branch is left in it, or any git URL, whose result
 // bundle is left on disk.
-type OneShot struct {
+type oneShot struct {
 	// Repo is a local path (a work tree or a bare repository) or a git URL.
 	Repo string
 	// Prompt is what the agent is asked; its first line titles the branch.
@@ -49,8 +60,8 @@ type OneShot struct {
 	Quiet bool
 }
 
-// OneShotResult is how a one-shot run ended.
-type OneShotResult struct {
+// oneShotResult is how a one-shot run ended.
+type oneShotResult struct {
 	TaskID    string
 	Branch    string
 	Base      string
@@ -67,15 +78,15 @@ type OneShotResult struct {
 	Elapsed    time.Duration
 }
 
-// OneShotError is a run that failed, with where and why.
-type OneShotError struct {
+// oneShotError is a run that failed, with where and why.
+type oneShotError struct {
 	Phase    string
 	Message  string
 	ExitCode int
 	Tail     []string
 }
 
-func (e *OneShotError) Error() string {
+func (e *oneShotError) Error() string {
 	msg := fmt.Sprintf("failed during %s: %s", e.Phase, e.Message)
 	if len(e.Tail) > 0 {
 		msg += "\n  last output:\n    " + strings.Join(e.Tail, "\n    ")
@@ -83,8 +94,8 @@ func (e *OneShotError) Error() string {
 	return msg
 }
 
-// RunOne runs one task through launcher l and takes its result in.
-func RunOne(ctx context.Context, l runner.Launcher, o OneShot) (*OneShotResult, error) {
+// runOne runs one task through launcher l and takes its result in.
+func runOne(ctx context.Context, l runner.Launcher, o oneShot) (*oneShotResult, error) {
 	start := time.Now()
 	if o.Progress == nil {
 		o.Progress = io.Discard
@@ -138,9 +149,11 @@ func RunOne(ctx context.Context, l runner.Launcher, o OneShot) (*OneShotResult, 
 	}
 	keep := true
 	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), reportTimeout)
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 		defer cancel()
-		_ = l.Cleanup(cctx, id, keep)
+		if err := l.Cleanup(cctx, id, keep); err != nil {
+			ui.printf("agentbot run: cannot clean up the sandbox of %s: %v", id, err)
+		}
 	}()
 
 	var (
@@ -163,7 +176,7 @@ func RunOne(ctx context.Context, l runner.Launcher, o OneShot) (*OneShotResult, 
 				phase = ev.Phase
 				ui.phase(phase)
 			case runner.EventLog:
-				tail = appendTail(tail, ev.Message)
+				tail = lastLines(append(tail, strings.Split(strings.TrimRight(ev.Message, "\n"), "\n")...), tailLines)
 				if !o.Quiet {
 					ui.printf("  │ %s", ev.Message)
 				}
@@ -180,11 +193,14 @@ func RunOne(ctx context.Context, l runner.Launcher, o OneShot) (*OneShotResult, 
 				ui.printf("interrupted; stopping the agent…")
 				sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stopTimeout)
 				defer cancel()
-				_ = run.Stop(sctx)
+				if err := run.Stop(sctx); err != nil {
+					ui.printf("agentbot run: cannot stop the agent: %v", err)
+				}
 			})
 		}
 	}
-	code, err := run.Wait(context.WithoutCancel(ctx))
+	exit, err := run.Wait(context.WithoutCancel(ctx))
+	code := exit.Code
 	if err != nil {
 		return nil, fmt.Errorf("agentbot run: lost the runner: %w", err)
 	}
@@ -192,27 +208,23 @@ func RunOne(ctx context.Context, l runner.Launcher, o OneShot) (*OneShotResult, 
 		return nil, fmt.Errorf("agentbot run: %w", ctx.Err())
 	}
 	if code != runner.ExitOK || res == nil {
-		oe := &OneShotError{Phase: phase, Message: exitMeaning(code), ExitCode: code, Tail: tail}
+		oe := &oneShotError{Phase: phase, Message: runner.ExitMeaning(code), ExitCode: code, Tail: tail}
 		if errEv != nil {
 			if errEv.Phase != "" {
 				oe.Phase = errEv.Phase
 			}
-			oe.Message = errEv.Message + " (" + exitMeaning(code) + ")"
+			oe.Message = errEv.Message + " (" + runner.ExitMeaning(code) + ")"
 			if len(errEv.StderrTail) > 0 {
 				oe.Tail = errEv.StderrTail
 			}
 		}
-		if len(oe.Tail) > 10 {
-			oe.Tail = oe.Tail[len(oe.Tail)-10:]
-		}
 		if len(oe.Tail) == 0 {
-			if s, ok := l.(interface{ StderrTail(string, int) []string }); ok {
-				oe.Tail = s.StderrTail(id, 10)
-			}
+			oe.Tail = exit.StderrTail
 		}
+		oe.Tail = lastLines(oe.Tail, tailLines)
 		return nil, oe
 	}
-	out := &OneShotResult{
+	out := &oneShotResult{
 		TaskID: id, Branch: res.Branch, Base: src.base, BaseSHA: res.BaseSHA, Commit: res.Commit,
 		Summary: res.Summary, CostUSD: res.CostUSD, Files: res.Files,
 		NoChanges: res.Status == runner.StatusNoChanges,
@@ -246,19 +258,22 @@ func RunOne(ctx context.Context, l runner.Launcher, o OneShot) (*OneShotResult, 
 		return nil, fmt.Errorf("agentbot run: fetch the bundle: %w", berr)
 	}
 	if src.gitDir == "" {
-		out.BundlePath, _ = filepath.Abs(bundlePath)
+		out.BundlePath = bundlePath
+		if abs, err := filepath.Abs(bundlePath); err == nil {
+			out.BundlePath = abs
+		}
 		keep = false
 		out.Elapsed = time.Since(start)
 		return out, nil
 	}
 	defer os.Remove(bundlePath)
 	// The same checks the bot makes before pushing to GitHub.
-	head, err := github.VerifyBundle(ctx, "git", bundlePath, github.BundleCheck{
+	head, err := bundle.Verify(ctx, "git", bundlePath, bundle.Check{
 		Branch: out.Branch, BranchPrefix: "agentbot/", BaseSHA: res.BaseSHA,
 		ProtectedPaths: o.ProtectedPaths, ObjectsFrom: src.gitDir,
 	})
 	if err != nil {
-		return nil, &OneShotError{Phase: "verifying", Message: err.Error()}
+		return nil, &oneShotError{Phase: "verifying", Message: err.Error()}
 	}
 	if _, err := git(ctx, src.gitDir, "fetch", "--quiet", "--no-tags", bundlePath, "refs/heads/"+out.Branch+":refs/heads/"+out.Branch); err != nil {
 		return nil, fmt.Errorf("agentbot run: take branch %s into %s: %w", out.Branch, src.display, err)
@@ -268,6 +283,14 @@ func RunOne(ctx context.Context, l runner.Launcher, o OneShot) (*OneShotResult, 
 	keep = false
 	out.Elapsed = time.Since(start)
 	return out, nil
+}
+
+// lastLines is the last n of lines, in a slice of its own.
+func lastLines(lines []string, n int) []string {
+	if len(lines) <= n {
+		return lines
+	}
+	return append([]string(nil), lines[len(lines)-n:]...)
 }
 
 // source is where a one-shot run clones from.
@@ -348,6 +371,7 @@ func git(ctx context.Context, dir string, args ...string) (string, error) {
 
 func newRunID(now time.Time) string {
 	var b [3]byte
+	// crypto/rand.Read never fails (it aborts the program instead).
 	_, _ = rand.Read(b[:])
 	return "run-" + now.UTC().Format("20060102-150405") + "-" + hex.EncodeToString(b[:])
 }

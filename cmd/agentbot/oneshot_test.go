@@ -1,4 +1,4 @@
-package dispatch
+package main
 
 import (
 	"bytes"
@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/agentbot/agentbot/internal/gitserver"
+	"github.com/agentbot/agentbot/internal/scriptedagent"
 	"github.com/agentbot/agentbot/runner"
 	"github.com/agentbot/agentbot/runner/local"
 )
@@ -39,6 +40,10 @@ func sampleRepo(t *testing.T) string {
 }
 
 func TestRunOne(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs agent-runner")
+	}
+	agentRunnerBin, scriptedAgentBin := scriptedagent.BuildAgentRunner(t), scriptedagent.Build(t)
 	l, err := local.New(local.Options{DataDir: t.TempDir(), AgentRunner: agentRunnerBin, Isolation: local.IsolationNone})
 	if err != nil {
 		t.Fatal(err)
@@ -63,16 +68,16 @@ func TestRunOne(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			var out bytes.Buffer
-			res, err := RunOne(context.Background(), l, OneShot{Repo: repo, Prompt: tc.prompt, Agent: agent, TimeLimit: time.Minute, Progress: &out})
+			res, err := runOne(context.Background(), l, oneShot{Repo: repo, Prompt: tc.prompt, Agent: agent, TimeLimit: time.Minute, Progress: &out})
 			if tc.wantErr != "" {
-				var oe *OneShotError
+				var oe *oneShotError
 				if !errors.As(err, &oe) || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("err = %v, want a OneShotError mentioning %q\n%s", err, tc.wantErr, out.String())
+					t.Fatalf("err = %v, want a oneShotError mentioning %q\n%s", err, tc.wantErr, out.String())
 				}
 				return
 			}
 			if err != nil {
-				t.Fatalf("RunOne: %v\n%s", err, out.String())
+				t.Fatalf("runOne: %v\n%s", err, out.String())
 			}
 			if res.NoChanges != tc.noChanges {
 				t.Fatalf("NoChanges = %v", res.NoChanges)
@@ -104,6 +109,10 @@ func TestRunOne(t *testing.T) {
 // holding the new branch; a URL with credentials is refused before anything
 // runs, and the secret never reaches the output or the error.
 func TestRunOneURL(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs agent-runner")
+	}
+	agentRunnerBin, scriptedAgentBin := scriptedagent.BuildAgentRunner(t), scriptedagent.Build(t)
 	l, err := local.New(local.Options{DataDir: t.TempDir(), AgentRunner: agentRunnerBin, Isolation: local.IsolationNone})
 	if err != nil {
 		t.Fatal(err)
@@ -125,7 +134,7 @@ func TestRunOneURL(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			var out bytes.Buffer
-			res, err := RunOne(context.Background(), l, OneShot{
+			res, err := runOne(context.Background(), l, oneShot{
 				Repo: tc.url, Prompt: "Say hello\nscripted: write hello.txt hi", Agent: agent,
 				TimeLimit: time.Minute, Progress: &out, BundleDir: t.TempDir(),
 			})
@@ -139,7 +148,7 @@ func TestRunOneURL(t *testing.T) {
 				return
 			}
 			if err != nil {
-				t.Fatalf("RunOne: %v\n%s", err, out.String())
+				t.Fatalf("runOne: %v\n%s", err, out.String())
 			}
 			if res.BundlePath == "" || res.LocalRepo != "" || res.Branch != "agentbot/run-say-hello" {
 				t.Fatalf("result %+v", res)

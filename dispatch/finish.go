@@ -1,0 +1,187 @@
+package dispatch
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/agentbot/agentbot"
+	"github.com/agentbot/agentbot/github"
+	"github.com/agentbot/agentbot/runner"
+)
+
+// reportTimeout bounds GitHub calls made after a task's own context ended
+// (cancel, shutdown), so its final state still reaches the conversation.
+const reportTimeout = 30 * time.Second
+
+// failure is a task that went wrong at a known phase.
+type failure struct {
+	phase string
+	msg   string
+	tail  []string
+}
+
+func (f *failure) Error() string { return fmt.Sprintf("%s: %s", f.phase, f.msg) }
+
+func failf(phase, format string, args ...any) *failure {
+	return &failure{phase: phase, msg: fmt.Sprintf(format, args...)}
+}
+
+// runFailure explains a run that ended badly from its error event, its
+// exit code and the last lines it printed — never a bare exit code.
+func runFailure(t *agentbot.Task, out followed, stderr []string) *failure {
+	f := &failure{phase: t.Phase, tail: out.tail}
+	if out.errEvent != nil {
+		if out.errEvent.Phase != "" {
+			f.phase = out.errEvent.Phase
+		}
+		f.msg = out.errEvent.Message
+		// The log tail interleaves stdout and stderr as the agent wrote
+		// them; the error's stderr tail is the fallback.
+		if len(f.tail) == 0 {
+			f.tail = out.errEvent.StderrTail
+		}
+	}
+	if f.msg == "" {
+		f.msg = runner.ExitMeaning(out.code)
+	} else {
+		f.msg += " (" + runner.ExitMeaning(out.code) + ")"
+	}
+	if len(f.tail) == 0 {
+		f.tail = stderr
+	}
+	if f.phase == "" || f.phase == "starting" {
+		f.phase = runner.PhaseCloning
+	}
+	return f
+}
+
+// view builds what the comment and check run show for t.
+func (d *Dispatcher) view(t *agentbot.Task, logTail []string, behind string) github.ProgressView {
+	v := github.ProgressView{
+		TaskID:       t.ID,
+		State:        t.State,
+		Phase:        t.Phase,
+		TaskURL:      d.TaskURL(t.ID),
+		Summary:      t.Result.Summary,
+		Error:        t.Result.Error,
+		FailedPhase:  t.Result.FailedPhase,
+		LogTail:      logTail,
+		CostUSD:      t.Result.CostUSD,
+		PRURL:        t.Result.PRURL,
+		Branch:       t.Result.Branch,
+		QueuedBehind: behind,
+	}
+	switch {
+	case !t.StartedAt.IsZero() && !t.FinishedAt.IsZero():
+		v.Elapsed = t.FinishedAt.Sub(t.StartedAt)
+	case !t.StartedAt.IsZero():
+		v.Elapsed = d.now().Sub(t.StartedAt)
+	}
+	if t.Result.NoChanges {
+		v.Note = "The agent made no changes, so there is nothing to push."
+	}
+	if t.Requeues > 0 && !t.State.Terminal() {
+		v.Note = "agentbot restarted while this task ran; it was re-queued once and started again."
+	}
+	return v
+}
+
+// render is v as it is shown: with the run's standing note, redacted.
+func (d *Dispatcher) render(id string, v github.ProgressView) github.ProgressView {
+	token, note := "", ""
+	if a := d.sched.attempt(id); a != nil {
+		token, note = a.secrets()
+	}
+	if note != "" && !strings.Contains(v.Note, note) {
+		v.Note = strings.TrimSpace(v.Note + " " + note)
+	}
+	return newRedactor(token, d.opts.AgentEnv).View(v)
+}
+
+// redactor hides the attempt's secrets: its read token and the operator's
+// agent environment.
+func (a *attempt) redactor() redactor {
+	token, _ := a.secrets()
+	return newRedactor(token, a.d.opts.AgentEnv)
+}
+
+// failed ends the attempt's task as failed with its phase and log tail.
+func (a *attempt) failed(ctx context.Context, f *failure) {
+	a.end(ctx, agentbot.StateFailed, "failed", agentbot.Result{FailedPhase: f.phase, Error: f.msg}, f.tail, false)
+}
+
+// end finishes the attempt's running task and cleans up its sandbox (kept
+// on failure when configured).
+func (a *attempt) end(ctx context.Context, to agentbot.TaskState, outcome string, res agentbot.Result, tail []string, ok bool) {
+	d, t := a.d, a.task
+	if res.Summary == "" {
+		res.Summary = t.Result.Summary
+	}
+	if _, err := d.finish(ctx, t, agentbot.StateRunning, to, outcome, res, tail); err != nil {
+		logFrom(ctx).Error("cannot finish task", "err", err)
+	}
+	a.revokeToken(ctx)
+	d.cleanup(ctx, t, !ok && to == agentbot.StateFailed)
+}
+
+// readToken is the read token the attempt gave its sandbox, "" for a run
+// re-attached after a restart.
+func (a *attempt) readToken() string {
+	token, _ := a.secrets()
+	return token
+}
+
+// revokeToken revokes the read token the attempt gave its sandbox, once
+// the sandbox is done with it (the task ended, or its run was stopped).
+// The token stays known for redaction.
+func (a *attempt) revokeToken(ctx context.Context) {
+	if token, _ := a.secrets(); token != "" {
+		a.d.gh.RevokeToken(ctx, a.task.Ref().Repo, token)
+	}
+}
+
+// finish moves a task from one state to a terminal one with its result,
+// reports it and counts it. It returns the stored task.
+func (d *Dispatcher) finish(ctx context.Context, t *agentbot.Task, from, to agentbot.TaskState, outcome string, res agentbot.Result, logTail []string) (*agentbot.Task, error) {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), reportTimeout)
+	defer cancel()
+	red := newRedactor("", d.opts.AgentEnv)
+	if a := d.sched.attempt(t.ID); a != nil {
+		red = a.redactor()
+	}
+	res = red.Result(res)
+	logTail = red.Lines(logTail)
+	done, err := d.store.Transition(sctx, t.ID, from, to, func(s *agentbot.Task) error {
+		s.Result = res
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dispatch: finish %s: %w", t, err)
+	}
+	d.note(ctx, t.ID, "agentbot: task "+string(to))
+	d.metrics.finished.WithLabelValues(outcome).Inc()
+	if !done.StartedAt.IsZero() {
+		d.metrics.duration.WithLabelValues(outcome).Observe(done.FinishedAt.Sub(done.StartedAt).Seconds())
+	}
+	logFrom(ctx).Info("task finished", "outcome", outcome, "phase", res.FailedPhase, "reason", res.Error)
+	d.finalReport(sctx, done, logTail)
+	return done, nil
+}
+
+// finalReport writes a terminal task's result through its conversation,
+// which is then done.
+func (d *Dispatcher) finalReport(ctx context.Context, t *agentbot.Task, logTail []string) {
+	d.conversationOf(t).Finish(ctx, t, d.view(t, logTail, ""))
+	d.forgetConversation(t.ID)
+}
+
+func (d *Dispatcher) cleanup(ctx context.Context, t *agentbot.Task, failed bool) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), reportTimeout)
+	defer cancel()
+	if err := d.launch.Cleanup(cctx, t.ID, failed && d.opts.KeepFailedWorkspaces); err != nil {
+		d.metrics.launcherErrors.WithLabelValues("cleanup").Inc()
+		logFrom(ctx).Warn("cannot clean up sandbox", "err", err)
+	}
+}

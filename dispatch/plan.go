@@ -1,0 +1,254 @@
+package dispatch
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/agentbot/agentbot"
+	"github.com/agentbot/agentbot/github"
+	"github.com/agentbot/agentbot/runner"
+)
+
+// plan is what a run needs beyond the task: the repository's settings and
+// coordinates, resolved when the run starts.
+type plan struct {
+	settings github.Settings
+	repo     github.RepoInfo
+	job      runner.Job
+	// expectedOld is the branch head the push must replace ("" for a new
+	// branch).
+	expectedOld string
+}
+
+// lookups are what an attempt reads from GitHub before it plans, each once:
+// the settings first (the rest depends on them), then the repository and
+// the branch (or pull request) side by side.
+type lookups struct {
+	settings github.Settings
+	repo     github.RepoInfo
+	pr       github.PRInfo // follow-ups
+	title    string
+	body     string
+	branch   string
+	head     string // the branch's head, "" when it does not exist yet
+	err      *failure
+}
+
+// fetch is the lookups to run beside admit's permission check.
+func (l *lookups) fetch(d *Dispatcher, t *agentbot.Task) func(context.Context, github.Settings) {
+	return func(ctx context.Context, s github.Settings) {
+		l.settings = s
+		l.err = l.resolve(ctx, d, t)
+	}
+}
+
+// fetchAll reads the settings, then the rest.
+func (l *lookups) fetchAll(ctx context.Context, d *Dispatcher, t *agentbot.Task) *failure {
+	s, err := d.gh.Settings(ctx, t.Trigger.InstallationID, t.Ref().Repo)
+	if err != nil {
+		return failf("preparing", "cannot read the repository's settings: %v", err)
+	}
+	l.settings = s
+	return l.resolve(ctx, d, t)
+}
+
+// resolve reads the repository (unless the delivery said what is needed of
+// it) beside the pull request (follow-up) or the issue's branch (new task).
+func (l *lookups) resolve(ctx context.Context, d *Dispatcher, t *agentbot.Task) *failure {
+	inst, ref := t.Trigger.InstallationID, t.Ref()
+	var wg sync.WaitGroup
+	var repoErr error
+	if facts := t.Trigger.Repository; facts.DefaultBranch != "" && facts.CloneURL != "" {
+		l.repo = github.RepoInfo{DefaultBranch: facts.DefaultBranch, CloneURL: facts.CloneURL}
+	} else {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l.repo, repoErr = d.gh.Repository(ctx, inst, ref.Repo)
+		}()
+	}
+	var fail *failure
+	if t.Trigger.Kind == agentbot.KindFollowUp {
+		fail = l.pullRequest(ctx, d, t)
+	} else {
+		fail = l.issueBranch(ctx, d, t)
+	}
+	wg.Wait()
+	if repoErr != nil {
+		return failf("preparing", "cannot read the repository: %v", repoErr)
+	}
+	return fail
+}
+
+func (l *lookups) pullRequest(ctx context.Context, d *Dispatcher, t *agentbot.Task) *failure {
+	ref := t.Ref()
+	pr, err := d.gh.PullRequest(ctx, t.Trigger.InstallationID, ref)
+	if err != nil {
+		return failf("preparing", "cannot read pull request %s: %v", ref, err)
+	}
+	prefix := l.settings.BranchPrefix
+	if !strings.HasPrefix(pr.HeadBranch, prefix) || (pr.HeadRepo != "" && !strings.EqualFold(pr.HeadRepo, ref.Repo.FullName())) {
+		return failf("preparing", "pull request #%d's branch %q is not one of agentbot's (%s…); agentbot follows up only on its own pull requests", pr.Number, pr.HeadBranch, prefix)
+	}
+	l.pr, l.branch, l.head = pr, pr.HeadBranch, pr.HeadSHA
+	l.title, l.body = t.Trigger.Prompt.Title, t.Trigger.Prompt.Body
+	if l.title == "" {
+		l.title, l.body = pr.Title, pr.Body
+	}
+	return nil
+}
+
+func (l *lookups) issueBranch(ctx context.Context, d *Dispatcher, t *agentbot.Task) *failure {
+	inst, ref := t.Trigger.InstallationID, t.Ref()
+	l.title, l.body = t.Trigger.Prompt.Title, t.Trigger.Prompt.Body
+	if l.title == "" {
+		is, err := d.gh.Issue(ctx, inst, ref)
+		if err != nil {
+			return failf("preparing", "cannot read issue %s: %v", ref, err)
+		}
+		l.title, l.body = is.Title, is.Body
+	}
+	l.branch = github.BranchName(l.settings.BranchPrefix, ref.Number, l.title)
+	head, err := d.gh.BranchHead(ctx, inst, ref.Repo, l.branch)
+	switch {
+	case err == nil:
+		// An earlier task (or an attempt cut short after its push) left
+		// this branch: continue it rather than fork a second history, so
+		// the push is a fast-forward guarded by its head.
+		l.head = head
+	case github.IsNotFound(err):
+	default:
+		return failf("preparing", "cannot read branch %s: %v", l.branch, err)
+	}
+	return nil
+}
+
+// prHead is the pull request head a follow-up's check run goes on.
+func (l *lookups) prHead(t *agentbot.Task) string {
+	if t.Trigger.Kind != agentbot.KindFollowUp {
+		return ""
+	}
+	if t.Trigger.HeadSHA != "" {
+		return t.Trigger.HeadSHA
+	}
+	return l.pr.HeadSHA
+}
+
+// plan builds the job from the lookups and mints its read-only token.
+func (a *attempt) plan(ctx context.Context, l *lookups) (*plan, *failure) {
+	d, t := a.d, a.task
+	inst, ref := t.Trigger.InstallationID, t.Ref()
+	limit, note := d.timeLimit(l.settings)
+	if note != "" {
+		a.addNote(note)
+		d.note(ctx, t.ID, "agentbot: "+note)
+	}
+	agent, fail := d.agentSpec(l.settings)
+	if fail != nil {
+		return nil, fail
+	}
+	p := &plan{settings: l.settings, repo: l.repo, expectedOld: l.head}
+	p.job = runner.Job{
+		Version:         runner.ProtocolVersion,
+		TaskID:          t.ID,
+		Repo:            ref.Repo.FullName(),
+		CloneURL:        l.repo.CloneURL,
+		Template:        l.settings.Template,
+		Agent:           agent,
+		TimeLimit:       runner.Duration(limit),
+		AuthorName:      d.opts.AuthorName,
+		AuthorEmail:     d.opts.AuthorEmail,
+		IssueNumber:     ref.Number,
+		Env:             d.opts.AgentEnv,
+		Branch:          l.branch,
+		BaseBranch:      l.repo.DefaultBranch,
+		FollowUp:        l.head != "",
+		ExpectedHeadSHA: l.head,
+		Prompt: runner.JobPrompt{
+			Title:        l.title,
+			Body:         l.body,
+			Instructions: t.Trigger.Prompt.Instructions,
+		},
+	}
+	if t.Trigger.Kind == agentbot.KindFollowUp {
+		p.job.BaseBranch = l.pr.BaseBranch
+		if rc, err := d.gh.ReviewComments(ctx, inst, ref); err == nil {
+			p.job.Prompt.ReviewComments = rc
+		} else {
+			logFrom(ctx).Warn("cannot read review comments", "err", err)
+		}
+	}
+	if ctx.Err() != nil {
+		return nil, failf("preparing", "agentbot is stopping")
+	}
+	tok, err := d.gh.TokenFor(ctx, inst, ref.Repo, github.Permissions{"contents": "read"})
+	if err != nil {
+		return nil, failf("preparing", "cannot mint a read-only token for %s: %v", ref.Repo, err)
+	}
+	p.job.Token = tok.Value
+	a.setToken(tok.Value)
+	return p, nil
+}
+
+// replan is the plan of a run re-attached after a restart: the same
+// lookups, no new token (the sandbox has its own).
+func (a *attempt) replan(ctx context.Context) (*plan, *failure) {
+	var l lookups
+	if fail := l.fetchAll(ctx, a.d, a.task); fail != nil {
+		return nil, fail
+	}
+	limit, _ := a.d.timeLimit(l.settings)
+	p := &plan{settings: l.settings, repo: l.repo, expectedOld: l.head}
+	p.job = runner.Job{
+		TaskID: a.task.ID, Repo: a.task.Ref().Repo.FullName(), CloneURL: l.repo.CloneURL,
+		TimeLimit: runner.Duration(limit), Branch: l.branch, BaseBranch: l.repo.DefaultBranch,
+		FollowUp: l.head != "", ExpectedHeadSHA: l.head,
+		Prompt: runner.JobPrompt{Title: l.title, Body: l.body},
+	}
+	if a.task.Trigger.Kind == agentbot.KindFollowUp {
+		p.job.BaseBranch = l.pr.BaseBranch
+	}
+	return p, nil
+}
+
+// timeLimit is a run's time limit: the repository's, at most the
+// operator's ceiling, else the operator's default. note says so when the
+// repository's limit was cut down.
+func (d *Dispatcher) timeLimit(s github.Settings) (limit time.Duration, note string) {
+	limit = s.TimeLimit
+	if limit <= 0 {
+		limit = d.opts.TimeLimit
+	}
+	if limit > d.opts.MaxTimeLimit {
+		note = fmt.Sprintf("The repository's time_limit of %s is above this agentbot's maximum, so the task may run for at most %s.", limit, d.opts.MaxTimeLimit)
+		limit = d.opts.MaxTimeLimit
+	}
+	return limit, note
+}
+
+// agentSpec picks the agent. An operator who configured the command agent
+// runs it for every repository (it is the operator's own wrapper, and a
+// repository file never names a command); otherwise the repository's choice
+// of claude or codex applies.
+func (d *Dispatcher) agentSpec(s github.Settings) (runner.AgentSpec, *failure) {
+	spec := d.opts.Agent
+	if spec.Name != "command" && s.Agent != "" && s.Agent != spec.Name {
+		spec = runner.AgentSpec{Name: s.Agent}
+		if s.Agent == "command" {
+			spec.Command = d.opts.Agent.Command
+		}
+	}
+	if s.Model != "" {
+		spec.Model = s.Model
+	}
+	if s.MaxTurns > 0 {
+		spec.MaxTurns = s.MaxTurns
+	}
+	if spec.Name == "command" && spec.Command == "" {
+		return spec, failf("preparing", "the repository asks for the command agent, but this agentbot has no AGENTBOT_AGENT_COMMAND")
+	}
+	return spec, nil
+}
