@@ -259,6 +259,12 @@ type Exit struct {
 	// say why in an error event. It comes from the sandbox unredacted:
 	// callers redact it.
 	StderrTail []string
+	// LimitHit names the sandbox limit the run ran into, in the words a
+	// failure comment uses ("the agent used more than 4 GiB of memory"),
+	// or is empty. The launcher fills it from what it measured outside
+	// the sandbox (cgroup counters, its disk watchdog), never from
+	// anything the sandbox reported.
+	LimitHit string
 }
 
 // StderrTailLines is how many lines of agent-runner's stderr Exit keeps.

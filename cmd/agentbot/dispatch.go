@@ -23,6 +23,7 @@ import (
 	"github.com/agentbot/agentbot/runner"
 	"github.com/agentbot/agentbot/runner/kubernetes"
 	"github.com/agentbot/agentbot/runner/local"
+	"github.com/agentbot/agentbot/runner/sandbox"
 	"github.com/agentbot/agentbot/tasklog"
 	"github.com/agentbot/agentbot/web"
 )
@@ -47,6 +48,11 @@ type DispatchOptions struct {
 	Namespace      string
 	WarmPool       string
 	Kubeconfig     string
+	SandboxMemory  string
+	SandboxPIDs    string
+	SandboxCPUs    string
+	SandboxDisk    string
+	SandboxUID     string
 }
 
 // defaultAgentEnv names the environment variables an agent gets by
@@ -59,7 +65,12 @@ var dispatchSettings = []setting[DispatchOptions]{
 	{"max-concurrent", "AGENTBOT_MAX_CONCURRENT", "10", "agent runs at once", func(o *DispatchOptions) any { return &o.MaxConcurrent }},
 	{"time-limit", "AGENTBOT_TIME_LIMIT", "30m", "a task's time limit when its repository's settings set none", func(o *DispatchOptions) any { return &o.TimeLimit }},
 	{"max-time-limit", "AGENTBOT_MAX_TIME_LIMIT", "2h", "the longest time limit a repository's settings may give a task (a longer one is cut down to it)", func(o *DispatchOptions) any { return &o.MaxTimeLimit }},
-	{"local-isolation", "AGENTBOT_LOCAL_ISOLATION", "auto", "local launcher isolation: auto (bwrap when it works here), bwrap or none", func(o *DispatchOptions) any { return &o.LocalIsolation }},
+	{"local-isolation", "AGENTBOT_LOCAL_ISOLATION", "auto", "local launcher isolation: auto (gvisor when runsc works here, else bwrap), gvisor, bwrap or none", func(o *DispatchOptions) any { return &o.LocalIsolation }},
+	{"sandbox-memory", sandbox.EnvMemory, "4GiB", "local launcher: memory per task (RAM, and RAM+swap where accounted)", func(o *DispatchOptions) any { return &o.SandboxMemory }},
+	{"sandbox-pids", sandbox.EnvPIDs, "1024", "local launcher: processes and threads per task", func(o *DispatchOptions) any { return &o.SandboxPIDs }},
+	{"sandbox-cpus", sandbox.EnvCPUs, "2", "local launcher: CPU cores per task", func(o *DispatchOptions) any { return &o.SandboxCPUs }},
+	{"sandbox-disk", sandbox.EnvDisk, "10GiB", "local launcher: bytes a task's workspace may hold", func(o *DispatchOptions) any { return &o.SandboxDisk }},
+	{"sandbox-uid", "AGENTBOT_SANDBOX_UID", strconv.Itoa(local.DefaultSandboxUID), "local launcher: the unprivileged host uid (and gid) sandboxes run as; not in /etc/passwd, never 0", func(o *DispatchOptions) any { return &o.SandboxUID }},
 	{"agent-runner", "AGENTBOT_AGENT_RUNNER", "", "agent-runner binary (default: next to agentbot, then PATH)", func(o *DispatchOptions) any { return &o.AgentRunner }},
 	{"agent", "AGENTBOT_AGENT", "claude", "agent used when a repository's settings name none: claude, codex or command", func(o *DispatchOptions) any { return &o.Agent }},
 	{"agent-command", "AGENTBOT_AGENT_COMMAND", "", "the command agent's command line (split on spaces, no shell)", func(o *DispatchOptions) any { return &o.AgentCommand }},
@@ -81,6 +92,8 @@ type DispatchConfig struct {
 	TimeLimit      time.Duration
 	MaxTimeLimit   time.Duration
 	LocalIsolation string
+	SandboxLimits  sandbox.Limits
+	SandboxUID     int
 	AgentRunner    string
 	Agent          runner.AgentSpec
 	AgentEnv       map[string]string
@@ -137,11 +150,12 @@ func (o DispatchOptions) validate(getenv func(string) string) (DispatchConfig, e
 		errs = append(errs, dispatchProblem("time-limit", "%s is above --max-time-limit %s", c.TimeLimit, c.MaxTimeLimit))
 	}
 	switch o.LocalIsolation {
-	case local.IsolationAuto, local.IsolationBwrap, local.IsolationNone:
+	case local.IsolationAuto, local.IsolationGVisor, local.IsolationBwrap, local.IsolationNone:
 		c.LocalIsolation = o.LocalIsolation
 	default:
-		errs = append(errs, dispatchProblem("local-isolation", "%q is not auto, bwrap or none", o.LocalIsolation))
+		errs = append(errs, dispatchProblem("local-isolation", "%q is not auto, gvisor, bwrap or none", o.LocalIsolation))
 	}
+	errs = append(errs, o.sandbox(&c)...)
 	c.AgentRunner = o.AgentRunner
 	if c.Launcher == "kubernetes" {
 		c.Kubernetes = kubernetes.Config{Namespace: o.Namespace, WarmPool: o.WarmPool}
@@ -204,6 +218,26 @@ func (o DispatchOptions) validate(getenv func(string) string) (DispatchConfig, e
 	return c, errors.Join(errs...)
 }
 
+// sandbox validates the local sandbox's limits and uid.
+func (o DispatchOptions) sandbox(c *DispatchConfig) []error {
+	var errs []error
+	values := map[string]string{sandbox.EnvMemory: o.SandboxMemory, sandbox.EnvPIDs: o.SandboxPIDs, sandbox.EnvCPUs: o.SandboxCPUs, sandbox.EnvDisk: o.SandboxDisk}
+	limits, err := sandbox.LimitsFromEnv(func(k string) string { return values[k] })
+	if err != nil {
+		// One line each, already naming the variable; say the flag too.
+		for _, line := range strings.Split(err.Error(), "\n") {
+			errs = append(errs, fmt.Errorf("sandbox limit: %s", line))
+		}
+	}
+	c.SandboxLimits = limits
+	if n, err := strconv.Atoi(o.SandboxUID); err != nil || n <= 0 || n > 1<<32-2 {
+		errs = append(errs, dispatchProblem("sandbox-uid", "%q is not a uid above 0", o.SandboxUID))
+	} else {
+		c.SandboxUID = n
+	}
+	return errs
+}
+
 // findAgentRunner resolves the agent-runner binary: the setting, else next
 // to this executable, else PATH.
 func findAgentRunner(setting string) (string, error) {
@@ -225,8 +259,14 @@ func findAgentRunner(setting string) (string, error) {
 // serviceAccountNamespace holds the namespace of a pod's service account.
 const serviceAccountNamespace = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
-// newLauncher builds the configured launcher.
-func newLauncher(dataDir string, c DispatchConfig, secretFiles []string, reg *prometheus.Registry, logger *slog.Logger) (runner.Launcher, func() error, error) {
+// newLauncher builds the configured launcher. readiness is its line for
+// /readyz: the local launcher's isolation and how it enforces limits.
+//
+// The local sandbox shows the agent only its mount plan (system
+// directories, a curated /etc, the agent CLIs, its workspace), so the App
+// key, the webhook secret and the pages' secrets, which live elsewhere,
+// need no hiding of their own.
+func newLauncher(dataDir string, c DispatchConfig, reg *prometheus.Registry, logger *slog.Logger) (l runner.Launcher, closeL func() error, readiness string, err error) {
 	if c.Launcher == "kubernetes" {
 		var rc *rest.Config
 		var err error
@@ -236,30 +276,31 @@ func newLauncher(dataDir string, c DispatchConfig, secretFiles []string, reg *pr
 			rc, err = rest.InClusterConfig()
 		}
 		if err != nil {
-			return nil, nil, fmt.Errorf("kubernetes launcher: API server configuration (in-cluster, or KUBECONFIG): %w", err)
+			return nil, nil, "", fmt.Errorf("kubernetes launcher: API server configuration (in-cluster, or KUBECONFIG): %w", err)
 		}
-		l, err := kubernetes.New(c.Kubernetes, rc, reg, logger)
+		kl, err := kubernetes.New(c.Kubernetes, rc, reg, logger)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, "", err
 		}
-		return l, l.Close, nil
+		return kl, kl.Close, "", nil
 	}
 	bin, err := findAgentRunner(c.AgentRunner)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, "", err
 	}
-	l, err := local.New(local.Options{
+	ll, err := local.New(local.Options{
 		DataDir:     dataDir,
 		AgentRunner: bin,
 		Isolation:   c.LocalIsolation,
+		SandboxUID:  c.SandboxUID,
+		Limits:      c.SandboxLimits,
 		KeepFailed:  c.KeepFailed,
-		HidePaths:   secretFiles,
 		Logger:      logger,
 	})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, "", err
 	}
-	return l, l.Close, nil
+	return ll, ll.Close, ll.Readiness(), nil
 }
 
 // dispatchHook runs tasks: with GitHub App credentials it starts the
@@ -283,8 +324,7 @@ func dispatchHook(ctx context.Context, m *Main) (Plugin, error) {
 	if err != nil {
 		return Plugin{}, err
 	}
-	secretFiles := append([]string{cfg.PrivateKeyFile, m.Options.WebhookSecretFile}, dc.SecretFiles...)
-	launcher, closeLauncher, err := newLauncher(cfg.DataDir, dc, secretFiles, m.Registry, log)
+	launcher, closeLauncher, readiness, err := newLauncher(cfg.DataDir, dc, m.Registry, log)
 	if err != nil {
 		gh.Close()
 		return Plugin{}, err
@@ -353,7 +393,7 @@ func dispatchHook(ctx context.Context, m *Main) (Plugin, error) {
 		r.Handle("/tasks", pages)
 		r.Handle("/tasks/*", pages)
 	}
-	return Plugin{Enqueued: d.Notify, Routes: routes, Stop: stop}, nil
+	return Plugin{Enqueued: d.Notify, Routes: routes, Stop: stop, Readiness: readiness}, nil
 }
 
 // loopbackOnly reports whether a listen address accepts only local

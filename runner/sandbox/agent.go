@@ -19,6 +19,10 @@ func SetNonDumpable() error {
 	return nil
 }
 
+// AgentBwrapEnv tells agent-runner which bwrap starts the agent's nested
+// sandbox; unset, the agent runs as agent-runner's child.
+const AgentBwrapEnv = "AGENTBOT_AGENT_BWRAP"
+
 // AgentCommand is how agent-runner starts the agent in a nested sandbox
 // inside its own: a second bwrap with new user and PID namespaces (so
 // agent-runner's processes are not in the agent's /proc), a fresh /proc
@@ -36,7 +40,9 @@ type AgentCommand struct {
 
 // NewAgentCommand wraps argv (the agent's program and arguments) for the
 // nested sandbox, with bwrap at bwrapPath and a filter from SeccompFilter.
-func NewAgentCommand(bwrapPath string, filter []byte, argv []string) (*AgentCommand, error) {
+// mounts are further bwrap mount options applied over the view of agent-
+// runner's sandbox (agent-runner's own state made read-only, say).
+func NewAgentCommand(bwrapPath string, filter []byte, argv []string, mounts ...string) (*AgentCommand, error) {
 	f, err := memFile("agentbot-agent-seccomp", filter)
 	if err != nil {
 		return nil, err
@@ -45,8 +51,8 @@ func NewAgentCommand(bwrapPath string, filter []byte, argv []string) (*AgentComm
 		"--unshare-user", "--disable-userns",
 		"--uid", strconv.Itoa(SandboxUID), "--gid", strconv.Itoa(SandboxGID),
 		"--unshare-pid", "--dev-bind", "/", "/", "--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys",
-		"--new-session", "--die-with-parent", "--cap-drop", "ALL",
-		"--seccomp", "3", "--",
 	}
+	args = append(args, mounts...)
+	args = append(args, "--new-session", "--die-with-parent", "--cap-drop", "ALL", "--seccomp", "3", "--")
 	return &AgentCommand{Path: bwrapPath, Args: append(args, argv...), Seccomp: f}, nil
 }

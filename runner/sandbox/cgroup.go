@@ -308,6 +308,25 @@ func keyedValue(path, key string) (int64, error) {
 	return 0, fmt.Errorf("sandbox: %s has no %q", path, key)
 }
 
+// Kill SIGKILLs every process in the cgroup until none is left or ctx
+// ends: a process forking as fast as it is killed is caught within a few
+// rounds, since the pids limit bounds it.
+func (c *Cgroup) Kill(ctx context.Context) error {
+	for _, d := range c.dirs {
+		if c.v2 {
+			_ = os.WriteFile(filepath.Join(d, "cgroup.kill"), []byte("1"), 0o644)
+		}
+		for killAll(filepath.Join(d, "cgroup.procs")) > 0 {
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("sandbox: kill cgroup %s: %w", d, ctx.Err())
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}
+	return nil
+}
+
 // Remove kills every process left in the cgroup and removes it. It
 // returns once the cgroup is gone or ctx ends.
 func (c *Cgroup) Remove(ctx context.Context) error {

@@ -117,3 +117,22 @@ func DiskUsage(ctx context.Context, dir string, budget time.Duration) int64 {
 	})
 	return used
 }
+
+// RlimitsEnv carries the limits, encoded by EncodeLimits, to an
+// agent-runner whose task has no cgroup: it lowers its own rlimits to them
+// before it reads the job, so that nothing it starts escapes them.
+const RlimitsEnv = "AGENTBOT_SANDBOX_RLIMITS"
+
+// EncodeLimits writes l as "memory,pids,disk" in bytes and counts.
+func EncodeLimits(l Limits) string {
+	return fmt.Sprintf("%d,%d,%d", l.Memory, l.PIDs, l.Disk)
+}
+
+// DecodeLimits reads what EncodeLimits wrote.
+func DecodeLimits(s string) (Limits, error) {
+	var l Limits
+	if _, err := fmt.Sscanf(s, "%d,%d,%d", &l.Memory, &l.PIDs, &l.Disk); err != nil {
+		return l, fmt.Errorf("sandbox: limits %q: %w", s, err)
+	}
+	return l, nil
+}
