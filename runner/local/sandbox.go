@@ -64,7 +64,14 @@ func (l *Launcher) command(job runner.Job, ws string, args ...string) (*exec.Cmd
 	}
 	box := &taskSandbox{limits: l.opts.Limits, workspace: ws}
 	if l.cgroupWhy == "" {
-		if box.cgroup, err = sandbox.NewCgroup("task-"+job.TaskID, l.opts.Limits); err != nil {
+		cg := l.opts.Limits
+		if l.isolation == IsolationGVisor && cg.PIDs > 0 {
+			// runsc, its sentry and gofer are host threads of the task's
+			// cgroup too, as is a host thread per guest thread on the
+			// ptrace platform.
+			cg.PIDs += gvisorThreads
+		}
+		if box.cgroup, err = sandbox.NewCgroup("task-"+job.TaskID, cg); err != nil {
 			l.log.Warn("task runs without a cgroup: rlimits and the disk watchdog only", "task_id", job.TaskID, "err", err)
 		}
 	}
@@ -84,6 +91,10 @@ func (l *Launcher) command(job runner.Job, ws string, args ...string) (*exec.Cmd
 	}
 	return cmd, box, nil
 }
+
+// gvisorThreads is what gVisor's own processes take of the task's pids
+// limit, measured with an idle container (about 150 threads) and doubled.
+const gvisorThreads = 300
 
 // bwrapCommand runs argv under bubblewrap. agent-runner there starts the
 // agent in a nested sandbox (sandbox.AgentCommand), so its own filter must
@@ -145,7 +156,7 @@ func (l *Launcher) readOnlyPaths(job runner.Job) []string {
 		if p == "" || !filepath.IsAbs(p) || seen[p] {
 			return
 		}
-		if _, err := os.Stat(p); err != nil {
+		if _, err := os.Stat(p); err != nil || systemPath(p) {
 			return
 		}
 		seen[p] = true
@@ -170,6 +181,20 @@ func (l *Launcher) readOnlyPaths(job runner.Job) []string {
 		add(p)
 	}
 	return out
+}
+
+// systemPath reports whether the mount plan shows p already, as part of
+// the system directories (/bin/sh as an agent command, say).
+func systemPath(p string) bool {
+	if r, err := filepath.EvalSymlinks(p); err == nil {
+		p = r
+	}
+	for _, d := range []string{"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"} {
+		if p == d || strings.HasPrefix(p, d+"/") {
+			return true
+		}
+	}
+	return false
 }
 
 // toolRoot is the directory an agent CLI must bring along: an npm install
