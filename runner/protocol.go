@@ -79,6 +79,14 @@ type AgentSpec struct {
 	// Command is the executable (and arguments, split on spaces by a shell-free
 	// splitter) for the "command" agent.
 	Command string `json:"command,omitempty"`
+	// PermissionMode narrows what Claude Code may do without asking
+	// ("acceptEdits", "plan", ...); empty means bypassPermissions: the
+	// sandbox is the boundary, and inside it the agent runs tests, installs
+	// dependencies and uses git. For codex, any value but empty or
+	// "bypassPermissions" keeps codex's own workspace-write sandbox.
+	PermissionMode string `json:"permission_mode,omitempty"`
+	// AllowedTools, when set, are the only tools Claude Code may use.
+	AllowedTools []string `json:"allowed_tools,omitempty"`
 }
 
 // Duration is a time.Duration that encodes as a Go duration string ("30m").

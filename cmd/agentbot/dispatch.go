@@ -53,6 +53,8 @@ type DispatchOptions struct {
 	SandboxCPUs    string
 	SandboxDisk    string
 	SandboxUID     string
+	ClaudeMode     string
+	ClaudeTools    string
 }
 
 // defaultAgentEnv names the environment variables an agent gets by
@@ -70,6 +72,8 @@ var dispatchSettings = []setting[DispatchOptions]{
 	{"sandbox-pids", sandbox.EnvPIDs, "1024", "local launcher: processes and threads per task", func(o *DispatchOptions) any { return &o.SandboxPIDs }},
 	{"sandbox-cpus", sandbox.EnvCPUs, "2", "local launcher: CPU cores per task", func(o *DispatchOptions) any { return &o.SandboxCPUs }},
 	{"sandbox-disk", sandbox.EnvDisk, "10GiB", "local launcher: bytes a task's workspace may hold", func(o *DispatchOptions) any { return &o.SandboxDisk }},
+	{"claude-permission-mode", "AGENTBOT_CLAUDE_PERMISSION_MODE", "", "narrows Claude Code's permission mode (acceptEdits, plan, ...); empty is bypassPermissions, the sandbox being the boundary", func(o *DispatchOptions) any { return &o.ClaudeMode }},
+	{"claude-allowed-tools", "AGENTBOT_CLAUDE_ALLOWED_TOOLS", "", "comma-separated tools Claude Code may use (empty: all)", func(o *DispatchOptions) any { return &o.ClaudeTools }},
 	{"sandbox-uid", "AGENTBOT_SANDBOX_UID", strconv.Itoa(local.DefaultSandboxUID), "local launcher: the unprivileged host uid (and gid) sandboxes run as; not in /etc/passwd, never 0", func(o *DispatchOptions) any { return &o.SandboxUID }},
 	{"agent-runner", "AGENTBOT_AGENT_RUNNER", "", "agent-runner binary (default: next to agentbot, then PATH)", func(o *DispatchOptions) any { return &o.AgentRunner }},
 	{"agent", "AGENTBOT_AGENT", "claude", "agent used when a repository's settings name none: claude, codex or command", func(o *DispatchOptions) any { return &o.Agent }},
@@ -170,6 +174,17 @@ func (o DispatchOptions) validate(getenv func(string) string) (DispatchConfig, e
 		c.Kubeconfig = o.Kubeconfig
 	}
 	c.Agent = runner.AgentSpec{Name: o.Agent, Command: o.AgentCommand}
+	switch o.ClaudeMode {
+	case "", "bypassPermissions", "acceptEdits", "default", "plan", "dontAsk":
+		c.Agent.PermissionMode = o.ClaudeMode
+	default:
+		errs = append(errs, dispatchProblem("claude-permission-mode", "%q is not bypassPermissions, acceptEdits, default, plan or dontAsk", o.ClaudeMode))
+	}
+	for _, tool := range strings.Split(o.ClaudeTools, ",") {
+		if tool = strings.TrimSpace(tool); tool != "" {
+			c.Agent.AllowedTools = append(c.Agent.AllowedTools, tool)
+		}
+	}
 	switch o.Agent {
 	case "claude", "codex":
 	case "command":

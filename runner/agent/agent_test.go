@@ -134,13 +134,13 @@ func TestInvocations(t *testing.T) {
 			adapter: Claude{Bin: "/opt/claude"},
 			req:     Request{PromptFile: short, Spec: runner.AgentSpec{Name: "claude", Model: "claude-sonnet-4-5", MaxTurns: 30}},
 			want: Invocation{Path: "/opt/claude", Args: []string{"-p", "Fix the bug", "--output-format", "stream-json", "--verbose",
-				"--permission-mode", "acceptEdits", "--max-turns", "30", "--model", "claude-sonnet-4-5"}},
+				"--permission-mode", "bypassPermissions", "--max-turns", "30", "--model", "claude-sonnet-4-5"}},
 		},
 		{
 			name:    "claude with a prompt too long for an argument",
 			adapter: Claude{Bin: "claude"},
 			req:     Request{PromptFile: long, Spec: runner.AgentSpec{Name: "claude"}},
-			want:    Invocation{Path: "claude", Args: []string{"-p", "--output-format", "stream-json", "--verbose", "--permission-mode", "acceptEdits"}, StdinPromptFile: true},
+			want:    Invocation{Path: "claude", Args: []string{"-p", "--output-format", "stream-json", "--verbose", "--permission-mode", "bypassPermissions"}, StdinPromptFile: true},
 		},
 		{
 			name:    "claude without its prompt file",
@@ -152,7 +152,7 @@ func TestInvocations(t *testing.T) {
 			name:    "codex",
 			adapter: Codex{Bin: "codex"},
 			req:     Request{PromptFile: short, SummaryFile: "/ws/.agentbot/summary.md", Spec: runner.AgentSpec{Name: "codex", Model: "gpt-5-codex", MaxTurns: 9}},
-			want: Invocation{Path: "codex", Args: []string{"exec", "--sandbox", "workspace-write", "--color", "never",
+			want: Invocation{Path: "codex", Args: []string{"exec", "--dangerously-bypass-approvals-and-sandbox", "--color", "never",
 				"--output-last-message", "/ws/.agentbot/summary.md", "--model", "gpt-5-codex", "-"}, StdinPromptFile: true},
 		},
 		{
