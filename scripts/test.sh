@@ -30,6 +30,19 @@ if [ ! -x "$claude_dir/node_modules/.bin/claude" ]; then
   mkdir -p "$claude_dir"
   npm install --silent --no-audit --no-fund --prefix "$claude_dir" "@anthropic-ai/claude-code@$CLAUDE_CODE_VERSION"
 fi
+# Sandboxes run as an unprivileged uid that must walk to the CLI (bubblewrap
+# opens its bind sources as that uid): a cache under a 0700 home is copied
+# to a directory every uid may pass through.
+walkable() { local d; d=$(realpath "$1"); while [ "$d" != / ]; do [ $(( 0$(stat -c %a "$d") & 1 )) = 1 ] || return 1; d=$(dirname "$d"); done; }
+if ! walkable "$claude_dir"; then
+  shared=/var/cache/agentbot-tools/claude-$CLAUDE_CODE_VERSION
+  if [ ! -x "$shared/node_modules/.bin/claude" ]; then
+    step "copy Claude Code to $shared (the sandbox's uid cannot walk to $claude_dir)"
+    mkdir -p "$shared" && chmod 0755 /var/cache/agentbot-tools
+    cp -a "$claude_dir/." "$shared/"
+  fi
+  claude_dir=$shared
+fi
 export AGENTBOT_CLAUDE_BIN="$claude_dir/node_modules/.bin/claude"
 
 if [ -x hack/testenv/build.sh ]; then

@@ -51,6 +51,12 @@ func (c Claude) Invocation(req Request) (Invocation, error) {
 	mode := req.Spec.PermissionMode
 	if mode == "" {
 		mode = "bypassPermissions"
+		if os.Geteuid() == 0 {
+			// Only unsandboxed (isolation none, as root) is the agent root,
+			// and there Claude Code refuses to skip permissions; without a
+			// sandbox as the boundary its own prompts are the one left.
+			mode = "acceptEdits"
+		}
 	}
 	inv.Args = append(inv.Args, "--output-format", "stream-json", "--verbose", "--permission-mode", mode)
 	if len(req.Spec.AllowedTools) > 0 {

@@ -19,6 +19,13 @@ func (r *run) clone(ctx context.Context) (string, error) {
 	if strings.HasPrefix(job.CloneURL, "https://") || strings.HasPrefix(job.CloneURL, "http://") {
 		// Blobs arrive only for the checked-out tree; history stays light.
 		args = append(args, "--filter=blob:none")
+	} else if strings.HasPrefix(job.CloneURL, "file://") || strings.HasPrefix(job.CloneURL, "/") {
+		// A local repository (agentbot run) belongs to the operator, not to
+		// the sandbox's uid, and git serves only its user's repositories
+		// unless told otherwise. This clone alone is told: the operator
+		// chose the repository. (git drops -c options on the way to a
+		// local upload-pack, so they go in its command.)
+		args = append(args, "--upload-pack", "git -c safe.directory=* upload-pack")
 	}
 	from := job.BaseBranch
 	if job.FollowUp {

@@ -174,8 +174,12 @@ func (l *Launcher) readOnlyPaths(job runner.Job) []string {
 	} else if filepath.IsAbs(job.CloneURL) {
 		add(job.CloneURL)
 	}
-	for _, k := range []string{"AGENTBOT_CLAUDE_BIN", "AGENTBOT_CODEX_BIN"} {
-		add(toolRoot(os.Getenv(k)))
+	// Only the CLI the job runs: the sandbox sees no more than it needs.
+	switch job.Agent.Name {
+	case "claude":
+		add(toolRoot(os.Getenv("AGENTBOT_CLAUDE_BIN")))
+	case "codex":
+		add(toolRoot(os.Getenv("AGENTBOT_CODEX_BIN")))
 	}
 	for _, p := range l.opts.ReadOnlyPaths {
 		add(p)
