@@ -23,9 +23,10 @@ func (r *run) clone(ctx context.Context) (string, error) {
 		// A local repository (agentbot run) belongs to the operator, not to
 		// the sandbox's uid, and git serves only its user's repositories
 		// unless told otherwise. This clone alone is told: the operator
-		// chose the repository. (git drops -c options on the way to a
-		// local upload-pack, so they go in its command.)
-		args = append(args, "--upload-pack", "git -c safe.directory=* upload-pack")
+		// chose the repository. A plain path is read by clone itself; a
+		// file:// URL by an upload-pack, to which git passes no -c options,
+		// so they go in its command.
+		args = append([]string{"-c", "safe.directory=*"}, append(args, "--upload-pack", "git -c safe.directory=* upload-pack")...)
 	}
 	from := job.BaseBranch
 	if job.FollowUp {
