@@ -173,6 +173,27 @@ func (o DispatchOptions) validate(getenv func(string) string) (DispatchConfig, e
 		}
 		c.Kubeconfig = o.Kubeconfig
 	}
+	errs = append(errs, o.agent(&c)...)
+	c.AgentEnv = map[string]string{}
+	for _, k := range strings.Split(o.AgentEnv, ",") {
+		if k = strings.TrimSpace(k); k != "" {
+			if v := getenv(k); v != "" {
+				c.AgentEnv[k] = v
+			}
+		}
+	}
+	if d, err := time.ParseDuration(o.KeepFailed); err != nil || d < 0 {
+		errs = append(errs, dispatchProblem("keep-failed", "%q is not a duration (like 24h, or 0)", o.KeepFailed))
+	} else {
+		c.KeepFailed = d
+	}
+	errs = append(errs, o.pages(&c)...)
+	return c, errors.Join(errs...)
+}
+
+// agent validates the operator's agent and how far Claude Code is narrowed.
+func (o DispatchOptions) agent(c *DispatchConfig) []error {
+	var errs []error
 	c.Agent = runner.AgentSpec{Name: o.Agent, Command: o.AgentCommand}
 	switch o.ClaudeMode {
 	case "", "bypassPermissions", "acceptEdits", "default", "plan", "dontAsk":
@@ -194,19 +215,12 @@ func (o DispatchOptions) validate(getenv func(string) string) (DispatchConfig, e
 	default:
 		errs = append(errs, dispatchProblem("agent", "%q is not claude, codex or command", o.Agent))
 	}
-	c.AgentEnv = map[string]string{}
-	for _, k := range strings.Split(o.AgentEnv, ",") {
-		if k = strings.TrimSpace(k); k != "" {
-			if v := getenv(k); v != "" {
-				c.AgentEnv[k] = v
-			}
-		}
-	}
-	if d, err := time.ParseDuration(o.KeepFailed); err != nil || d < 0 {
-		errs = append(errs, dispatchProblem("keep-failed", "%q is not a duration (like 24h, or 0)", o.KeepFailed))
-	} else {
-		c.KeepFailed = d
-	}
+	return errs
+}
+
+// pages reads the task pages' secrets.
+func (o DispatchOptions) pages(c *DispatchConfig) []error {
+	var errs []error
 	if o.PagesTokenFile != "" {
 		tok, err := readSecret(o.PagesTokenFile)
 		switch {
@@ -230,7 +244,7 @@ func (o DispatchOptions) validate(getenv func(string) string) (DispatchConfig, e
 		c.Pages.BasicUser, c.Pages.BasicPassword = user, pass
 		c.SecretFiles = append(c.SecretFiles, o.PagesBasicFile)
 	}
-	return c, errors.Join(errs...)
+	return errs
 }
 
 // sandbox validates the local sandbox's limits and uid.
