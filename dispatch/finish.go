@@ -51,6 +51,11 @@ func runFailure(t *agentbot.Task, out followed, stderr []string) *failure {
 	if len(f.tail) == 0 {
 		f.tail = stderr
 	}
+	if out.limitHit != "" {
+		// What the agent says of its own death (killed, out of memory)
+		// matters less than which limit killed it.
+		f.msg = out.limitHit + ": " + f.msg
+	}
 	if f.phase == "" || f.phase == "starting" {
 		f.phase = runner.PhaseCloning
 	}

@@ -27,6 +27,7 @@ type followed struct {
 	code        int
 	waitErr     error
 	stderr      []string // agent-runner's last stderr lines, unredacted
+	limitHit    string   // the launcher's runner.Exit.LimitHit
 	result      *runner.RunResult
 	errEvent    *runner.Event
 	tail        []string
@@ -166,6 +167,7 @@ func (f *follower) end(ctx context.Context, run runner.Run) followed {
 	}
 	f.out.code, f.out.waitErr = code, err
 	f.out.stderr = exit.StderrTail
+	f.out.limitHit = exit.LimitHit
 	// A cancel that raced the end of the run still counts as a cancel only
 	// if the run did not finish on its own.
 	if f.out.cancelledBy == "" {

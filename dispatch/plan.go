@@ -236,7 +236,8 @@ func (d *Dispatcher) timeLimit(s github.Settings) (limit time.Duration, note str
 func (d *Dispatcher) agentSpec(s github.Settings) (runner.AgentSpec, *failure) {
 	spec := d.opts.Agent
 	if spec.Name != "command" && s.Agent != "" && s.Agent != spec.Name {
-		spec = runner.AgentSpec{Name: s.Agent}
+		// The operator's narrowing holds whichever agent the repository picks.
+		spec = runner.AgentSpec{Name: s.Agent, PermissionMode: spec.PermissionMode, AllowedTools: spec.AllowedTools}
 		if s.Agent == "command" {
 			spec.Command = d.opts.Agent.Command
 		}

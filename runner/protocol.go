@@ -79,6 +79,14 @@ type AgentSpec struct {
 	// Command is the executable (and arguments, split on spaces by a shell-free
 	// splitter) for the "command" agent.
 	Command string `json:"command,omitempty"`
+	// PermissionMode narrows what Claude Code may do without asking
+	// ("acceptEdits", "plan", ...); empty means bypassPermissions: the
+	// sandbox is the boundary, and inside it the agent runs tests, installs
+	// dependencies and uses git. For codex, any value but empty or
+	// "bypassPermissions" keeps codex's own workspace-write sandbox.
+	PermissionMode string `json:"permission_mode,omitempty"`
+	// AllowedTools, when set, are the only tools Claude Code may use.
+	AllowedTools []string `json:"allowed_tools,omitempty"`
 }
 
 // Duration is a time.Duration that encodes as a Go duration string ("30m").
@@ -295,6 +303,12 @@ type Exit struct {
 	// say why in an error event. It comes from the sandbox unredacted:
 	// callers redact it.
 	StderrTail []string
+	// LimitHit names the sandbox limit the run ran into, in the words a
+	// failure comment uses ("the agent used more than 4 GiB of memory"),
+	// or is empty. The launcher fills it from what it measured outside
+	// the sandbox (cgroup counters, its disk watchdog), never from
+	// anything the sandbox reported.
+	LimitHit string
 }
 
 // StderrTailLines is how many lines of agent-runner's stderr Exit keeps.

@@ -14,7 +14,7 @@ CLAUDE_CODE_VERSION=2.1.330
 step() { printf '\n==> %s\n' "$*"; }
 
 need_pkgs=()
-for p in git bubblewrap chromium; do
+for p in git bubblewrap chromium runsc; do
   dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
@@ -30,6 +30,19 @@ if [ ! -x "$claude_dir/node_modules/.bin/claude" ]; then
   mkdir -p "$claude_dir"
   npm install --silent --no-audit --no-fund --prefix "$claude_dir" "@anthropic-ai/claude-code@$CLAUDE_CODE_VERSION"
 fi
+# Sandboxes run as an unprivileged uid that must walk to the CLI (bubblewrap
+# opens its bind sources as that uid): a cache under a 0700 home is copied
+# to a directory every uid may pass through.
+walkable() { local d; d=$(realpath "$1"); while [ "$d" != / ]; do [ $(( 0$(stat -c %a "$d") & 1 )) = 1 ] || return 1; d=$(dirname "$d"); done; }
+if ! walkable "$claude_dir"; then
+  shared=/var/cache/agentbot-tools/claude-$CLAUDE_CODE_VERSION
+  if [ ! -x "$shared/node_modules/.bin/claude" ]; then
+    step "copy Claude Code to $shared (the sandbox's uid cannot walk to $claude_dir)"
+    mkdir -p "$shared" && chmod 0755 /var/cache/agentbot-tools
+    cp -a "$claude_dir/." "$shared/"
+  fi
+  claude_dir=$shared
+fi
 export AGENTBOT_CLAUDE_BIN="$claude_dir/node_modules/.bin/claude"
 
 if [ -x hack/testenv/build.sh ]; then
@@ -39,7 +52,7 @@ if [ -x hack/testenv/build.sh ]; then
 fi
 
 # CI must run, not skip, the tests that need these tools.
-export AGENTBOT_REQUIRE_CLAUDE=1 AGENTBOT_REQUIRE_BWRAP=1 AGENTBOT_REQUIRE_CHROMIUM=1
+export AGENTBOT_REQUIRE_CLAUDE=1 AGENTBOT_REQUIRE_BWRAP=1 AGENTBOT_REQUIRE_CHROMIUM=1 AGENTBOT_REQUIRE_RUNSC=1
 
 step "gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go'))

@@ -26,6 +26,7 @@ import (
 	"github.com/agentbot/agentbot/runner"
 	"github.com/agentbot/agentbot/runner/agent"
 	"github.com/agentbot/agentbot/runner/agentrun"
+	"github.com/agentbot/agentbot/runner/sandbox"
 )
 
 func main() {
@@ -63,6 +64,22 @@ func runCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return runner.ExitBadJob
 	}
+	// Before the job (and its token) is read: a process of our uid, the
+	// agent, must not read our memory or open our descriptors.
+	if err := sandbox.SetNonDumpable(); err != nil {
+		fmt.Fprintf(stderr, "agent-runner: %v\n", err)
+		return runner.ExitInternal
+	}
+	if v := os.Getenv(sandbox.RlimitsEnv); v != "" {
+		l, err := sandbox.DecodeLimits(v)
+		if err == nil {
+			err = sandbox.ApplyRlimits(0, l)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "agent-runner: %v\n", err)
+			return runner.ExitInternal
+		}
+	}
 
 	// A launcher that loses its connection closes our standard output: the
 	// run must go on (the events file keeps everything for attach), so a
@@ -89,11 +106,12 @@ func runCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}()
 
 	return agentrun.Run(ctx, agentrun.Options{
-		Workspace: agentrun.ResolveWorkspace(*workspace),
-		Stdin:     stdin,
-		Stdout:    stdout,
-		Logger:    slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-		Agents:    agent.Binaries{Claude: *claudeBin, Codex: *codexBin},
+		Workspace:  agentrun.ResolveWorkspace(*workspace),
+		Stdin:      stdin,
+		Stdout:     stdout,
+		Logger:     slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Agents:     agent.Binaries{Claude: *claudeBin, Codex: *codexBin},
+		AgentBwrap: os.Getenv(sandbox.AgentBwrapEnv),
 	})
 }
 

@@ -24,6 +24,7 @@ import (
 	"github.com/agentbot/agentbot/runner"
 	"github.com/agentbot/agentbot/runner/kubernetes"
 	"github.com/agentbot/agentbot/runner/local"
+	"github.com/agentbot/agentbot/runner/sandbox"
 	"github.com/agentbot/agentbot/tasklog"
 	"github.com/agentbot/agentbot/web"
 )
@@ -48,6 +49,13 @@ type DispatchOptions struct {
 	Namespace      string
 	WarmPool       string
 	Kubeconfig     string
+	SandboxMemory  string
+	SandboxPIDs    string
+	SandboxCPUs    string
+	SandboxDisk    string
+	SandboxUID     string
+	ClaudeMode     string
+	ClaudeTools    string
 }
 
 // defaultAgentEnv names the environment variables an agent gets by
@@ -60,7 +68,14 @@ var dispatchSettings = []setting[DispatchOptions]{
 	{"max-concurrent", "AGENTBOT_MAX_CONCURRENT", "10", "agent runs at once", func(o *DispatchOptions) any { return &o.MaxConcurrent }},
 	{"time-limit", "AGENTBOT_TIME_LIMIT", "30m", "a task's time limit when its repository's settings set none", func(o *DispatchOptions) any { return &o.TimeLimit }},
 	{"max-time-limit", "AGENTBOT_MAX_TIME_LIMIT", "2h", "the longest time limit a repository's settings may give a task (a longer one is cut down to it)", func(o *DispatchOptions) any { return &o.MaxTimeLimit }},
-	{"local-isolation", "AGENTBOT_LOCAL_ISOLATION", "auto", "local launcher isolation: auto (bwrap when it works here), bwrap or none", func(o *DispatchOptions) any { return &o.LocalIsolation }},
+	{"local-isolation", "AGENTBOT_LOCAL_ISOLATION", "auto", "local launcher isolation: auto (gvisor when runsc works here, else bwrap), gvisor, bwrap or none", func(o *DispatchOptions) any { return &o.LocalIsolation }},
+	{"sandbox-memory", sandbox.EnvMemory, "4GiB", "local launcher: memory per task (RAM, and RAM+swap where accounted)", func(o *DispatchOptions) any { return &o.SandboxMemory }},
+	{"sandbox-pids", sandbox.EnvPIDs, "1024", "local launcher: processes and threads per task", func(o *DispatchOptions) any { return &o.SandboxPIDs }},
+	{"sandbox-cpus", sandbox.EnvCPUs, "2", "local launcher: CPU cores per task", func(o *DispatchOptions) any { return &o.SandboxCPUs }},
+	{"sandbox-disk", sandbox.EnvDisk, "10GiB", "local launcher: bytes a task's workspace may hold", func(o *DispatchOptions) any { return &o.SandboxDisk }},
+	{"claude-permission-mode", "AGENTBOT_CLAUDE_PERMISSION_MODE", "", "narrows Claude Code's permission mode (acceptEdits, plan, ...); empty is bypassPermissions, the sandbox being the boundary", func(o *DispatchOptions) any { return &o.ClaudeMode }},
+	{"claude-allowed-tools", "AGENTBOT_CLAUDE_ALLOWED_TOOLS", "", "comma-separated tools Claude Code may use (empty: all)", func(o *DispatchOptions) any { return &o.ClaudeTools }},
+	{"sandbox-uid", "AGENTBOT_SANDBOX_UID", strconv.Itoa(local.DefaultSandboxUID), "local launcher: the unprivileged host uid (and gid) sandboxes run as; not in /etc/passwd, never 0", func(o *DispatchOptions) any { return &o.SandboxUID }},
 	{"agent-runner", "AGENTBOT_AGENT_RUNNER", "", "agent-runner binary (default: next to agentbot, then PATH)", func(o *DispatchOptions) any { return &o.AgentRunner }},
 	{"agent", "AGENTBOT_AGENT", "claude", "agent used when a repository's settings name none: claude, codex or command", func(o *DispatchOptions) any { return &o.Agent }},
 	{"agent-command", "AGENTBOT_AGENT_COMMAND", "", "the command agent's command line (split on spaces, no shell)", func(o *DispatchOptions) any { return &o.AgentCommand }},
@@ -82,6 +97,8 @@ type DispatchConfig struct {
 	TimeLimit      time.Duration
 	MaxTimeLimit   time.Duration
 	LocalIsolation string
+	SandboxLimits  sandbox.Limits
+	SandboxUID     int
 	AgentRunner    string
 	Agent          runner.AgentSpec
 	AgentEnv       map[string]string
@@ -157,10 +174,13 @@ func (o DispatchOptions) validateLauncher(c *DispatchConfig, add func(error)) {
 		add(dispatchProblem("launcher", "%q is not local or kubernetes", o.Launcher))
 	}
 	switch o.LocalIsolation {
-	case local.IsolationAuto, local.IsolationBwrap, local.IsolationNone:
+	case local.IsolationAuto, local.IsolationGVisor, local.IsolationBwrap, local.IsolationNone:
 		c.LocalIsolation = o.LocalIsolation
 	default:
-		add(dispatchProblem("local-isolation", "%q is not auto, bwrap or none", o.LocalIsolation))
+		add(dispatchProblem("local-isolation", "%q is not auto, gvisor, bwrap or none", o.LocalIsolation))
+	}
+	for _, err := range o.sandbox(c) {
+		add(err)
 	}
 	c.AgentRunner = o.AgentRunner
 	if c.Launcher == "kubernetes" {
@@ -180,6 +200,17 @@ func (o DispatchOptions) validateLauncher(c *DispatchConfig, add func(error)) {
 // validateAgent checks the operator's agent and collects its environment.
 func (o DispatchOptions) validateAgent(c *DispatchConfig, getenv func(string) string, add func(error)) {
 	c.Agent = runner.AgentSpec{Name: o.Agent, Command: o.AgentCommand}
+	switch o.ClaudeMode {
+	case "", "bypassPermissions", "acceptEdits", "default", "plan", "dontAsk":
+		c.Agent.PermissionMode = o.ClaudeMode
+	default:
+		add(dispatchProblem("claude-permission-mode", "%q is not bypassPermissions, acceptEdits, default, plan or dontAsk", o.ClaudeMode))
+	}
+	for _, tool := range strings.Split(o.ClaudeTools, ",") {
+		if tool = strings.TrimSpace(tool); tool != "" {
+			c.Agent.AllowedTools = append(c.Agent.AllowedTools, tool)
+		}
+	}
 	switch o.Agent {
 	case "claude", "codex":
 	case "command":
@@ -226,6 +257,26 @@ func (o DispatchOptions) validatePages(c *DispatchConfig, add func(error)) {
 	}
 }
 
+// sandbox validates the local sandbox's limits and uid.
+func (o DispatchOptions) sandbox(c *DispatchConfig) []error {
+	var errs []error
+	values := map[string]string{sandbox.EnvMemory: o.SandboxMemory, sandbox.EnvPIDs: o.SandboxPIDs, sandbox.EnvCPUs: o.SandboxCPUs, sandbox.EnvDisk: o.SandboxDisk}
+	limits, err := sandbox.LimitsFromEnv(func(k string) string { return values[k] })
+	if err != nil {
+		// One line each, already naming the variable; say the flag too.
+		for _, line := range strings.Split(err.Error(), "\n") {
+			errs = append(errs, fmt.Errorf("sandbox limit: %s", line))
+		}
+	}
+	c.SandboxLimits = limits
+	if n, err := strconv.Atoi(o.SandboxUID); err != nil || n <= 0 || n > 1<<32-2 {
+		errs = append(errs, dispatchProblem("sandbox-uid", "%q is not a uid above 0", o.SandboxUID))
+	} else {
+		c.SandboxUID = n
+	}
+	return errs
+}
+
 // findAgentRunner resolves the agent-runner binary: the setting, else next
 // to this executable, else PATH.
 func findAgentRunner(setting string) (string, error) {
@@ -247,8 +298,14 @@ func findAgentRunner(setting string) (string, error) {
 // serviceAccountNamespace holds the namespace of a pod's service account.
 const serviceAccountNamespace = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
-// newLauncher builds the configured launcher.
-func newLauncher(dataDir string, c DispatchConfig, secretFiles []string, reg *prometheus.Registry, logger *slog.Logger) (runner.Launcher, func() error, error) {
+// newLauncher builds the configured launcher. readiness is its line for
+// /readyz: the local launcher's isolation and how it enforces limits.
+//
+// The local sandbox shows the agent only its mount plan (system
+// directories, a curated /etc, the agent CLIs, its workspace), so the App
+// key, the webhook secret and the pages' secrets, which live elsewhere,
+// need no hiding of their own.
+func newLauncher(dataDir string, c DispatchConfig, reg *prometheus.Registry, logger *slog.Logger) (l runner.Launcher, closeL func() error, readiness string, err error) {
 	if c.Launcher == "kubernetes" {
 		var rc *rest.Config
 		var err error
@@ -258,30 +315,31 @@ func newLauncher(dataDir string, c DispatchConfig, secretFiles []string, reg *pr
 			rc, err = rest.InClusterConfig()
 		}
 		if err != nil {
-			return nil, nil, fmt.Errorf("kubernetes launcher: API server configuration (in-cluster, or KUBECONFIG): %w", err)
+			return nil, nil, "", fmt.Errorf("kubernetes launcher: API server configuration (in-cluster, or KUBECONFIG): %w", err)
 		}
-		l, err := kubernetes.New(c.Kubernetes, rc, reg, logger)
+		kl, err := kubernetes.New(c.Kubernetes, rc, reg, logger)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, "", err
 		}
-		return l, l.Close, nil
+		return kl, kl.Close, "", nil
 	}
 	bin, err := findAgentRunner(c.AgentRunner)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, "", err
 	}
-	l, err := local.New(local.Options{
+	ll, err := local.New(local.Options{
 		DataDir:     dataDir,
 		AgentRunner: bin,
 		Isolation:   c.LocalIsolation,
+		SandboxUID:  c.SandboxUID,
+		Limits:      c.SandboxLimits,
 		KeepFailed:  c.KeepFailed,
-		HidePaths:   secretFiles,
 		Logger:      logger,
 	})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, "", err
 	}
-	return l, l.Close, nil
+	return ll, ll.Close, ll.Readiness(), nil
 }
 
 // dispatchHook runs tasks: with GitHub App credentials it starts the
@@ -305,6 +363,7 @@ type dispatchParts struct {
 	gh            *github.Client
 	launcher      runner.Launcher
 	closeLauncher func() error
+	readiness     string // the launcher's line for /readyz
 	d             *dispatch.Dispatcher
 	pages         http.Handler
 }
@@ -338,8 +397,7 @@ func newDispatchParts(m *Main) (_ *dispatchParts, err error) {
 	}); err != nil {
 		return nil, err
 	}
-	secretFiles := append([]string{cfg.PrivateKeyFile, m.Options.WebhookSecretFile}, dc.SecretFiles...)
-	if p.launcher, p.closeLauncher, err = newLauncher(cfg.DataDir, dc, secretFiles, m.Registry, log); err != nil {
+	if p.launcher, p.closeLauncher, p.readiness, err = newLauncher(cfg.DataDir, dc, m.Registry, log); err != nil {
 		return nil, err
 	}
 	logs, err := tasklog.Open(filepath.Join(cfg.DataDir, "logs"), 0)
@@ -401,7 +459,7 @@ func (p *dispatchParts) start(ctx context.Context, m *Main) Plugin {
 		r.Handle("/tasks", p.pages)
 		r.Handle("/tasks/*", p.pages)
 	}
-	return Plugin{Enqueued: p.d.Notify, Routes: routes, Stop: stop}
+	return Plugin{Enqueued: p.d.Notify, Routes: routes, Stop: stop, Readiness: p.readiness}
 }
 
 // loopbackOnly reports whether a listen address accepts only local

@@ -90,6 +90,9 @@ type Plugin struct {
 	// Stop runs after HTTP has stopped and before the store closes, in
 	// reverse order of the hooks.
 	Stop func(context.Context) error
+	// Readiness is a line /readyz adds under "ready" (the sandbox's
+	// isolation and limits, say); "" adds none.
+	Readiness string
 }
 
 // Option configures a Main at construction.

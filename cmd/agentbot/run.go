@@ -59,7 +59,7 @@ func runSettings() []setting[RunOptions] {
 		{"model", "", "", "model for claude or codex (default: the agent's)", func(o *RunOptions) any { return &o.Model }},
 		{"time-limit", "", "30m", "time limit of the run", func(o *RunOptions) any { return &o.TimeLimit }},
 		{"data-dir", "AGENTBOT_RUN_DIR", filepath.Join(cache, "agentbot"), "where workspaces live", func(o *RunOptions) any { return &o.DataDir }},
-		{"isolation", "AGENTBOT_LOCAL_ISOLATION", "auto", "auto, bwrap or none", func(o *RunOptions) any { return &o.Isolation }},
+		{"isolation", "AGENTBOT_LOCAL_ISOLATION", "auto", "auto, gvisor, bwrap or none", func(o *RunOptions) any { return &o.Isolation }},
 		{"agent-runner", "AGENTBOT_AGENT_RUNNER", "", "agent-runner binary (default next to agentbot, then PATH)", func(o *RunOptions) any { return &o.AgentRunner }},
 		{"quiet", "", "false", "show phases only, not the agent's output", func(o *RunOptions) any { return &o.Quiet }},
 		{"demo", "", "false", "create a sample repository (at --repo, default ./agentbot-demo) and run agentbot's built-in demo agent on it: no model key needed", func(o *RunOptions) any { return &o.Demo }},
@@ -132,9 +132,9 @@ func (m *Main) runOnce(ctx context.Context) error {
 	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
 		return fmt.Errorf("run: create %s: %w", o.DataDir, err)
 	}
-	l, closeLauncher, err := newLauncher(o.DataDir, DispatchConfig{
+	l, closeLauncher, _, err := newLauncher(o.DataDir, DispatchConfig{
 		Launcher: "local", AgentRunner: o.AgentRunner, LocalIsolation: o.Isolation, KeepFailed: 24 * time.Hour,
-	}, nil, nil, logger)
+	}, nil, logger)
 	if err != nil {
 		return err
 	}

@@ -92,6 +92,12 @@ func TestRunDemo(t *testing.T) {
 		t.Fatalf("cp: %v %s", err, out)
 	}
 	dir := t.TempDir()
+	// The sandbox's uid passes through to the workspaces and agent-runner.
+	for d := dir; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
 	cmd := exec.Command(bin, "run", "--demo", "--data-dir", filepath.Join(dir, "cache"))
 	cmd.Dir = dir
 	var env []string

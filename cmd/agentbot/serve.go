@@ -118,6 +118,11 @@ func (m *Main) router(hook http.Handler) chi.Router {
 			return
 		}
 		io.WriteString(w, "ready\n")
+		for _, p := range m.plugins {
+			if p.Readiness != "" {
+				io.WriteString(w, p.Readiness+"\n")
+			}
+		}
 	})
 	r.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry}))
 	for _, p := range m.plugins {

@@ -122,6 +122,12 @@ func TestInvocations(t *testing.T) {
 	if err := os.WriteFile(long, []byte(strings.Repeat("x", maxArgPrompt+1)), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// Claude Code refuses bypassPermissions as root: only an unsandboxed
+	// run is root, and it keeps acceptEdits.
+	mode := "bypassPermissions"
+	if os.Geteuid() == 0 {
+		mode = "acceptEdits"
+	}
 	tests := []struct {
 		name    string
 		adapter Adapter
@@ -130,17 +136,24 @@ func TestInvocations(t *testing.T) {
 		wantErr bool
 	}{
 		{
+			name:    "claude narrowed by the operator",
+			adapter: Claude{Bin: "claude"},
+			req:     Request{PromptFile: short, Spec: runner.AgentSpec{Name: "claude", PermissionMode: "plan", AllowedTools: []string{"Read", "Grep"}}},
+			want: Invocation{Path: "claude", Args: []string{"-p", "Fix the bug", "--output-format", "stream-json", "--verbose",
+				"--permission-mode", "plan", "--allowedTools", "Read,Grep"}},
+		},
+		{
 			name:    "claude with model and turns",
 			adapter: Claude{Bin: "/opt/claude"},
 			req:     Request{PromptFile: short, Spec: runner.AgentSpec{Name: "claude", Model: "claude-sonnet-4-5", MaxTurns: 30}},
 			want: Invocation{Path: "/opt/claude", Args: []string{"-p", "Fix the bug", "--output-format", "stream-json", "--verbose",
-				"--permission-mode", "acceptEdits", "--max-turns", "30", "--model", "claude-sonnet-4-5"}},
+				"--permission-mode", mode, "--max-turns", "30", "--model", "claude-sonnet-4-5"}},
 		},
 		{
 			name:    "claude with a prompt too long for an argument",
 			adapter: Claude{Bin: "claude"},
 			req:     Request{PromptFile: long, Spec: runner.AgentSpec{Name: "claude"}},
-			want:    Invocation{Path: "claude", Args: []string{"-p", "--output-format", "stream-json", "--verbose", "--permission-mode", "acceptEdits"}, StdinPromptFile: true},
+			want:    Invocation{Path: "claude", Args: []string{"-p", "--output-format", "stream-json", "--verbose", "--permission-mode", mode}, StdinPromptFile: true},
 		},
 		{
 			name:    "claude without its prompt file",
@@ -152,7 +165,7 @@ func TestInvocations(t *testing.T) {
 			name:    "codex",
 			adapter: Codex{Bin: "codex"},
 			req:     Request{PromptFile: short, SummaryFile: "/ws/.agentbot/summary.md", Spec: runner.AgentSpec{Name: "codex", Model: "gpt-5-codex", MaxTurns: 9}},
-			want: Invocation{Path: "codex", Args: []string{"exec", "--sandbox", "workspace-write", "--color", "never",
+			want: Invocation{Path: "codex", Args: []string{"exec", "--dangerously-bypass-approvals-and-sandbox", "--color", "never",
 				"--output-last-message", "/ws/.agentbot/summary.md", "--model", "gpt-5-codex", "-"}, StdinPromptFile: true},
 		},
 		{

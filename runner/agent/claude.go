@@ -19,7 +19,13 @@ const maxArgPrompt = 100 << 10
 // Claude runs Claude Code in print mode:
 //
 //	claude -p PROMPT --output-format stream-json --verbose \
-//	    --permission-mode acceptEdits [--max-turns N] [--model M]
+//	    --permission-mode bypassPermissions [--allowedTools T,...] [--max-turns N] [--model M]
+//
+// bypassPermissions lets it use every tool, Bash included, without asking:
+// the sandbox, not Claude Code's prompts, is the boundary. Claude Code
+// refuses that mode as root, which the sandbox user never is. The operator
+// (and a repository, within the operator's choice) may narrow the mode and
+// the tools in the job's AgentSpec.
 //
 // and reads its stream-json output: one JSON message a line — "system"
 // (subtype "init"), "assistant" and "user" messages of the conversation, and
@@ -42,7 +48,20 @@ func (c Claude) Invocation(req Request) (Invocation, error) {
 		inv.Args = []string{"-p"}
 		inv.StdinPromptFile = true
 	}
-	inv.Args = append(inv.Args, "--output-format", "stream-json", "--verbose", "--permission-mode", "acceptEdits")
+	mode := req.Spec.PermissionMode
+	if mode == "" {
+		mode = "bypassPermissions"
+		if os.Geteuid() == 0 {
+			// Only unsandboxed (isolation none, as root) is the agent root,
+			// and there Claude Code refuses to skip permissions; without a
+			// sandbox as the boundary its own prompts are the one left.
+			mode = "acceptEdits"
+		}
+	}
+	inv.Args = append(inv.Args, "--output-format", "stream-json", "--verbose", "--permission-mode", mode)
+	if len(req.Spec.AllowedTools) > 0 {
+		inv.Args = append(inv.Args, "--allowedTools", strings.Join(req.Spec.AllowedTools, ","))
+	}
 	if req.Spec.MaxTurns > 0 {
 		inv.Args = append(inv.Args, "--max-turns", strconv.Itoa(req.Spec.MaxTurns))
 	}

@@ -2,7 +2,7 @@ package agent
 
 // Codex runs the OpenAI Codex CLI non-interactively:
 //
-//	codex exec --sandbox workspace-write --color never \
+//	codex exec --dangerously-bypass-approvals-and-sandbox --color never \
 //	    --output-last-message SUMMARY_FILE [--model M] -
 //
 // with the prompt on standard input ("-"). workspace-write is the
@@ -18,7 +18,12 @@ type Codex struct {
 func (Codex) Name() string { return "codex" }
 
 func (c Codex) Invocation(req Request) (Invocation, error) {
-	args := []string{"exec", "--sandbox", "workspace-write", "--color", "never"}
+	// Codex's own sandbox (landlock, seccomp) cannot nest in agentbot's and
+	// would only refuse what agentbot's allows; narrowed, it keeps it.
+	args := []string{"exec", "--dangerously-bypass-approvals-and-sandbox", "--color", "never"}
+	if m := req.Spec.PermissionMode; m != "" && m != "bypassPermissions" {
+		args = []string{"exec", "--sandbox", "workspace-write", "--color", "never"}
+	}
 	if req.SummaryFile != "" {
 		args = append(args, "--output-last-message", req.SummaryFile)
 	}

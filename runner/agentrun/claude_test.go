@@ -33,6 +33,11 @@ func TestRealClaudeCode(t *testing.T) {
 	const apiKey = "sk-ant-test-dummy-key-0000"
 	job := f.job("Please add hello.txt with a greeting.")
 	job.Agent = runner.AgentSpec{Name: "claude", Model: "claude-sonnet-4-5", MaxTurns: 5}
+	if os.Geteuid() == 0 {
+		// Outside a sandbox, as root, Claude Code refuses bypassPermissions;
+		// this test is about the adapter, and a Write needs no more.
+		job.Agent.PermissionMode = "acceptEdits"
+	}
 	job.Env = map[string]string{"ANTHROPIC_API_KEY": apiKey}
 
 	home := t.TempDir()

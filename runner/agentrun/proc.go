@@ -35,6 +35,8 @@ type proc struct {
 	Args  []string
 	Env   []string
 	Stdin string // a file fed to standard input; "" for none
+	// Nested, when set, starts the program in the agent's nested sandbox.
+	Nested *nestedSandbox
 
 	// Stdout and Stderr receive output lines (without newlines); either may
 	// be nil to drop them. They are called from two goroutines.
@@ -53,17 +55,13 @@ var errStart = errors.New("cannot start")
 
 func (p proc) run(ctx context.Context) (procResult, error) {
 	var res procResult
-	cmd := exec.Command(p.Path, p.Args...)
-	cmd.Dir = p.Dir
-	cmd.Env = p.Env
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if p.Stdin != "" {
-		f, err := os.Open(p.Stdin)
-		if err != nil {
-			return res, fmt.Errorf("%w %s: %w", errStart, p.Path, err)
-		}
+	cmd, err := p.command()
+	if err != nil {
+		return res, err
+	}
+	defer closeFiles(cmd.ExtraFiles)
+	if f, ok := cmd.Stdin.(*os.File); ok {
 		defer f.Close()
-		cmd.Stdin = f
 	}
 	// Pipes made here rather than by exec.Cmd: Cmd.Wait would otherwise wait
 	// for every holder of the pipes, including grandchildren.
@@ -81,36 +79,66 @@ func (p proc) run(ctx context.Context) (procResult, error) {
 	startErr := cmd.Start()
 	outW.Close()
 	errW.Close()
+	closeFiles(cmd.ExtraFiles)
 	if startErr != nil {
 		outR.Close()
 		errR.Close()
 		return res, fmt.Errorf("%w %s: %w", errStart, p.Path, startErr)
 	}
+	tail := p.readOutput(outR, errR)
+	waitErr := waitKilling(ctx, cmd)
+	res.StderrTail = tail.finish(outR, errR)
+	res.ExitCode = cmd.ProcessState.ExitCode()
+	if ctx.Err() != nil {
+		return res, context.Cause(ctx)
+	}
+	var exitErr *exec.ExitError
+	if waitErr != nil && !errors.As(waitErr, &exitErr) {
+		return res, fmt.Errorf("%s: %w", p.Path, waitErr)
+	}
+	return res, nil
+}
+
+// command is the program's command: in its own process group, and inside
+// the nested agent sandbox when p.Nested says so.
+func (p proc) command() (*exec.Cmd, error) {
+	path, args := p.Path, p.Args
+	var extra []*os.File
+	if p.Nested != nil {
+		ac, err := p.Nested.wrap(append([]string{p.Path}, p.Args...))
+		if err != nil {
+			return nil, fmt.Errorf("%w %s: %w", errStart, p.Path, err)
+		}
+		path, args, extra = ac.Path, ac.Args, []*os.File{ac.Seccomp}
+	}
+	cmd := exec.Command(path, args...)
+	cmd.Dir = p.Dir
+	cmd.Env = p.Env
+	cmd.ExtraFiles = extra
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if p.Stdin != "" {
+		f, err := os.Open(p.Stdin)
+		if err != nil {
+			closeFiles(extra)
+			return nil, fmt.Errorf("%w %s: %w", errStart, p.Path, err)
+		}
+		cmd.Stdin = f
+	}
+	return cmd, nil
+}
+
+// closeFiles closes what a started (or failed) command no longer needs in
+// this process.
+func closeFiles(fs []*os.File) {
+	for _, f := range fs {
+		f.Close()
+	}
+}
+
+// waitKilling waits for cmd, killing its process group when ctx ends and
+// again once the leader exited, so that nothing it started outlives it.
+func waitKilling(ctx context.Context, cmd *exec.Cmd) error {
 	pgid := cmd.Process.Pid
-
-	var tailMu sync.Mutex
-	tail := make([]string, 0, stderrTailLines)
-	var readers sync.WaitGroup
-	readers.Add(2)
-	go func() {
-		defer readers.Done()
-		readLines(outR, p.Stdout)
-	}()
-	go func() {
-		defer readers.Done()
-		readLines(errR, func(line string) {
-			tailMu.Lock()
-			if len(tail) == stderrTailLines {
-				tail = append(tail[:0], tail[1:]...)
-			}
-			tail = append(tail, line)
-			tailMu.Unlock()
-			if p.Stderr != nil {
-				p.Stderr(line)
-			}
-		})
-	}()
-
 	exited := make(chan struct{})
 	killerDone := make(chan struct{})
 	go func() {
@@ -121,15 +149,51 @@ func (p proc) run(ctx context.Context) (procResult, error) {
 		case <-exited:
 		}
 	}()
-	waitErr := cmd.Wait()
+	err := cmd.Wait()
 	close(exited)
 	<-killerDone
-	// Whatever the leader left running in its group goes with it.
 	killGroup(pgid)
+	return err
+}
 
+// outputTail follows a program's two output pipes and keeps the last
+// lines of standard error.
+type outputTail struct {
+	mu      sync.Mutex
+	lines   []string
+	readers sync.WaitGroup
+}
+
+func (p proc) readOutput(outR, errR *os.File) *outputTail {
+	t := &outputTail{lines: make([]string, 0, stderrTailLines)}
+	t.readers.Add(2)
+	go func() {
+		defer t.readers.Done()
+		readLines(outR, p.Stdout)
+	}()
+	go func() {
+		defer t.readers.Done()
+		readLines(errR, func(line string) {
+			t.mu.Lock()
+			if len(t.lines) == stderrTailLines {
+				t.lines = append(t.lines[:0], t.lines[1:]...)
+			}
+			t.lines = append(t.lines, line)
+			t.mu.Unlock()
+			if p.Stderr != nil {
+				p.Stderr(line)
+			}
+		})
+	}()
+	return t
+}
+
+// finish waits (at most drainWait) for the readers, closes the pipes and
+// returns the stderr tail.
+func (t *outputTail) finish(outR, errR *os.File) []string {
 	drained := make(chan struct{})
 	go func() {
-		readers.Wait()
+		t.readers.Wait()
 		close(drained)
 	}()
 	select {
@@ -142,19 +206,9 @@ func (p proc) run(ctx context.Context) (procResult, error) {
 	}
 	outR.Close()
 	errR.Close()
-
-	tailMu.Lock()
-	res.StderrTail = append([]string(nil), tail...)
-	tailMu.Unlock()
-	res.ExitCode = cmd.ProcessState.ExitCode()
-	if ctx.Err() != nil {
-		return res, context.Cause(ctx)
-	}
-	var exitErr *exec.ExitError
-	if waitErr != nil && !errors.As(waitErr, &exitErr) {
-		return res, fmt.Errorf("%s: %w", p.Path, waitErr)
-	}
-	return res, nil
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return append([]string(nil), t.lines...)
 }
 
 func killGroup(pgid int) {

@@ -1,13 +1,14 @@
 // Package local is the embedded launcher: it runs agent-runner as a child
 // process of agentbot, one workspace directory per task under the data
 // directory, in its own session and process group so that cancel kills the
-// agent with it. Where bubblewrap (bwrap) is present it runs the child inside
-// it: a read-only root, a private /tmp, an empty /run (the host's sockets
-// live there), only the task's workspace writable, new PID/IPC/UTS
-// namespaces, no capabilities even when agentbot runs as root, and the
-// network kept because the agent needs its model API
-// and the git host (which also leaves the host's loopback services and
-// abstract Unix sockets reachable).
+// agent with it. Unless isolation is none, the child runs in a sandbox
+// built from runner/sandbox's mount plan, as an unprivileged host uid, in
+// its own cgroup with the task's limits: under gVisor's runsc (a kernel
+// of its own between the agent and the host's) or under bubblewrap (new
+// user, PID, IPC, UTS and cgroup namespaces; agent-runner then starts the
+// agent in a nested sandbox of its own). The network stays the host's
+// until the egress gateway exists, unless Options.PrivateNetwork.
+// docs/security.md says what each protects against.
 //
 // The child dies with agentbot (PR_SET_PDEATHSIG, and bwrap's
 // --die-with-parent), so after a restart Attach always reports
@@ -34,13 +35,15 @@ import (
 
 	"github.com/agentbot/agentbot"
 	"github.com/agentbot/agentbot/runner"
+	"github.com/agentbot/agentbot/runner/sandbox"
 )
 
 // Isolation modes.
 const (
-	IsolationAuto  = "auto"
-	IsolationBwrap = "bwrap"
-	IsolationNone  = "none"
+	IsolationAuto   = "auto"
+	IsolationGVisor = "gvisor"
+	IsolationBwrap  = "bwrap"
+	IsolationNone   = "none"
 )
 
 // Options configures a Launcher.
@@ -50,9 +53,21 @@ type Options struct {
 	DataDir string
 	// AgentRunner is the path of the agent-runner binary.
 	AgentRunner string
-	// Isolation is "auto" (bwrap when it works here, else none), "bwrap" or
-	// "none". Empty means auto.
+	// Isolation is "auto" (gvisor when runsc works here, else bwrap when
+	// bubblewrap does, else none), "gvisor", "bwrap" or "none". Empty
+	// means auto.
 	Isolation string
+	// SandboxUID and SandboxGID are the host ids sandboxes run as; zero
+	// means DefaultSandboxUID. Never 0: the kernel checks /proc/sys
+	// writes by uid alone.
+	SandboxUID, SandboxGID int
+	// Limits bound each task (memory, processes, CPU, disk, tmpfs); the
+	// zero value means sandbox.DefaultLimits().
+	Limits sandbox.Limits
+	// PrivateNetwork gives each sandbox only a loopback; false keeps the
+	// host's network, which the agent needs for its model API until the
+	// egress gateway exists.
+	PrivateNetwork bool
 	// KeepFailed is how long a workspace kept for debugging survives before
 	// a later Start or Cleanup sweeps it. Zero means 24 hours.
 	KeepFailed time.Duration
@@ -63,15 +78,11 @@ type Options struct {
 	// agent-runner on top of a small default set (PATH, locale, proxies,
 	// TLS roots). agentbot's own secrets are never passed wholesale.
 	PassEnv []string
-	// HidePaths are hidden from the sandbox under bwrap (a directory gets an
-	// empty tmpfs, a file /dev/null): the App's private key file, for
-	// instance. The data directory is always hidden except the task's own
-	// workspace.
-	HidePaths []string
-	// ReadOnlyPaths are bound read-only into the sandbox after /tmp is made
-	// private, for binaries and repositories that live under /tmp. The
-	// agent-runner binary, an absolute agent command and a file:// clone
-	// URL's path are added automatically.
+	// ReadOnlyPaths are shown read-only inside the sandbox at the same
+	// path, beyond the mount plan's system directories: agent-runner, the
+	// agents' install directories, an absolute agent command and a
+	// file:// clone URL's path are added automatically. The sandbox's
+	// host uid must be able to walk to each (bubblewrap opens them as it).
 	ReadOnlyPaths []string
 	Logger        *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -81,11 +92,18 @@ type Options struct {
 // Launcher runs agent-runner as a local child process. It implements
 // runner.Launcher.
 type Launcher struct {
-	opts  Options
-	root  string
-	bwrap string // path of bwrap, "" when isolation is none
-	log   *slog.Logger
-	now   func() time.Time
+	opts      Options
+	root      string
+	isolation string         // the mode in force: gvisor, bwrap or none
+	bwrap     string         // path of bwrap under IsolationBwrap
+	runsc     *sandbox.Runsc // under IsolationGVisor
+	uid, gid  int            // the sandboxes' host ids
+	// sandboxRunner is the copy of agent-runner the sandbox's uid can reach.
+	sandboxRunner string
+	// cgroupWhy says why tasks get no cgroup ("" when they do).
+	cgroupWhy string
+	log       *slog.Logger
+	now       func() time.Time
 
 	mu   sync.Mutex
 	runs map[string]*Run // runs started by this process, by task
@@ -137,6 +155,9 @@ func New(opts Options) (*Launcher, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.Limits == (sandbox.Limits{}) {
+		opts.Limits = sandbox.DefaultLimits()
+	}
 	dataDir, err := filepath.Abs(opts.DataDir)
 	if err != nil {
 		return nil, fmt.Errorf("local launcher: data directory %q: %w", opts.DataDir, err)
@@ -158,22 +179,21 @@ func New(opts Options) (*Launcher, error) {
 	if mode == "" {
 		mode = IsolationAuto
 	}
-	switch mode {
-	case IsolationNone:
-	case IsolationBwrap, IsolationAuto:
-		path, why := probeBwrap()
-		switch {
-		case path != "":
-			l.bwrap = path
-		case mode == IsolationBwrap:
-			return nil, fmt.Errorf("local launcher: AGENTBOT_LOCAL_ISOLATION=bwrap but bubblewrap cannot run here: %s", why)
-		default:
-			l.log.Warn("local launcher runs agents without isolation", "reason", why)
-		}
-	default:
-		return nil, fmt.Errorf("local launcher: isolation %q is not one of auto, bwrap, none", opts.Isolation)
+	l.uid, l.gid = opts.SandboxUID, opts.SandboxGID
+	if l.uid == 0 {
+		l.uid = DefaultSandboxUID
 	}
-	l.log.Info("local launcher ready", "isolation", l.Isolation(), "workspaces", l.root, "agent_runner", bin)
+	if l.gid == 0 {
+		l.gid = l.uid
+	}
+	if err := l.chooseIsolation(mode); err != nil {
+		return nil, err
+	}
+	if err := l.prepareSandboxes(); err != nil {
+		return nil, err
+	}
+	l.log.Info("local launcher ready", "isolation", l.Isolation(), "workspaces", l.root, "agent_runner", bin,
+		"sandbox_uid", l.uid, "limits", l.Readiness())
 	return l, nil
 }
 
@@ -185,13 +205,8 @@ func (l *Launcher) Name() string { return "local" }
 // gracefully stops the runs itself and re-queues their tasks.
 func (l *Launcher) KeepsRuns() bool { return false }
 
-// Isolation is the mode in force: "bwrap" or "none".
-func (l *Launcher) Isolation() string {
-	if l.bwrap != "" {
-		return IsolationBwrap
-	}
-	return IsolationNone
-}
+// Isolation is the mode in force: "gvisor", "bwrap" or "none".
+func (l *Launcher) Isolation() string { return l.isolation }
 
 // Workspace is the directory agent-runner works in for a task.
 func (l *Launcher) Workspace(taskID string) string {
@@ -239,8 +254,18 @@ func (l *Launcher) Start(ctx context.Context, job runner.Job) (runner.Run, error
 		return nil, fmt.Errorf("local launcher: task %s: remove old workspace: %w", job.TaskID, err)
 	}
 	ws := l.Workspace(job.TaskID)
-	if err := os.MkdirAll(filepath.Join(ws, "home"), 0o700); err != nil {
+	// 0711: the sandbox's uid passes through to its workspace, and reads
+	// nothing else here (agent-runner's stderr, the gVisor bundle).
+	if err := os.MkdirAll(dir, 0o711); err != nil {
 		return nil, fmt.Errorf("local launcher: task %s: create workspace: %w", job.TaskID, err)
+	}
+	if err := os.Chmod(dir, 0o711); err != nil {
+		return nil, fmt.Errorf("local launcher: task %s: create workspace: %w", job.TaskID, err)
+	}
+	if l.isolation == IsolationNone {
+		if err := os.MkdirAll(filepath.Join(ws, "home"), 0o700); err != nil {
+			return nil, fmt.Errorf("local launcher: task %s: create workspace: %w", job.TaskID, err)
+		}
 	}
 	input, err := json.Marshal(job)
 	if err != nil {
@@ -252,14 +277,17 @@ func (l *Launcher) Start(ctx context.Context, job runner.Job) (runner.Run, error
 	}
 	defer stderr.Close()
 
-	cmd := l.command(job, ws, "run", "--workspace", ws)
+	cmd, box, err := l.command(job, ws, "run")
+	if err != nil {
+		return nil, fmt.Errorf("local launcher: task %s: %w", job.TaskID, err)
+	}
 	cmd.Stdin = strings.NewReader(string(input))
 	cmd.Stderr = stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, fmt.Errorf("local launcher: task %s: %w", job.TaskID, err)
 	}
-	r, err := l.startFollowing(job.TaskID, cmd, stdout, nil)
+	r, err := l.startFollowing(job.TaskID, cmd, stdout, nil, box)
 	if err != nil {
 		return nil, err
 	}
@@ -289,36 +317,58 @@ func (l *Launcher) Attach(ctx context.Context, taskID string, fromSeq int) (runn
 		l.killLeftovers(taskID)
 		return nil, runner.ErrGone
 	}
-	ws := l.Workspace(taskID)
-	cmd := exec.Command(l.opts.AgentRunner, "attach", "--workspace", ws, "--from", strconv.Itoa(fromSeq))
-	cmd.Dir = ws
-	cmd.Env = l.childEnv(ws)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
+	cmd := l.hostCommand(taskID, "attach", "--from", strconv.Itoa(fromSeq))
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, fmt.Errorf("local launcher: task %s: %w", taskID, err)
 	}
-	return l.startFollowing(taskID, cmd, stdout, orig)
+	return l.startFollowing(taskID, cmd, stdout, orig, nil)
+}
+
+// hostCommand runs agent-runner outside the sandbox on a task's workspace
+// (attach, bundle). With a sandbox it runs as the sandbox's host uid: the
+// workspace is the agent's, and root following a link the agent left
+// there would read what the agent may not.
+func (l *Launcher) hostCommand(taskID string, args ...string) *exec.Cmd {
+	ws := l.Workspace(taskID)
+	bin := l.opts.AgentRunner
+	attr := &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
+	if l.isolation != IsolationNone {
+		bin = l.sandboxRunner
+		attr.Credential = &syscall.Credential{Uid: uint32(l.uid), Gid: uint32(l.gid), Groups: []uint32{}}
+	}
+	cmd := exec.Command(bin, append(args, "--workspace", ws)...)
+	cmd.Dir = ws
+	cmd.Env = l.childEnv(ws)
+	cmd.SysProcAttr = attr
+	return cmd
 }
 
 // startFollowing starts cmd and the goroutine that follows it, which the
 // launcher owns. A run started with orig nil is the task's run; an attach
 // names the run it follows, which its Stop stops.
-func (l *Launcher) startFollowing(taskID string, cmd *exec.Cmd, stdout io.ReadCloser, orig *Run) (*Run, error) {
+func (l *Launcher) startFollowing(taskID string, cmd *exec.Cmd, stdout io.ReadCloser, orig *Run, box *taskSandbox) (*Run, error) {
 	what := "agent-runner run"
 	if orig != nil {
 		what = "agent-runner attach"
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	start := cmd.Start
+	if box != nil {
+		start = func() error { return box.start(cmd) }
+	}
 	if l.closing {
 		stdout.Close()
+		box.discard()
 		return nil, fmt.Errorf("local launcher: task %s: start %s: %w", taskID, what, errClosed)
 	}
-	if err := cmd.Start(); err != nil {
+	if err := start(); err != nil {
+		box.discard()
 		return nil, fmt.Errorf("local launcher: task %s: start %s: %w", taskID, what, err)
 	}
 	r := newRun(l, taskID, cmd)
+	r.box = box
 	r.stopTarget = orig
 	if orig == nil {
 		l.runs[taskID] = r
@@ -337,27 +387,6 @@ func (l *Launcher) startFollowing(taskID string, cmd *exec.Cmd, stdout io.ReadCl
 
 // errClosed is returned by Start and Attach after Close.
 var errClosed = errors.New("the launcher is closed")
-
-// killLeftovers kills the process group of a run recorded by an earlier
-// agentbot process, if it still exists and is still that run.
-func (l *Launcher) killLeftovers(taskID string) {
-	meta, err := readMeta(l.taskDir(taskID))
-	if err != nil || meta.PID <= 0 {
-		return
-	}
-	cmdline, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(meta.PID), "cmdline"))
-	if err == nil && strings.Contains(string(cmdline), l.Workspace(taskID)) {
-		l.log.Warn("killing leftover agent-runner", "task_id", taskID, "pid", meta.PID)
-		_ = syscall.Kill(-meta.PID, syscall.SIGKILL)
-	}
-	// The agent's own children (its process group is not agent-runner's)
-	// survive agent-runner's death; they are in its session and work in
-	// the task's workspace, which tells them from strangers that reuse the
-	// number.
-	if killSession(meta.PID, l.Workspace(taskID)) {
-		l.log.Warn("killed processes the agent left", "task_id", taskID, "session", meta.PID)
-	}
-}
 
 // Close implements runner.Launcher: its runs cannot outlive it, so it
 // kills every child it started (runs and attaches) at once and returns when
@@ -383,101 +412,4 @@ func (l *Launcher) Close() error {
 	}
 	l.wg.Wait()
 	return nil
-}
-
-// Cleanup implements runner.Launcher. With keep, the workspace stays for
-// Options.KeepFailed and is swept by a later Start or Cleanup.
-func (l *Launcher) Cleanup(ctx context.Context, taskID string, keep bool) error {
-	if err := checkTaskID(taskID); err != nil {
-		return err
-	}
-	l.mu.Lock()
-	r := l.runs[taskID]
-	delete(l.runs, taskID)
-	l.mu.Unlock()
-	if r != nil && !r.exited() {
-		// Cleanup goes on to remove the workspace either way; a run that
-		// cannot be stopped is worth a line in the log.
-		if err := r.Stop(ctx); err != nil {
-			l.log.Warn("cleanup: cannot stop the run", "task_id", taskID, "err", err)
-		}
-	}
-	dir := l.taskDir(taskID)
-	if keep {
-		meta, _ := readMeta(dir)
-		meta.KeepUntil = l.now().Add(l.opts.KeepFailed)
-		if err := writeMeta(dir, meta); err != nil {
-			return fmt.Errorf("local launcher: task %s: keep workspace: %w", taskID, err)
-		}
-		l.log.Info("workspace kept for debugging", "task_id", taskID, "path", dir, "until", meta.KeepUntil)
-	} else if err := removeAll(dir); err != nil {
-		return fmt.Errorf("local launcher: task %s: remove workspace: %w", taskID, err)
-	}
-	l.sweep()
-	return nil
-}
-
-// sweep removes kept workspaces whose time is up.
-func (l *Launcher) sweep() {
-	entries, err := os.ReadDir(l.root)
-	if err != nil {
-		return
-	}
-	now := l.now()
-	for _, e := range entries {
-		if !e.IsDir() {
-			continue
-		}
-		dir := filepath.Join(l.root, e.Name())
-		meta, err := readMeta(dir)
-		if err != nil || meta.KeepUntil.IsZero() || now.Before(meta.KeepUntil) {
-			continue
-		}
-		l.mu.Lock()
-		_, live := l.runs[e.Name()]
-		l.mu.Unlock()
-		if live {
-			continue
-		}
-		if err := removeAll(dir); err != nil {
-			l.log.Warn("cannot remove expired workspace", "path", dir, "err", err)
-		}
-	}
-}
-
-// removeAll removes dir, first making read-only directories (git's object
-// store, Go's module cache) writable again.
-func removeAll(dir string) error {
-	if err := os.RemoveAll(dir); err == nil {
-		return nil
-	}
-	_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err == nil && d.IsDir() {
-			_ = os.Chmod(p, 0o700)
-		}
-		return nil
-	})
-	return os.RemoveAll(dir)
-}
-
-func writeMeta(dir string, m runMeta) error {
-	b, err := json.Marshal(m)
-	if err != nil {
-		return err
-	}
-	tmp := filepath.Join(dir, "run.json.tmp")
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, filepath.Join(dir, "run.json"))
-}
-
-func readMeta(dir string) (runMeta, error) {
-	var m runMeta
-	b, err := os.ReadFile(filepath.Join(dir, "run.json"))
-	if err != nil {
-		return m, err
-	}
-	err = json.Unmarshal(b, &m)
-	return m, err
 }

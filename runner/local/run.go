@@ -34,6 +34,8 @@ type Run struct {
 	done   chan struct{}
 	// stopTarget is the run Stop kills (an attach follows another run).
 	stopTarget *Run
+	// box is the run's sandbox (nil for an attach or isolation none).
+	box *taskSandbox
 
 	// sendMu orders deliveries with the closing of events: Detach closes
 	// the channel while the follow goroutine still reads the child's
@@ -158,6 +160,18 @@ func (r *Run) reap() (runner.Exit, error) {
 		r.l.log.Warn("cannot read agent-runner's stderr", "task_id", r.taskID, "err", err)
 	}
 	exit.StderrTail = runner.TailLines(string(b), runner.StderrTailLines)
+	if r.box != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		hit, err := r.box.finish(ctx)
+		if err != nil {
+			r.l.log.Warn("cannot remove the sandbox", "task_id", r.taskID, "err", err)
+		}
+		exit.LimitHit = hit
+		if hit != "" && exit.Code == runner.ExitOK {
+			exit.Code = runner.ExitAgent
+		}
+	}
 	return exit, waitErr
 }
 
@@ -258,13 +272,16 @@ func (r *Run) Detach() {
 
 // Bundle implements runner.Run with `agent-runner bundle`.
 func (r *Run) Bundle(ctx context.Context, w io.Writer) error {
-	ws := r.l.Workspace(r.taskID)
 	var stderr strings.Builder
-	cmd := exec.CommandContext(ctx, r.l.opts.AgentRunner, "bundle", "--workspace", ws)
-	cmd.Env = r.l.childEnv(ws)
+	cmd := r.l.hostCommand(r.taskID, "bundle")
 	cmd.Stdout = w
 	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("local launcher: task %s: agent-runner bundle: %w", r.taskID, err)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = cmd.Process.Kill() })
+	defer stop()
+	if err := cmd.Wait(); err != nil {
 		return fmt.Errorf("local launcher: task %s: agent-runner bundle: %w: %s", r.taskID, err, strings.TrimSpace(stderr.String()))
 	}
 	return nil
