@@ -328,14 +328,7 @@ func newDispatchParts(m *Main) (_ *dispatchParts, err error) {
 			err = errors.Join(err, p.close())
 		}
 	}()
-	keyPEM, err := os.ReadFile(cfg.PrivateKeyFile)
-	if err != nil {
-		return nil, fmt.Errorf("read private key: %w", err)
-	}
-	if p.gh, err = github.New(github.Config{
-		BaseURL: cfg.GitHubURL.String(), AppID: cfg.AppID, PrivateKey: keyPEM,
-		Registry: m.Registry, Logger: log,
-	}); err != nil {
+	if p.gh, err = m.gitHub(); err != nil {
 		return nil, err
 	}
 	secretFiles := append([]string{cfg.PrivateKeyFile, m.Options.WebhookSecretFile}, dc.SecretFiles...)

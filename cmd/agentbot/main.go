@@ -31,6 +31,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/agentbot/agentbot"
+	"github.com/agentbot/agentbot/github"
 	"github.com/agentbot/agentbot/state"
 )
 
@@ -90,6 +91,10 @@ type Plugin struct {
 	// Stop runs after HTTP has stopped and before the store closes, in
 	// reverse order of the hooks.
 	Stop func(context.Context) error
+	// Background runs in a goroutine serve owns once the listener accepts
+	// (work that makes GitHub call back, like redeliveries); it must return
+	// when ctx ends, which is before the Stops run.
+	Background func(ctx context.Context)
 }
 
 // Option configures a Main at construction.
@@ -120,6 +125,10 @@ type Main struct {
 	Registry *prometheus.Registry
 	Store    *state.Store
 	Router   chi.Router
+	// Ops are the operations settings (ops.go).
+	Ops OpsOptions
+
+	ghClient *github.Client
 
 	// hooks start and stop components around serve; plugins is what they
 	// returned.
@@ -138,7 +147,7 @@ type Main struct {
 
 // NewMain returns a Main writing to the process's stdout and stderr.
 func NewMain(opts ...Option) *Main {
-	m := &Main{Stdout: os.Stdout, Stderr: os.Stderr, serveErr: make(chan error, 1), hooks: []Hook{dispatchHook}}
+	m := &Main{Stdout: os.Stdout, Stderr: os.Stderr, serveErr: make(chan error, 1), hooks: []Hook{dispatchHook, redeliverHook}}
 	for _, o := range opts {
 		o(m)
 	}
@@ -173,7 +182,8 @@ func (m *Main) ParseFlags(args []string, getenv func(string) string) error {
 		envErr = errors.Join(
 			bind(fs, getenv, &m.Options, settings, "listen", "data-dir", "app-id", "private-key-file", "webhook-secret-file",
 				"github-url", "log-level", "trigger-labels", "max-body", "delivery-retention", "shutdown-timeout", "store-timeout"),
-			bind(fs, getenv, &m.Dispatch, dispatchSettings))
+			bind(fs, getenv, &m.Dispatch, dispatchSettings),
+			bind(fs, getenv, &m.Ops, opsSettings))
 	case "run":
 		envErr = bind(fs, getenv, &m.RunOptions, runSettings())
 	case "demo-agent":
@@ -205,6 +215,9 @@ func (m *Main) ParseFlags(args []string, getenv func(string) string) error {
 		}
 		m.Config = cfg
 		if m.DispatchConfig, err = m.Dispatch.validate(getenv); err != nil {
+			return err
+		}
+		if err := m.Ops.validate(m.Config); err != nil {
 			return err
 		}
 	case "run":

@@ -98,6 +98,15 @@ func (m *Main) serve(ctx context.Context) error {
 		defer m.bg.Done()
 		m.pruneLoop(bgCtx)
 	}()
+	for _, p := range m.plugins {
+		if p.Background != nil {
+			m.bg.Add(1)
+			go func() {
+				defer m.bg.Done()
+				p.Background(bgCtx)
+			}()
+		}
+	}
 	m.ready.Store(true)
 	m.Logger.Info("listening", slog.String("addr", ln.Addr().String()), slog.String("db", m.DBPath()), slog.Any("config", cfg))
 	return nil

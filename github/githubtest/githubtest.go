@@ -74,6 +74,8 @@ type Server struct {
 	nextID        int64
 	tokenLifetime time.Duration
 	remaining     int
+	hooks         hookLog // deliveries.go
+	app           appMeta // app.go
 }
 
 type installation struct {
@@ -238,6 +240,7 @@ func New(t testing.TB) *Server {
 	s.routes()
 	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
 	t.Cleanup(s.srv.Close)
+	t.Cleanup(s.WaitRedeliveries) // runs first: no redelivery outlives the test
 	s.URL = s.srv.URL + "/"
 	return s
 }
