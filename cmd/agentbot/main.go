@@ -127,6 +127,8 @@ type Main struct {
 	Router   chi.Router
 	// Ops are the operations settings (ops.go).
 	Ops OpsOptions
+	// Backup are `agentbot backup`'s settings (backup.go).
+	Backup BackupOptions
 
 	ghClient *github.Client
 
@@ -147,7 +149,7 @@ type Main struct {
 
 // NewMain returns a Main writing to the process's stdout and stderr.
 func NewMain(opts ...Option) *Main {
-	m := &Main{Stdout: os.Stdout, Stderr: os.Stderr, serveErr: make(chan error, 1), hooks: []Hook{dispatchHook, redeliverHook}}
+	m := &Main{Stdout: os.Stdout, Stderr: os.Stderr, serveErr: make(chan error, 1), hooks: []Hook{dispatchHook, redeliverHook, retentionHook, adminHook}}
 	for _, o := range opts {
 		o(m)
 	}
@@ -160,6 +162,7 @@ commands:
   serve   receive GitHub webhooks and store tasks durably
   tasks   list stored tasks (--json for JSON); run while serve is stopped
   run     run one task on a local repository or git URL, no GitHub needed
+  backup  write a consistent copy of the store to FILE (while serve runs, too)
           (agentbot run --demo tries it on a sample repository, no model key needed)
 
 "agentbot <command> -h" lists the command's flags and their environment variables.
@@ -191,6 +194,10 @@ func (m *Main) ParseFlags(args []string, getenv func(string) string) error {
 		envErr = errors.Join(
 			bind(fs, getenv, &m.Options, settings, "data-dir", "store-timeout"),
 			bind(fs, getenv, &m.Tasks, taskSettings))
+	case "backup":
+		envErr = errors.Join(
+			bind(fs, getenv, &m.Options, settings, "data-dir", "listen"),
+			bind(fs, getenv, &m.Backup, backupSettings))
 	case "help", "-h", "--help":
 		fmt.Fprint(m.Stderr, usage)
 		return flag.ErrHelp
@@ -203,6 +210,13 @@ func (m *Main) ParseFlags(args []string, getenv func(string) string) error {
 	}
 	if envErr != nil {
 		return envErr
+	}
+	if m.Command == "backup" {
+		if fs.NArg() != 1 {
+			return errors.New("backup: give one FILE to write the copy to")
+		}
+		m.Backup.File = fs.Arg(0)
+		return nil
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%s: unexpected arguments %q", m.Command, fs.Args())
@@ -241,6 +255,8 @@ func (m *Main) Run(ctx context.Context) error {
 		return m.listTasks(ctx)
 	case "run":
 		return m.runOnce(ctx)
+	case "backup":
+		return m.backup(ctx)
 	case "demo-agent":
 		return demoAgent(m.Stdout)
 	}

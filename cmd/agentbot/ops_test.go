@@ -2,19 +2,25 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/agentbot/agentbot/github/githubtest"
 	"github.com/agentbot/agentbot/internal/testtool"
+	"github.com/agentbot/agentbot/state"
 )
 
 // opsMain starts serve in-process with App credentials for gh, the given
@@ -128,4 +134,120 @@ func TestServeRecoversMissedDeliveries(t *testing.T) {
 	if !strings.Contains(metrics, `agentbot_redeliveries_total{outcome="requested"} 3`) {
 		t.Errorf("metrics do not count redeliveries:\n%s", metrics)
 	}
+}
+
+// TestBackupWhileServing: `agentbot backup` while serve stores deliveries
+// gets a copy that opens and holds every task acknowledged (202) before
+// the backup began; with serve stopped it copies the file itself.
+func TestBackupWhileServing(t *testing.T) {
+	dataDir := t.TempDir()
+	m, _ := serveMain(t, dataDir, WithHooks(adminHook))
+	base := "http://" + m.Addr()
+	var (
+		mu    sync.Mutex
+		acked []string
+		stop  = make(chan struct{})
+		wg    sync.WaitGroup
+	)
+	for w := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				id := fmt.Sprintf("backup-%d-%d", w, i)
+				status, _, err := deliver(t, http.DefaultClient, base, id, labeledPayload(w*10000+i+1))
+				if err != nil || status != http.StatusAccepted {
+					t.Errorf("delivery %s: %d %v", id, status, err)
+					return
+				}
+				mu.Lock()
+				acked = append(acked, id)
+				mu.Unlock()
+			}
+		}()
+	}
+	defer func() { close(stop); wg.Wait() }()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		mu.Lock()
+		n := len(acked)
+		mu.Unlock()
+		if n >= 50 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d deliveries acknowledged in 20s", n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	mu.Lock()
+	before := slices.Clone(acked)
+	mu.Unlock()
+
+	file := filepath.Join(t.TempDir(), "copy.db")
+	out := runBackup(t, dataDir, "--url", base, file)
+	if !strings.Contains(out, "from the running serve") {
+		t.Errorf("backup said %q", out)
+	}
+	if fi, err := os.Stat(file); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("backup file: %v, mode %v", err, fi.Mode())
+	}
+	b, err := state.Open(file, state.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatalf("the backup does not open: %v", err)
+	}
+	defer b.Close()
+	for _, id := range before {
+		if seen, _ := b.SeenDelivery(context.Background(), id); !seen {
+			t.Fatalf("delivery %s, acknowledged before the backup, is not in it", id)
+		}
+	}
+	got, err := b.Count(context.Background())
+	if err != nil || got < len(before) {
+		t.Errorf("backup holds %d tasks (%v), want at least %d", got, err, len(before))
+	}
+
+	// A wrong token is refused.
+	req, _ := http.NewRequest(http.MethodGet, base+"/admin/backup", nil)
+	req.Header.Set("Authorization", "Bearer not-the-token")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("backup with a wrong token answered %d", resp.StatusCode)
+	}
+}
+
+func TestBackupOfAStoppedStore(t *testing.T) {
+	dataDir := t.TempDir()
+	m, _ := serveMain(t, dataDir, WithHooks())
+	if status, _, err := deliver(t, http.DefaultClient, "http://"+m.Addr(), "one", labeledPayload(1)); err != nil || status != http.StatusAccepted {
+		t.Fatalf("delivery: %d %v", status, err)
+	}
+	m.Close()
+	file := filepath.Join(t.TempDir(), "copy.db")
+	if out := runBackup(t, dataDir, file); !strings.Contains(out, "backed up 1 tasks") || !strings.Contains(out, "from the file") {
+		t.Errorf("backup said %q", out)
+	}
+}
+
+func runBackup(t *testing.T, dataDir string, args ...string) string {
+	t.Helper()
+	m := NewMain()
+	var out strings.Builder
+	m.Stdout, m.Stderr = &out, &out
+	if err := m.ParseFlags(append([]string{"backup"}, args...), envFunc(map[string]string{"AGENTBOT_DATA_DIR": dataDir})); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Run(context.Background()); err != nil {
+		t.Fatalf("backup: %v\n%s", err, out.String())
+	}
+	return out.String()
 }
