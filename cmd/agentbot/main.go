@@ -131,6 +131,7 @@ type Main struct {
 	Backup BackupOptions
 
 	ghClient *github.Client
+	checks   startupChecks
 
 	// hooks start and stop components around serve; plugins is what they
 	// returned.
@@ -149,7 +150,7 @@ type Main struct {
 
 // NewMain returns a Main writing to the process's stdout and stderr.
 func NewMain(opts ...Option) *Main {
-	m := &Main{Stdout: os.Stdout, Stderr: os.Stderr, serveErr: make(chan error, 1), hooks: []Hook{dispatchHook, redeliverHook, retentionHook, adminHook}}
+	m := &Main{Stdout: os.Stdout, Stderr: os.Stderr, serveErr: make(chan error, 1), hooks: []Hook{dispatchHook, redeliverHook, retentionHook, adminHook, doctorHook}}
 	for _, o := range opts {
 		o(m)
 	}
@@ -163,6 +164,7 @@ commands:
   tasks   list stored tasks (--json for JSON); run while serve is stopped
   run     run one task on a local repository or git URL, no GitHub needed
   backup  write a consistent copy of the store to FILE (while serve runs, too)
+  doctor  check serve's settings, GitHub and the launcher; each problem with its fix
           (agentbot run --demo tries it on a sample repository, no model key needed)
 
 "agentbot <command> -h" lists the command's flags and their environment variables.
@@ -181,7 +183,7 @@ func (m *Main) ParseFlags(args []string, getenv func(string) string) error {
 	fs.SetOutput(m.Stderr)
 	var envErr error
 	switch m.Command {
-	case "serve":
+	case "serve", "doctor":
 		envErr = errors.Join(
 			bind(fs, getenv, &m.Options, settings, "listen", "data-dir", "app-id", "private-key-file", "webhook-secret-file",
 				"github-url", "log-level", "trigger-labels", "max-body", "delivery-retention", "shutdown-timeout", "store-timeout"),
@@ -222,7 +224,7 @@ func (m *Main) ParseFlags(args []string, getenv func(string) string) error {
 		return fmt.Errorf("%s: unexpected arguments %q", m.Command, fs.Args())
 	}
 	switch m.Command {
-	case "serve":
+	case "serve", "doctor":
 		cfg, err := m.Options.Validate()
 		if err != nil {
 			return err
@@ -257,6 +259,8 @@ func (m *Main) Run(ctx context.Context) error {
 		return m.runOnce(ctx)
 	case "backup":
 		return m.backup(ctx)
+	case "doctor":
+		return m.runDoctor(ctx)
 	case "demo-agent":
 		return demoAgent(m.Stdout)
 	}

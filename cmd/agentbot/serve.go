@@ -121,7 +121,11 @@ func (m *Main) router(hook http.Handler) chi.Router {
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		io.WriteString(w, "ok\n")
 	})
-	r.Get("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+	r.Get("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Has("verbose") {
+			m.readyVerbose(w)
+			return
+		}
 		if !m.ready.Load() {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
 			return
