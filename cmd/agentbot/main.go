@@ -129,6 +129,8 @@ type Main struct {
 	Ops OpsOptions
 	// Backup are `agentbot backup`'s settings (backup.go).
 	Backup BackupOptions
+	// Setup are `agentbot setup`'s settings (setup.go).
+	Setup SetupOptions
 
 	ghClient *github.Client
 	checks   startupChecks
@@ -164,6 +166,7 @@ commands:
   tasks   list stored tasks (--json for JSON); run while serve is stopped
   run     run one task on a local repository or git URL, no GitHub needed
   backup  write a consistent copy of the store to FILE (while serve runs, too)
+  setup   register the GitHub App from its manifest, through a page on 127.0.0.1
   doctor  check serve's settings, GitHub and the launcher; each problem with its fix
           (agentbot run --demo tries it on a sample repository, no model key needed)
 
@@ -200,6 +203,10 @@ func (m *Main) ParseFlags(args []string, getenv func(string) string) error {
 		envErr = errors.Join(
 			bind(fs, getenv, &m.Options, settings, "data-dir", "listen"),
 			bind(fs, getenv, &m.Backup, backupSettings))
+	case "setup":
+		envErr = errors.Join(
+			bind(fs, getenv, &m.Options, settings, "data-dir"),
+			bind(fs, getenv, &m.Setup, setupSettings))
 	case "help", "-h", "--help":
 		fmt.Fprint(m.Stderr, usage)
 		return flag.ErrHelp
@@ -240,6 +247,8 @@ func (m *Main) ParseFlags(args []string, getenv func(string) string) error {
 		return m.RunOptions.validate()
 	case "tasks":
 		return m.Tasks.validate(&m.Options)
+	case "setup":
+		return m.Setup.validate()
 	}
 	return nil
 }
@@ -261,6 +270,8 @@ func (m *Main) Run(ctx context.Context) error {
 		return m.backup(ctx)
 	case "doctor":
 		return m.runDoctor(ctx)
+	case "setup":
+		return m.setup(ctx)
 	case "demo-agent":
 		return demoAgent(m.Stdout)
 	}

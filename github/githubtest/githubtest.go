@@ -74,8 +74,9 @@ type Server struct {
 	nextID        int64
 	tokenLifetime time.Duration
 	remaining     int
-	hooks         hookLog // deliveries.go
-	app           appMeta // app.go
+	hooks         hookLog      // deliveries.go
+	app           appMeta      // app.go
+	manifests     manifestFlow // manifest.go
 }
 
 type installation struct {

@@ -78,6 +78,12 @@ func (s *Server) routes() {
 	s.handle("GET /app/installations", app(), s.listInstallations)
 	s.handle("GET /app/hook/deliveries", app(), s.listDeliveries)
 	s.handle("POST /app/hook/deliveries/{id}/attempts", app(), s.redeliver)
+	// GitHub serves the manifest conversion without authentication.
+	s.mux.HandleFunc("POST /app-manifests/{code}/conversions", func(w http.ResponseWriter, r *http.Request) {
+		q := r.Context().Value(reqKey{}).(*req)
+		q.w, q.r = w, r
+		s.convertManifest(q)
+	})
 }
 
 func (s *Server) handle(pattern string, n need, h handler) {
