@@ -357,7 +357,7 @@ func newDispatchParts(m *Main) (_ *dispatchParts, err error) {
 		return nil, err
 	}
 	if p.pages, err = web.New(web.Options{
-		Store: m.Store, Logs: logs, Auth: dc.Pages,
+		Store: m.Store, Logs: logs, Counter: m.Store, Auth: dc.Pages,
 		RequireAuth: !loopbackOnly(cfg.Listen), Logger: log,
 	}); err != nil {
 		return nil, err
@@ -391,6 +391,7 @@ func (p *dispatchParts) start(ctx context.Context, m *Main) Plugin {
 		return errors.Join(errs...)
 	}
 	routes := func(r chi.Router) {
+		r.Handle("/", p.pages) // the dashboard
 		r.Handle("/tasks", p.pages)
 		r.Handle("/tasks/*", p.pages)
 	}
