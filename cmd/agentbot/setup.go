@@ -144,7 +144,15 @@ func (m *Main) setup(ctx context.Context) error {
 	srv := &http.Server{Handler: f, ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(slog.New(slog.DiscardHandler).Handler(), slog.LevelWarn)}
 	go srv.Serve(ln)
-	defer srv.Close()
+	defer func() {
+		// Gracefully: the callback that ended setup still owes its browser
+		// the answer.
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			srv.Close()
+		}
+	}()
 	fmt.Fprintf(m.Stdout, "Open http://%s/ in a browser on this machine to register the App (the page closes in %s).\n", ln.Addr(), m.Setup.Timeout)
 	ctx, cancel := context.WithTimeout(ctx, m.Setup.Timeout)
 	defer cancel()
