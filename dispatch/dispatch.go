@@ -36,6 +36,8 @@ type Store interface {
 	List(ctx context.Context, limit int) ([]*agentbot.Task, error)
 	ListByState(ctx context.Context, states ...agentbot.TaskState) ([]*agentbot.Task, error)
 	ListByIssue(ctx context.Context, ref agentbot.IssueRef) ([]*agentbot.Task, error)
+	// ListUnreported lists the ended tasks whose final report is not written.
+	ListUnreported(ctx context.Context) ([]*agentbot.Task, error)
 	CreateTask(ctx context.Context, deliveryID string, t *agentbot.Task) (bool, error)
 	Transition(ctx context.Context, id string, from, to agentbot.TaskState, mutate func(*agentbot.Task) error) (*agentbot.Task, error)
 	Update(ctx context.Context, id string, mutate func(*agentbot.Task) error) (*agentbot.Task, error)

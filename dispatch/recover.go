@@ -46,7 +46,8 @@ func (d *Dispatcher) recover(ctx context.Context) error {
 		d.interrupted(ctx, t)
 	}
 
-	ended, err := d.store.ListByState(ctx, agentbot.StateSucceeded, agentbot.StateFailed, agentbot.StateCancelled)
+	// Only the unreported: listing every ended task read the whole file.
+	ended, err := d.store.ListUnreported(ctx)
 	if err != nil {
 		return fmt.Errorf("dispatch: recover: list ended tasks: %w", err)
 	}

@@ -97,6 +97,9 @@ func (s *Store) createFn(deliveryID string, nt *agentbot.Task, val []byte, now t
 		if err := tx.Bucket(bucketByIssue).Put(issueKey(nt.Ref(), nt.ID), nil); err != nil {
 			return fmt.Errorf("index %s by issue: %w", nt, err)
 		}
+		if err := indexReport(tx, nil, nt); err != nil {
+			return err
+		}
 		*created = true
 		return nil
 	}
@@ -332,6 +335,9 @@ func (s *Store) modify(ctx context.Context, id string, change func(*agentbot.Tas
 			if err := idx.Put(stateKey(t.State, id), nil); err != nil {
 				return fmt.Errorf("index %s: %w", t, err)
 			}
+		}
+		if err := indexReport(tx, &before, t); err != nil {
+			return err
 		}
 		out = t
 		return nil

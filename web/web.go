@@ -52,7 +52,9 @@ func (a Auth) configured() bool { return a.BearerToken != "" || a.BasicUser != "
 type Options struct {
 	Store Store
 	Logs  Logs
-	Auth  Auth
+	// Counter, when set, gives the dashboard its counts per state.
+	Counter Counter
+	Auth    Auth
 	// RequireAuth makes the pages answer 403 when no Auth is configured;
 	// agentbot sets it unless it listens on loopback only.
 	RequireAuth bool
@@ -92,6 +94,7 @@ func New(opts Options) (*Handler, error) {
 		opts.Now = time.Now
 	}
 	h := &Handler{opts: opts, mux: http.NewServeMux(), streams: make(chan struct{}, opts.MaxStreams), log: opts.Logger, now: opts.Now}
+	h.mux.HandleFunc("GET /{$}", h.dashboard)
 	h.mux.HandleFunc("GET /tasks", h.list)
 	h.mux.HandleFunc("GET /tasks/{$}", h.list)
 	h.mux.HandleFunc("GET /tasks/{id}", h.task)

@@ -387,14 +387,7 @@ func newDispatchParts(m *Main) (_ *dispatchParts, err error) {
 			err = errors.Join(err, p.close())
 		}
 	}()
-	keyPEM, err := os.ReadFile(cfg.PrivateKeyFile)
-	if err != nil {
-		return nil, fmt.Errorf("read private key: %w", err)
-	}
-	if p.gh, err = github.New(github.Config{
-		BaseURL: cfg.GitHubURL.String(), AppID: cfg.AppID, PrivateKey: keyPEM,
-		Registry: m.Registry, Logger: log,
-	}); err != nil {
+	if p.gh, err = m.gitHub(); err != nil {
 		return nil, err
 	}
 	if p.launcher, p.closeLauncher, p.readiness, err = newLauncher(cfg.DataDir, dc, m.Registry, log); err != nil {
@@ -422,7 +415,7 @@ func newDispatchParts(m *Main) (_ *dispatchParts, err error) {
 		return nil, err
 	}
 	if p.pages, err = web.New(web.Options{
-		Store: m.Store, Logs: logs, Auth: dc.Pages,
+		Store: m.Store, Logs: logs, Counter: m.Store, Auth: dc.Pages,
 		RequireAuth: !loopbackOnly(cfg.Listen), Logger: log,
 	}); err != nil {
 		return nil, err
@@ -456,6 +449,7 @@ func (p *dispatchParts) start(ctx context.Context, m *Main) Plugin {
 		return errors.Join(errs...)
 	}
 	routes := func(r chi.Router) {
+		r.Handle("/", p.pages) // the dashboard
 		r.Handle("/tasks", p.pages)
 		r.Handle("/tasks/*", p.pages)
 	}

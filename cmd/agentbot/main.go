@@ -31,6 +31,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/agentbot/agentbot"
+	"github.com/agentbot/agentbot/github"
 	"github.com/agentbot/agentbot/state"
 )
 
@@ -93,6 +94,10 @@ type Plugin struct {
 	// Readiness is a line /readyz adds under "ready" (the sandbox's
 	// isolation and limits, say); "" adds none.
 	Readiness string
+	// Background runs in a goroutine serve owns once the listener accepts
+	// (work that makes GitHub call back, like redeliveries); it must return
+	// when ctx ends, which is before the Stops run.
+	Background func(ctx context.Context)
 }
 
 // Option configures a Main at construction.
@@ -123,6 +128,15 @@ type Main struct {
 	Registry *prometheus.Registry
 	Store    *state.Store
 	Router   chi.Router
+	// Ops are the operations settings (ops.go).
+	Ops OpsOptions
+	// Backup are `agentbot backup`'s settings (backup.go).
+	Backup BackupOptions
+	// Setup are `agentbot setup`'s settings (setup.go).
+	Setup SetupOptions
+
+	ghClient *github.Client
+	checks   startupChecks
 
 	// hooks start and stop components around serve; plugins is what they
 	// returned.
@@ -141,7 +155,7 @@ type Main struct {
 
 // NewMain returns a Main writing to the process's stdout and stderr.
 func NewMain(opts ...Option) *Main {
-	m := &Main{Stdout: os.Stdout, Stderr: os.Stderr, serveErr: make(chan error, 1), hooks: []Hook{dispatchHook}}
+	m := &Main{Stdout: os.Stdout, Stderr: os.Stderr, serveErr: make(chan error, 1), hooks: []Hook{dispatchHook, redeliverHook, retentionHook, adminHook, doctorHook}}
 	for _, o := range opts {
 		o(m)
 	}
@@ -154,6 +168,9 @@ commands:
   serve   receive GitHub webhooks and store tasks durably
   tasks   list stored tasks (--json for JSON); run while serve is stopped
   run     run one task on a local repository or git URL, no GitHub needed
+  backup  write a consistent copy of the store to FILE (while serve runs, too)
+  setup   register the GitHub App from its manifest, through a page on 127.0.0.1
+  doctor  check serve's settings, GitHub and the launcher; each problem with its fix
           (agentbot run --demo tries it on a sample repository, no model key needed)
 
 "agentbot <command> -h" lists the command's flags and their environment variables.
@@ -172,11 +189,12 @@ func (m *Main) ParseFlags(args []string, getenv func(string) string) error {
 	fs.SetOutput(m.Stderr)
 	var envErr error
 	switch m.Command {
-	case "serve":
+	case "serve", "doctor":
 		envErr = errors.Join(
 			bind(fs, getenv, &m.Options, settings, "listen", "data-dir", "app-id", "private-key-file", "webhook-secret-file",
 				"github-url", "log-level", "trigger-labels", "max-body", "delivery-retention", "shutdown-timeout", "store-timeout"),
-			bind(fs, getenv, &m.Dispatch, dispatchSettings))
+			bind(fs, getenv, &m.Dispatch, dispatchSettings),
+			bind(fs, getenv, &m.Ops, opsSettings))
 	case "run":
 		envErr = bind(fs, getenv, &m.RunOptions, runSettings())
 	case "demo-agent":
@@ -184,6 +202,14 @@ func (m *Main) ParseFlags(args []string, getenv func(string) string) error {
 		envErr = errors.Join(
 			bind(fs, getenv, &m.Options, settings, "data-dir", "store-timeout"),
 			bind(fs, getenv, &m.Tasks, taskSettings))
+	case "backup":
+		envErr = errors.Join(
+			bind(fs, getenv, &m.Options, settings, "data-dir", "listen"),
+			bind(fs, getenv, &m.Backup, backupSettings))
+	case "setup":
+		envErr = errors.Join(
+			bind(fs, getenv, &m.Options, settings, "data-dir"),
+			bind(fs, getenv, &m.Setup, setupSettings))
 	case "help", "-h", "--help":
 		fmt.Fprint(m.Stderr, usage)
 		return flag.ErrHelp
@@ -197,11 +223,18 @@ func (m *Main) ParseFlags(args []string, getenv func(string) string) error {
 	if envErr != nil {
 		return envErr
 	}
+	if m.Command == "backup" {
+		if fs.NArg() != 1 {
+			return errors.New("backup: give one FILE to write the copy to")
+		}
+		m.Backup.File = fs.Arg(0)
+		return nil
+	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%s: unexpected arguments %q", m.Command, fs.Args())
 	}
 	switch m.Command {
-	case "serve":
+	case "serve", "doctor":
 		cfg, err := m.Options.Validate()
 		if err != nil {
 			return err
@@ -210,10 +243,15 @@ func (m *Main) ParseFlags(args []string, getenv func(string) string) error {
 		if m.DispatchConfig, err = m.Dispatch.validate(getenv); err != nil {
 			return err
 		}
+		if err := m.Ops.validate(m.Config); err != nil {
+			return err
+		}
 	case "run":
 		return m.RunOptions.validate()
 	case "tasks":
 		return m.Tasks.validate(&m.Options)
+	case "setup":
+		return m.Setup.validate()
 	}
 	return nil
 }
@@ -231,6 +269,12 @@ func (m *Main) Run(ctx context.Context) error {
 		return m.listTasks(ctx)
 	case "run":
 		return m.runOnce(ctx)
+	case "backup":
+		return m.backup(ctx)
+	case "doctor":
+		return m.runDoctor(ctx)
+	case "setup":
+		return m.setup(ctx)
 	case "demo-agent":
 		return demoAgent(m.Stdout)
 	}

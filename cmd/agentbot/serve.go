@@ -98,6 +98,15 @@ func (m *Main) serve(ctx context.Context) error {
 		defer m.bg.Done()
 		m.pruneLoop(bgCtx)
 	}()
+	for _, p := range m.plugins {
+		if p.Background != nil {
+			m.bg.Add(1)
+			go func() {
+				defer m.bg.Done()
+				p.Background(bgCtx)
+			}()
+		}
+	}
 	m.ready.Store(true)
 	m.Logger.Info("listening", slog.String("addr", ln.Addr().String()), slog.String("db", m.DBPath()), slog.Any("config", cfg))
 	return nil
@@ -112,7 +121,11 @@ func (m *Main) router(hook http.Handler) chi.Router {
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		io.WriteString(w, "ok\n")
 	})
-	r.Get("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+	r.Get("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Has("verbose") {
+			m.readyVerbose(w)
+			return
+		}
 		if !m.ready.Load() {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
 			return

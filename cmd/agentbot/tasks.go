@@ -1,11 +1,12 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
+	"io"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -75,20 +76,49 @@ func (m *Main) listTasks(ctx context.Context) error {
 	}
 	defer store.Close()
 
-	var tasks []*agentbot.Task
-	if len(m.Tasks.states) > 0 {
-		tasks, err = store.ListByState(ctx, m.Tasks.states...)
-		slices.Reverse(tasks)
-		if m.Tasks.Limit > 0 && len(tasks) > m.Tasks.Limit {
-			tasks = tasks[:m.Tasks.Limit]
+	return m.streamTasks(ctx, store)
+}
+
+// streamTasks prints the tasks as they are read, so listing every task
+// holds one in memory (a JSON array or a table, newest first).
+func (m *Main) streamTasks(ctx context.Context, store *state.Store) error {
+	if m.Tasks.JSON {
+		n := 0
+		w := bufio.NewWriter(m.Stdout)
+		err := store.Walk(ctx, m.Tasks.Limit, func(t *agentbot.Task) error {
+			b, err := json.MarshalIndent(t, "  ", "  ")
+			if err != nil {
+				return fmt.Errorf("encode task %s: %w", t.ID, err)
+			}
+			sep := ",\n  "
+			if n == 0 {
+				sep = "[\n  "
+			}
+			n++
+			w.WriteString(sep)
+			_, err = w.Write(b)
+			return err
+		}, m.Tasks.states...)
+		if err != nil {
+			return err
 		}
-	} else {
-		tasks, err = store.List(ctx, m.Tasks.Limit)
+		if n == 0 {
+			w.WriteString("[]\n")
+		} else {
+			w.WriteString("\n]\n")
+		}
+		return w.Flush()
 	}
+	tw := tabwriter.NewWriter(m.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSTATE\tKIND\tISSUE\tSENDER\tCREATED\tDETAIL")
+	err := store.Walk(ctx, m.Tasks.Limit, func(t *agentbot.Task) error {
+		printTaskRow(tw, t)
+		return nil
+	}, m.Tasks.states...)
 	if err != nil {
 		return err
 	}
-	return m.printTasks(tasks)
+	return tw.Flush()
 }
 
 func (m *Main) printTasks(tasks []*agentbot.Task) error {
@@ -103,14 +133,18 @@ func (m *Main) printTasks(tasks []*agentbot.Task) error {
 	tw := tabwriter.NewWriter(m.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tSTATE\tKIND\tISSUE\tSENDER\tCREATED\tDETAIL")
 	for _, t := range tasks {
-		kind := string(t.Trigger.Kind)
-		if t.Trigger.Kind == agentbot.KindControl {
-			kind += ":" + string(t.Trigger.Control)
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.State, kind, t.Ref(), t.Trigger.Sender.Login,
-			t.CreatedAt.UTC().Format(time.RFC3339), detail(t))
+		printTaskRow(tw, t)
 	}
 	return tw.Flush()
+}
+
+func printTaskRow(w io.Writer, t *agentbot.Task) {
+	kind := string(t.Trigger.Kind)
+	if t.Trigger.Kind == agentbot.KindControl {
+		kind += ":" + string(t.Trigger.Control)
+	}
+	fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.State, kind, t.Ref(), t.Trigger.Sender.Login,
+		t.CreatedAt.UTC().Format(time.RFC3339), detail(t))
 }
 
 // detail is the most telling thing about a task, on one short line.

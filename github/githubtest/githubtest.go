@@ -72,6 +72,9 @@ type Server struct {
 	nextID        int64
 	tokenLifetime time.Duration
 	remaining     int
+	hooks         hookLog      // deliveries.go
+	app           appMeta      // app.go
+	manifests     manifestFlow // manifest.go
 }
 
 type installation struct {
@@ -236,6 +239,7 @@ func New(t testing.TB) *Server {
 	s.routes()
 	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
 	t.Cleanup(s.srv.Close)
+	t.Cleanup(s.WaitRedeliveries) // runs first: no redelivery outlives the test
 	s.URL = s.srv.URL + "/"
 	return s
 }

@@ -74,6 +74,16 @@ func (s *Server) routes() {
 	s.handle("POST /repos/{owner}/{repo}/check-runs", inst("checks:write"), s.createCheckRun)
 	s.handle("PATCH /repos/{owner}/{repo}/check-runs/{id}", inst("checks:write"), s.updateCheckRun)
 	s.handle("GET /repos/{owner}/{repo}/commits/{ref}/check-runs", inst("checks:read"), s.listCheckRuns)
+	s.handle("GET /app", app(), s.getApp)
+	s.handle("GET /app/installations", app(), s.listInstallations)
+	s.handle("GET /app/hook/deliveries", app(), s.listDeliveries)
+	s.handle("POST /app/hook/deliveries/{id}/attempts", app(), s.redeliver)
+	// GitHub serves the manifest conversion without authentication.
+	s.mux.HandleFunc("POST /app-manifests/{code}/conversions", func(w http.ResponseWriter, r *http.Request) {
+		q := r.Context().Value(reqKey{}).(*req)
+		q.w, q.r = w, r
+		s.convertManifest(q)
+	})
 }
 
 func (s *Server) handle(pattern string, n need, h handler) {
