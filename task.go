@@ -155,18 +155,21 @@ func (t Trigger) Ignored() bool { return t.Kind == "" }
 
 // Result is what a finished attempt produced.
 type Result struct {
-	Branch       string  `json:"branch,omitempty"`
-	BaseBranch   string  `json:"base_branch,omitempty"`
-	BaseSHA      string  `json:"base_sha,omitempty"`
-	Commit       string  `json:"commit,omitempty"`
-	PRNumber     int     `json:"pr_number,omitempty"`
-	PRURL        string  `json:"pr_url,omitempty"`
-	Summary      string  `json:"summary,omitempty"`
-	CostUSD      float64 `json:"cost_usd,omitempty"`
-	NoChanges    bool    `json:"no_changes,omitempty"`
-	FailedPhase  string  `json:"failed_phase,omitempty"`
-	Error        string  `json:"error,omitempty"`
-	FilesChanged int     `json:"files_changed,omitempty"`
+	Branch      string  `json:"branch,omitempty"`
+	BaseBranch  string  `json:"base_branch,omitempty"`
+	BaseSHA     string  `json:"base_sha,omitempty"`
+	Commit      string  `json:"commit,omitempty"`
+	PRNumber    int     `json:"pr_number,omitempty"`
+	PRURL       string  `json:"pr_url,omitempty"`
+	Summary     string  `json:"summary,omitempty"`
+	CostUSD     float64 `json:"cost_usd,omitempty"`
+	NoChanges   bool    `json:"no_changes,omitempty"`
+	FailedPhase string  `json:"failed_phase,omitempty"`
+	Error       string  `json:"error,omitempty"`
+	// Permanent marks a failure a retry would repeat as it is (a refused
+	// protected-path edit, a settings problem): no retry is suggested.
+	Permanent    bool `json:"permanent,omitempty"`
+	FilesChanged int  `json:"files_changed,omitempty"`
 }
 
 // Task is one unit of work, stored durably before the delivery that created
@@ -184,15 +187,23 @@ type Task struct {
 	// RetryOf is the id of the failed task this one re-runs.
 	RetryOf string `json:"retry_of,omitempty"`
 
-	CreatedAt  time.Time `json:"created_at"`
-	UpdatedAt  time.Time `json:"updated_at"`
-	StartedAt  time.Time `json:"started_at,omitempty"`
-	FinishedAt time.Time `json:"finished_at,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+	// StartedAt is when the current (or last) attempt started;
+	// FirstStartedAt when the first did, so the time a task took counts
+	// every attempt (a restart re-queues and starts it again).
+	StartedAt      time.Time `json:"started_at,omitempty"`
+	FirstStartedAt time.Time `json:"first_started_at,omitempty"`
+	FinishedAt     time.Time `json:"finished_at,omitempty"`
 
 	// Conversation handles on GitHub, kept so that a restart edits the same
 	// comment and check run instead of creating new ones.
 	CommentID  int64 `json:"comment_id,omitempty"`
 	CheckRunID int64 `json:"check_run_id,omitempty"`
+	// CheckRunHead is the commit the check run is on: a follow-up's opens
+	// on the pull request's head and, once the run pushed past it, is
+	// superseded by one on the pushed commit.
+	CheckRunHead string `json:"check_run_head,omitempty"`
 	// CommentAttemptedAt is when agentbot first began to post this task's
 	// comment (progress comment, refusal or control reply). It is stored
 	// before the post: GitHub may post a comment and still fail the call,

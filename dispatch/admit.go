@@ -80,7 +80,8 @@ func (d *Dispatcher) react(ctx context.Context, t *agentbot.Task) {
 // a pull request, a queued check run. Errors talking to GitHub leave it
 // unacknowledged for the next scan.
 func (d *Dispatcher) acknowledge(ctx context.Context, t *agentbot.Task) {
-	if _, ok := d.admit(ctx, t, nil); !ok {
+	settings, ok := d.admit(ctx, t, nil)
+	if !ok {
 		return
 	}
 	log := logFrom(ctx)
@@ -88,11 +89,14 @@ func (d *Dispatcher) acknowledge(ctx context.Context, t *agentbot.Task) {
 	head := ""
 	if t.Trigger.Kind == agentbot.KindFollowUp {
 		if head = t.Trigger.HeadSHA; head == "" {
-			if pr, err := d.gh.PullRequest(ctx, t.Trigger.InstallationID, t.Ref()); err == nil {
-				head = pr.HeadSHA
-			} else {
+			pr, err := d.gh.PullRequest(ctx, t.Trigger.InstallationID, t.Ref())
+			if err != nil {
 				log.Warn("cannot read pull request for its check run", "err", err)
+			} else if fail := notAgentbots(pr, settings, t.Ref()); fail != nil {
+				d.refuse(ctx, t, "refused", fail.phase, fmt.Sprintf("@%s agentbot did not run: %s", t.Trigger.Sender.Login, fail.msg), false)
+				return
 			}
+			head = pr.HeadSHA
 		}
 	}
 	behind := d.queuedBehind(ctx, t)
@@ -109,7 +113,7 @@ func (d *Dispatcher) acknowledge(ctx context.Context, t *agentbot.Task) {
 		// Cancelled while the comment was being opened: the cancel's
 		// report had no comment to edit, so this one would say "queued"
 		// for ever.
-		conv.Finish(ctx, nt, d.view(nt, nil, ""))
+		conv.Finish(ctx, nt, d.view(nt, nil, ""), d.finalHead(ctx, nt))
 		d.forgetConversation(nt.ID)
 		return
 	}

@@ -92,7 +92,7 @@ func (d *Dispatcher) execControl(ctx context.Context, t *agentbot.Task) (reply, 
 	case agentbot.ControlHelp:
 		return HelpText, "succeeded"
 	case agentbot.ControlStatus:
-		return d.status(ctx, t), "succeeded"
+		return d.status(ctx, t, settings), "succeeded"
 	case agentbot.ControlCancel:
 		return d.cancel(ctx, t), "succeeded"
 	case agentbot.ControlRetry:
@@ -280,7 +280,7 @@ func (d *Dispatcher) retry(ctx context.Context, t *agentbot.Task) string {
 	return ""
 }
 
-func (d *Dispatcher) status(ctx context.Context, t *agentbot.Task) string {
+func (d *Dispatcher) status(ctx context.Context, t *agentbot.Task, s github.Settings) string {
 	tasks, err := d.store.ListByIssue(ctx, t.Ref())
 	if err != nil {
 		return "agentbot could not look up its tasks here: " + err.Error()
@@ -298,18 +298,47 @@ func (d *Dispatcher) status(ctx context.Context, t *agentbot.Task) string {
 		if u := d.TaskURL(o.ID); u != "" {
 			id = "[" + o.ID + "](" + u + ")"
 		}
-		result := o.Result.PRURL
-		if o.Result.Error != "" {
-			result = strings.ReplaceAll(firstLine(o.Result.Error), "|", "\\|")
-		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", id, o.State, o.Phase, result)
+		phase, result := statusCells(o)
+		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", id, o.State, phase, result)
 	}
+	// Labelling with another label is ignored without a word, so status
+	// is where a user learns which one this repository listens to.
+	label := fmt.Sprintf("This repository's trigger label is `%s` (`trigger_label` in `%s`).", inlineLabel(s.TriggerLabel), github.SettingsPath)
 	if n == 0 {
-		return "agentbot has no tasks on this issue."
+		return "agentbot has no tasks on this issue. " + label
 	}
-	fmt.Fprintf(&b, "\n%d of at most %d runs in progress on this agentbot.", d.sched.runningCount(), d.opts.MaxConcurrent)
+	fmt.Fprintf(&b, "\n%d of at most %d runs in progress on this agentbot. %s", d.sched.runningCount(), d.opts.MaxConcurrent, label)
 	return b.String()
 }
+
+// statusCells are a task's phase and result as `/agent status` shows them:
+// a finished task has no phase any more (the last one it reported would
+// read as if it were still there) but an outcome.
+func statusCells(o *agentbot.Task) (phase, result string) {
+	cell := func(s string) string { return strings.ReplaceAll(firstLine(s), "|", "\\|") }
+	if !o.State.Terminal() {
+		return cell(o.Phase), ""
+	}
+	switch {
+	case o.State == agentbot.StateSucceeded && o.Result.NoChanges:
+		result = "no changes"
+	case o.State == agentbot.StateSucceeded && o.Result.PRURL != "":
+		result = "pull request " + o.Result.PRURL
+	case o.State == agentbot.StateSucceeded && o.Result.Branch != "":
+		result = "branch `" + cell(o.Result.Branch) + "`"
+	case o.State == agentbot.StateSucceeded:
+		result = "done"
+	case o.Result.Error != "":
+		result = cell(o.Result.Error)
+	}
+	if o.Result.FailedPhase != "" && o.State != agentbot.StateSucceeded {
+		result = "during " + cell(o.Result.FailedPhase) + ": " + result
+	}
+	return "—", result
+}
+
+// inlineLabel makes a label safe inside single backticks.
+func inlineLabel(l string) string { return strings.ReplaceAll(firstLine(l), "`", "'") }
 
 func firstLine(s string) string {
 	if i := strings.IndexByte(s, '\n'); i >= 0 {

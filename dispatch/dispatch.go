@@ -103,6 +103,10 @@ type Options struct {
 	// KeepFailedWorkspaces asks the launcher to keep a failed task's
 	// workspace for debugging.
 	KeepFailedWorkspaces bool
+	// ProtectedPaths are the operator's protected path patterns
+	// (AGENTBOT_PROTECTED_PATHS; nil = github's defaults): a floor every
+	// push keeps, whatever a repository's protected_paths say.
+	ProtectedPaths []string
 	// MaxBundleBytes bounds a pushed bundle (0 = github's default).
 	MaxBundleBytes int64
 	// ShutdownGrace is how long a run already past its agent (fetching the

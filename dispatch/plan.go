@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -48,6 +49,10 @@ func (l *lookups) fetch(d *Dispatcher, t *agentbot.Task) func(context.Context, g
 // fetchAll reads the settings, then the rest.
 func (l *lookups) fetchAll(ctx context.Context, d *Dispatcher, t *agentbot.Task) *failure {
 	s, err := d.gh.Settings(ctx, t.Trigger.InstallationID, t.Ref().Repo)
+	var se *github.SettingsError
+	if errors.As(err, &se) {
+		return failf("preparing", "the repository's settings file has problems: %v", err).forGood()
+	}
 	if err != nil {
 		return failf("preparing", "cannot read the repository's settings: %v", err)
 	}
@@ -89,9 +94,8 @@ func (l *lookups) pullRequest(ctx context.Context, d *Dispatcher, t *agentbot.Ta
 	if err != nil {
 		return failf("preparing", "cannot read pull request %s: %v", ref, err)
 	}
-	prefix := l.settings.BranchPrefix
-	if !strings.HasPrefix(pr.HeadBranch, prefix) || (pr.HeadRepo != "" && !strings.EqualFold(pr.HeadRepo, ref.Repo.FullName())) {
-		return failf("preparing", "pull request #%d's branch %q is not one of agentbot's (%s…); agentbot follows up only on its own pull requests", pr.Number, pr.HeadBranch, prefix)
+	if fail := notAgentbots(pr, l.settings, ref); fail != nil {
+		return fail
 	}
 	l.pr, l.branch, l.head = pr, pr.HeadBranch, pr.HeadSHA
 	l.title, l.body = t.Trigger.Prompt.Title, t.Trigger.Prompt.Body
@@ -119,11 +123,42 @@ func (l *lookups) issueBranch(ctx context.Context, d *Dispatcher, t *agentbot.Ta
 		// this branch: continue it rather than fork a second history, so
 		// the push is a fast-forward guarded by its head.
 		l.head = head
+		l.pr.Number = d.earlierPR(ctx, t, l.branch)
 	case github.IsNotFound(err):
 	default:
 		return failf("preparing", "cannot read branch %s: %v", l.branch, err)
 	}
 	return nil
+}
+
+// notAgentbots refuses a follow-up on a pull request whose branch is not
+// one of agentbot's (a person's, or a fork's): agentbot never pushes there,
+// and says so in a reply rather than a failed check run on their PR.
+func notAgentbots(pr github.PRInfo, s github.Settings, ref agentbot.IssueRef) *failure {
+	prefix := s.BranchPrefix
+	if strings.HasPrefix(pr.HeadBranch, prefix) && (pr.HeadRepo == "" || strings.EqualFold(pr.HeadRepo, ref.Repo.FullName())) {
+		return nil
+	}
+	f := failf("preparing", "pull request #%d's branch `%s` is not one of agentbot's (`%s…`); agentbot follows up only on its own pull requests. Comment `/agent <instructions>` on an issue to start a new task.", pr.Number, pr.HeadBranch, prefix).forGood()
+	f.refusal = true
+	return f
+}
+
+// earlierPR is the pull request an earlier task on t's issue opened for
+// branch, from the store (0 if none is known).
+func (d *Dispatcher) earlierPR(ctx context.Context, t *agentbot.Task, branch string) int {
+	tasks, err := d.store.ListByIssue(ctx, t.Ref())
+	if err != nil {
+		logFrom(ctx).Warn("cannot list the issue's earlier tasks", "err", err)
+		return 0
+	}
+	n := 0
+	for _, o := range tasks {
+		if o.ID != t.ID && o.Result.Branch == branch && o.Result.PRNumber != 0 {
+			n = o.Result.PRNumber
+		}
+	}
+	return n
 }
 
 // prHead is the pull request head a follow-up's check run goes on.
@@ -149,6 +184,9 @@ func (a *attempt) plan(ctx context.Context, l *lookups) (*plan, *failure) {
 	agent, fail := d.agentSpec(l.settings)
 	if fail != nil {
 		return nil, fail
+	}
+	if t.Trigger.Kind == agentbot.KindNew && l.pr.Number != 0 {
+		a.addNote(continuingNote(l.pr.Number))
 	}
 	p := &plan{settings: l.settings, repo: l.repo, expectedOld: l.head}
 	p.job = runner.Job{
@@ -248,7 +286,7 @@ func (d *Dispatcher) agentSpec(s github.Settings) (runner.AgentSpec, *failure) {
 		spec.MaxTurns = s.MaxTurns
 	}
 	if spec.Name == "command" && spec.Command == "" {
-		return spec, failf("preparing", "the repository asks for the command agent, but this agentbot has no AGENTBOT_AGENT_COMMAND")
+		return spec, failf("preparing", "the repository asks for the command agent, but this agentbot has no AGENTBOT_AGENT_COMMAND").forGood()
 	}
 	return spec, nil
 }

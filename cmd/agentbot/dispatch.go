@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/agentbot/agentbot/bundle"
 	"github.com/agentbot/agentbot/dispatch"
 	"github.com/agentbot/agentbot/github"
 	"github.com/agentbot/agentbot/runner"
@@ -48,6 +49,7 @@ type DispatchOptions struct {
 	Namespace      string
 	WarmPool       string
 	Kubeconfig     string
+	ProtectedPaths string
 }
 
 // defaultAgentEnv names the environment variables an agent gets by
@@ -70,6 +72,7 @@ var dispatchSettings = []setting[DispatchOptions]{
 	{"namespace", "AGENTBOT_NAMESPACE", "", "kubernetes launcher: namespace of the sandboxes (default: the pod's own)", func(o *DispatchOptions) any { return &o.Namespace }},
 	{"warm-pool", "AGENTBOT_WARM_POOL", kubernetes.DefaultWarmPool, "kubernetes launcher: the SandboxWarmPool every claim names", func(o *DispatchOptions) any { return &o.WarmPool }},
 	{"kubeconfig", "KUBECONFIG", "", "kubernetes launcher: kubeconfig file when not running in a cluster", func(o *DispatchOptions) any { return &o.Kubeconfig }},
+	{"protected-paths", "AGENTBOT_PROTECTED_PATHS", ".github/workflows/**", "comma-separated path patterns no pushed bundle may touch, whatever a repository's protected_paths say (a repository can only add to them)", func(o *DispatchOptions) any { return &o.ProtectedPaths }},
 	{"pages-basic-auth-file", "AGENTBOT_PAGES_BASIC_AUTH_FILE", "", "file holding user:password for the task pages (basic auth)", func(o *DispatchOptions) any { return &o.PagesBasicFile }},
 }
 
@@ -89,6 +92,8 @@ type DispatchConfig struct {
 	Pages          web.Auth
 	Kubernetes     kubernetes.Config
 	Kubeconfig     string
+	// ProtectedPaths is the operator's floor of protected path patterns.
+	ProtectedPaths []string
 	// SecretFiles are hidden from sandboxes.
 	SecretFiles []string
 }
@@ -112,7 +117,23 @@ func (o DispatchOptions) validate(getenv func(string) string) (DispatchConfig, e
 	o.validateLauncher(&c, add)
 	o.validateAgent(&c, getenv, add)
 	o.validatePages(&c, add)
+	o.validateProtected(&c, add)
 	return c, errors.Join(errs...)
+}
+
+// validateProtected checks the operator's protected path patterns.
+func (o DispatchOptions) validateProtected(c *DispatchConfig, add func(error)) {
+	c.ProtectedPaths = []string{}
+	for _, p := range strings.Split(o.ProtectedPaths, ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		if err := bundle.ValidPattern(p); err != nil {
+			add(dispatchProblem("protected-paths", "%q: %v", p, err))
+			continue
+		}
+		c.ProtectedPaths = append(c.ProtectedPaths, p)
+	}
 }
 
 // validateScheduling checks the page URL, concurrency and time limits.
@@ -359,6 +380,7 @@ func newDispatchParts(m *Main) (_ *dispatchParts, err error) {
 		ShutdownGrace: cfg.ShutdownTimeout * 2 / 3,
 		Agent:         dc.Agent, AgentEnv: dc.AgentEnv, TempDir: tmp,
 		KeepFailedWorkspaces: dc.KeepFailed > 0,
+		ProtectedPaths:       dc.ProtectedPaths,
 		Registry:             m.Registry, Logger: log,
 	}); err != nil {
 		return nil, err
