@@ -50,6 +50,9 @@ const (
 	ControlRetry  Control = "retry"
 	ControlStatus Control = "status"
 	ControlHelp   Control = "help"
+	// ControlTypo is a lone word near a command word (`/agent cancle`):
+	// answered with "did you mean", never run as instructions.
+	ControlTypo Control = "typo"
 )
 
 // TaskState is where a task is in its life.
@@ -124,6 +127,9 @@ type Trigger struct {
 	HeadSHA    string `json:"head_sha,omitempty"`
 	// CheckRunID is set for check_run deliveries.
 	CheckRunID int64 `json:"check_run_id,omitempty"`
+	// Suggestion is, for ControlTypo, the command the typed word
+	// (Prompt.Instructions) is near.
+	Suggestion Control `json:"suggestion,omitempty"`
 	// ExternalID is check_run.external_id of a check_run delivery: agentbot
 	// sets it to the task id when it creates a check run, so a button press
 	// maps back to its task even when GitHub lists no pull request.
@@ -131,6 +137,10 @@ type Trigger struct {
 	// Label is the label that triggered an issues.labeled task; the
 	// dispatcher checks it against the repository's configured trigger label.
 	Label string `json:"label,omitempty"`
+	// Assignee is who an issues.assigned (new task) or issues.unassigned
+	// (cancel) delivery was about; the dispatcher checks it against the
+	// repository's configured assignee.
+	Assignee string `json:"assignee,omitempty"`
 	// Repository is what the delivery said of the repository, so the
 	// dispatcher need not ask GitHub again; empty for tasks stored before
 	// it was recorded (the dispatcher then asks).

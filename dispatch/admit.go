@@ -26,7 +26,7 @@ func (d *Dispatcher) admit(ctx context.Context, t *agentbot.Task, more func(cont
 		d.refuse(ctx, t, "ignored", "", "ignored: triggered by the bot account "+login, true)
 		return github.Settings{}, false
 	}
-	byComment := t.Trigger.Label == ""
+	byComment := t.Trigger.Label == "" && t.Trigger.Assignee == ""
 	if byComment {
 		d.react(ctx, t)
 	}
@@ -41,8 +41,8 @@ func (d *Dispatcher) admit(ctx context.Context, t *agentbot.Task, more func(cont
 		return settings, false
 	}
 	if !byComment {
-		if !strings.EqualFold(t.Trigger.Label, settings.TriggerLabel) {
-			d.refuse(ctx, t, "ignored", "", fmt.Sprintf("ignored: label %q is not the trigger label %q", t.Trigger.Label, settings.TriggerLabel), true)
+		if why := notTriggeredBy(t.Trigger, settings); why != "" {
+			d.refuse(ctx, t, "ignored", "", why, true)
 			return settings, false
 		}
 		d.react(ctx, t)
@@ -66,6 +66,18 @@ func (d *Dispatcher) admit(ctx context.Context, t *agentbot.Task, more func(cont
 		return settings, false
 	}
 	return settings, true
+}
+
+// notTriggeredBy says why a label or an assignment is not this
+// repository's trigger ("" when it is).
+func notTriggeredBy(trig agentbot.Trigger, s github.Settings) string {
+	switch {
+	case trig.Assignee != "" && (s.Assignee == "" || !strings.EqualFold(trig.Assignee, s.Assignee)):
+		return fmt.Sprintf("ignored: %q is not the repository's assignee %q", trig.Assignee, s.Assignee)
+	case trig.Label != "" && !strings.EqualFold(trig.Label, s.TriggerLabel):
+		return fmt.Sprintf("ignored: label %q is not the trigger label %q", trig.Label, s.TriggerLabel)
+	}
+	return ""
 }
 
 // react puts 👀 on the triggering comment, or on the issue for a label.

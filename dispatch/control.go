@@ -67,6 +67,12 @@ func (d *Dispatcher) execControl(ctx context.Context, t *agentbot.Task) (reply, 
 	if agentbot.IsBot(login, "") {
 		return "", "ignored"
 	}
+	byChange := t.Trigger.Label != "" || t.Trigger.Assignee != ""
+	if byChange && !d.anythingLive(ctx, t) {
+		// Removing a label or an assignee is everyday issue triage:
+		// with nothing of agentbot's running it says nothing.
+		return "", "ignored"
+	}
 	settings, err := d.gh.Settings(ctx, inst, ref.Repo)
 	var se *github.SettingsError
 	if errors.As(err, &se) {
@@ -75,12 +81,15 @@ func (d *Dispatcher) execControl(ctx context.Context, t *agentbot.Task) (reply, 
 	} else if err != nil {
 		return "", "error: cannot read settings: " + err.Error()
 	}
+	if byChange && notTriggeredBy(t.Trigger, settings) != "" {
+		return "", "ignored"
+	}
 	acc, err := d.gh.Authorize(ctx, inst, ref.Repo, login, settings)
 	if err != nil {
 		return "", "error: cannot check permission: " + err.Error()
 	}
 	if !acc.Allowed {
-		if t.Trigger.CommentID == 0 { // a button: GitHub shows it only to writers
+		if t.Trigger.CommentID == 0 { // a button or a label: no comment to answer
 			return "", "refused"
 		}
 		return fmt.Sprintf("@%s agentbot did not act: %s.", login, strings.TrimSuffix(acc.Reason, ".")), "refused"
@@ -97,6 +106,8 @@ func (d *Dispatcher) execControl(ctx context.Context, t *agentbot.Task) (reply, 
 		return d.cancel(ctx, t), "succeeded"
 	case agentbot.ControlRetry:
 		return d.retry(ctx, t), "succeeded"
+	case agentbot.ControlTypo:
+		return didYouMean(t.Trigger.Prompt.Instructions, t.Trigger.Suggestion), "succeeded"
 	}
 	return fmt.Sprintf("agentbot does not know the command %q. %s", t.Trigger.Control, "Try `/agent help`."), "unknown"
 }
@@ -145,6 +156,12 @@ func (d *Dispatcher) target(ctx context.Context, t *agentbot.Task) (*agentbot.Ta
 // the button, or every running and queued task on the issue for a comment.
 func (d *Dispatcher) cancel(ctx context.Context, t *agentbot.Task) string {
 	login := t.Trigger.Sender.Login
+	switch {
+	case t.Trigger.Label != "":
+		login += fmt.Sprintf(" (who removed the label `%s`)", inlineLabel(t.Trigger.Label))
+	case t.Trigger.Assignee != "":
+		login += fmt.Sprintf(" (who unassigned `%s`)", inlineLabel(t.Trigger.Assignee))
+	}
 	var targets []*agentbot.Task
 	if t.Trigger.ExternalID != "" || t.Trigger.CheckRunID != 0 {
 		tgt, err := d.target(ctx, t)
@@ -186,7 +203,7 @@ func (d *Dispatcher) cancel(ctx context.Context, t *agentbot.Task) string {
 	if len(late) > 0 {
 		return strings.Join(late, "\n\n")
 	}
-	if cancelled == 0 {
+	if cancelled == 0 && t.Trigger.Label == "" && t.Trigger.Assignee == "" {
 		return NothingToCancel
 	}
 	// The cancelled tasks' own comments say so.
@@ -271,7 +288,7 @@ func (d *Dispatcher) retry(ctx context.Context, t *agentbot.Task) string {
 	trig.Sender = t.Trigger.Sender
 	trig.CommentID = t.Trigger.CommentID
 	trig.CheckRunID = 0
-	trig.Label = "" // the retry was asked for; no label to check
+	trig.Label, trig.Assignee = "", "" // the retry was asked for; no trigger to check
 	nt := &agentbot.Task{Event: t.Event, Trigger: trig, RetryOf: tgt.ID}
 	if _, err := d.store.CreateTask(ctx, "retry-"+t.ID, nt); err != nil {
 		return "agentbot could not queue the retry: " + err.Error()
@@ -335,6 +352,28 @@ func statusCells(o *agentbot.Task) (phase, result string) {
 		result = "during " + cell(o.Result.FailedPhase) + ": " + result
 	}
 	return "—", result
+}
+
+// anythingLive reports whether an agent task on t's issue is queued or
+// running (true when the store cannot say: then the cancel goes ahead).
+func (d *Dispatcher) anythingLive(ctx context.Context, t *agentbot.Task) bool {
+	tasks, err := d.store.ListByIssue(ctx, t.Ref())
+	if err != nil {
+		return true
+	}
+	for _, o := range tasks {
+		if o.Trigger.Kind != agentbot.KindControl && !o.State.Terminal() {
+			return true
+		}
+	}
+	return false
+}
+
+// didYouMean answers a lone word near a command word, which agentbot does
+// not run as instructions: one word is almost always a mistyped command.
+func didYouMean(typed string, near agentbot.Control) string {
+	return fmt.Sprintf("`/agent %s` is not an agentbot command: did you mean `/agent %s`? Nothing was started. (Instructions of more than one word are run as they are.)",
+		inlineLabel(typed), inlineLabel(string(near)))
 }
 
 // inlineLabel makes a label safe inside single backticks.

@@ -38,6 +38,9 @@ type Settings struct {
 	AllowedTeams   []string // "org/team-slug", or a slug in the owner's organisation
 	ProtectedPaths []string // patterns a pushed bundle must not touch
 	MaxTurns       int      // 0 = the agent's default
+	// Assignee is the login (a machine user: Apps cannot be assignees)
+	// whose assignment to an issue starts a task; "" = assignment does not.
+	Assignee string
 }
 
 // DefaultSettings are the settings of a repository without a settings file.
@@ -69,7 +72,7 @@ func (e *SettingsError) Error() string {
 // settingsKeys are the keys of the settings file, in documentation order.
 var settingsKeys = []string{
 	"trigger_label", "branch_prefix", "template", "agent", "model", "time_limit",
-	"draft_pr", "allowed_users", "allowed_teams", "protected_paths", "max_turns",
+	"draft_pr", "allowed_users", "allowed_teams", "protected_paths", "max_turns", "assignee",
 }
 
 var (
@@ -190,6 +193,8 @@ func (p *settingsParser) fields(s *Settings) {
 	var protected []string
 	p.list("protected_paths", &protected, func(x string) bool { return bundle.ValidPattern(x) == nil }, "a path pattern such as .github/workflows/**")
 	s.ProtectedPaths = MergePaths(s.ProtectedPaths, protected)
+	p.str("assignee", &s.Assignee, loginName, "a GitHub login", true)
+	s.Assignee = strings.TrimPrefix(s.Assignee, "@")
 	if v, ok := p.raw["max_turns"]; ok {
 		if err := json.Unmarshal(v, &s.MaxTurns); err != nil || s.MaxTurns < 0 || s.MaxTurns > 10000 {
 			p.problem("max_turns must be a whole number between 0 and 10000")

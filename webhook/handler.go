@@ -58,6 +58,9 @@ type Config struct {
 	Store  Store
 	// TriggerLabels default to [DefaultTriggerLabel].
 	TriggerLabels []string
+	// Mentions are the names ("@name" at a line start) that act like
+	// /agent: the App's slug and the operator's aliases.
+	Mentions []string
 	// MaxBody defaults to DefaultMaxBody.
 	MaxBody int64
 	// Logger defaults to slog.Default().
@@ -105,7 +108,7 @@ func New(cfg Config) (*Handler, error) {
 	h := &Handler{
 		secret:   cfg.Secret,
 		store:    cfg.Store,
-		opts:     ParseOptions{TriggerLabels: cfg.TriggerLabels},
+		opts:     ParseOptions{TriggerLabels: cfg.TriggerLabels, Mentions: cfg.Mentions},
 		maxBody:  cfg.MaxBody,
 		log:      cfg.Logger,
 		enqueued: cfg.Enqueued,

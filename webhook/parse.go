@@ -23,6 +23,10 @@ type ParseOptions struct {
 	// compared case-insensitively as GitHub compares label names. Empty means
 	// [DefaultTriggerLabel].
 	TriggerLabels []string
+	// Mentions are the names a comment line may start with, as "@name",
+	// instead of /agent: the App's own login (learned from GET /app at
+	// start) and the operator's aliases.
+	Mentions []string
 }
 
 // Parse decides what one webhook delivery asks of agentbot. It is pure: no
@@ -55,13 +59,16 @@ func parse(event string, payload []byte, opts ParseOptions) (decision, error) {
 		if err := unmarshal(event, payload, &e); err != nil {
 			return decision{}, err
 		}
+		if d, ok, err := parseIssueChange(&e, payload, opts); ok {
+			return d, err
+		}
 		return parseIssues(&e, opts), nil
 	case "issue_comment":
 		var e issueCommentEvent
 		if err := unmarshal(event, payload, &e); err != nil {
 			return decision{}, err
 		}
-		return parseIssueComment(&e), nil
+		return parseIssueComment(&e, opts), nil
 	case "check_run":
 		var e checkRunEvent
 		if err := unmarshal(event, payload, &e); err != nil {
@@ -144,7 +151,7 @@ func parseIssues(e *issuesEvent, opts ParseOptions) decision {
 	return d
 }
 
-func parseIssueComment(e *issueCommentEvent) decision {
+func parseIssueComment(e *issueCommentEvent, opts ParseOptions) decision {
 	var d decision
 	if e.Action != "created" {
 		d.Action, d.Repo = e.Action, e.Repository.FullName
@@ -153,7 +160,7 @@ func parseIssueComment(e *issueCommentEvent) decision {
 	if why := common(&d, &e.eventBase); why != "" {
 		return ignore(d, "%s", why)
 	}
-	cmd := ParseComment(e.Comment.Body)
+	cmd := parseCommand(e.Comment.Body, opts)
 	if !cmd.Found {
 		return ignore(d, "comment has no /agent command")
 	}
@@ -168,6 +175,7 @@ func parseIssueComment(e *issueCommentEvent) decision {
 	case cmd.Control != "":
 		d.Kind = agentbot.KindControl
 		d.Control = cmd.Control
+		d.Suggestion, d.Prompt.Instructions = cmd.Suggestion, cmd.Typed
 		d.Reason = "/agent " + string(cmd.Control)
 		return d
 	case d.IsPullRequest:
@@ -243,6 +251,10 @@ type Command struct {
 	// Instructions is the text after /agent: the rest of its line and every
 	// line after it.
 	Instructions string
+	// Typed and Suggestion are, for ControlTypo, the word given and the
+	// command it is near.
+	Typed      string
+	Suggestion agentbot.Control
 }
 
 var controls = []agentbot.Control{agentbot.ControlCancel, agentbot.ControlRetry, agentbot.ControlStatus, agentbot.ControlHelp}

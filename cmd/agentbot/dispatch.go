@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -50,6 +51,7 @@ type DispatchOptions struct {
 	WarmPool       string
 	Kubeconfig     string
 	ProtectedPaths string
+	Mentions       string
 }
 
 // defaultAgentEnv names the environment variables an agent gets by
@@ -73,6 +75,7 @@ var dispatchSettings = []setting[DispatchOptions]{
 	{"warm-pool", "AGENTBOT_WARM_POOL", kubernetes.DefaultWarmPool, "kubernetes launcher: the SandboxWarmPool every claim names", func(o *DispatchOptions) any { return &o.WarmPool }},
 	{"kubeconfig", "KUBECONFIG", "", "kubernetes launcher: kubeconfig file when not running in a cluster", func(o *DispatchOptions) any { return &o.Kubeconfig }},
 	{"protected-paths", "AGENTBOT_PROTECTED_PATHS", ".github/workflows/**", "comma-separated path patterns no pushed bundle may touch, whatever a repository's protected_paths say (a repository can only add to them)", func(o *DispatchOptions) any { return &o.ProtectedPaths }},
+	{"mentions", "AGENTBOT_MENTIONS", "", "comma-separated names that, as @name at the start of a comment line, act like /agent (the App's own slug is always one)", func(o *DispatchOptions) any { return &o.Mentions }},
 	{"pages-basic-auth-file", "AGENTBOT_PAGES_BASIC_AUTH_FILE", "", "file holding user:password for the task pages (basic auth)", func(o *DispatchOptions) any { return &o.PagesBasicFile }},
 }
 
@@ -94,6 +97,8 @@ type DispatchConfig struct {
 	Kubeconfig     string
 	// ProtectedPaths is the operator's floor of protected path patterns.
 	ProtectedPaths []string
+	// Mentions are the operator's aliases for "@<app-slug>".
+	Mentions []string
 	// SecretFiles are hidden from sandboxes.
 	SecretFiles []string
 }
@@ -121,7 +126,8 @@ func (o DispatchOptions) validate(getenv func(string) string) (DispatchConfig, e
 	return c, errors.Join(errs...)
 }
 
-// validateProtected checks the operator's protected path patterns.
+// validateProtected checks the operator's protected path patterns and
+// mention aliases.
 func (o DispatchOptions) validateProtected(c *DispatchConfig, add func(error)) {
 	c.ProtectedPaths = []string{}
 	for _, p := range strings.Split(o.ProtectedPaths, ",") {
@@ -134,7 +140,19 @@ func (o DispatchOptions) validateProtected(c *DispatchConfig, add func(error)) {
 		}
 		c.ProtectedPaths = append(c.ProtectedPaths, p)
 	}
+	for _, n := range strings.Split(o.Mentions, ",") {
+		if n = strings.TrimPrefix(strings.TrimSpace(n), "@"); n == "" {
+			continue
+		}
+		if !mentionName.MatchString(n) {
+			add(dispatchProblem("mentions", "%q is not a GitHub login", n))
+			continue
+		}
+		c.Mentions = append(c.Mentions, n)
+	}
 }
+
+var mentionName = regexp.MustCompile(`^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$`)
 
 // validateScheduling checks the page URL, concurrency and time limits.
 func (o DispatchOptions) validateScheduling(c *DispatchConfig, add func(error)) {
@@ -317,7 +335,23 @@ func dispatchHook(ctx context.Context, m *Main) (Plugin, error) {
 	if err != nil {
 		return Plugin{}, err
 	}
-	return p.start(ctx, m), nil
+	plugin := p.start(ctx, m)
+	plugin.Mentions = append(p.appMention(ctx, m.Logger), m.DispatchConfig.Mentions...)
+	return plugin, nil
+}
+
+// appMention is the App's slug, which people mention it by; none (with a
+// warning) when GitHub cannot say at start, so the aliases and /agent
+// still work.
+func (p *dispatchParts) appMention(ctx context.Context, log *slog.Logger) []string {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	slug, err := p.gh.AppSlug(ctx)
+	if err != nil {
+		log.Warn("cannot learn the App's slug; @mentions of it will not trigger", "err", err)
+		return nil
+	}
+	return []string{slug}
 }
 
 // dispatchParts are what serve runs tasks with; close releases the ones

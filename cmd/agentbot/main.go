@@ -85,6 +85,9 @@ type Plugin struct {
 	// Enqueued is given every task the webhook stores, after commit; it
 	// must not block (the dispatcher passes its non-blocking notify).
 	Enqueued func(*agentbot.Task)
+	// Mentions are names the webhook takes "@name" at a line start for
+	// as /agent (the App's slug, the operator's aliases).
+	Mentions []string
 	// Routes adds handlers to the router after the built-in ones.
 	Routes func(chi.Router)
 	// Stop runs after HTTP has stopped and before the store closes, in

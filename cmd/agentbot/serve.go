@@ -61,6 +61,7 @@ func (m *Main) serve(ctx context.Context) error {
 		Secret:        cfg.WebhookSecret,
 		Store:         m.Store,
 		TriggerLabels: cfg.TriggerLabels,
+		Mentions:      m.mentions(),
 		MaxBody:       cfg.MaxBody,
 		Logger:        m.Logger,
 		Registry:      m.Registry,
@@ -168,6 +169,15 @@ func (m *Main) pruneLoop(ctx context.Context) {
 
 // enqueued tells every plugin that wants it of a stored task (nil when none
 // does).
+// mentions are every plugin's mention names.
+func (m *Main) mentions() []string {
+	var names []string
+	for _, p := range m.plugins {
+		names = append(names, p.Mentions...)
+	}
+	return names
+}
+
 func (m *Main) enqueued() func(*agentbot.Task) {
 	var fns []func(*agentbot.Task)
 	for _, p := range m.plugins {

@@ -19,6 +19,10 @@ import (
 // maxBody is GitHub's limit on comment and PR bodies, in characters.
 const maxBody = 65536
 
+func (s *Server) getApp(q *req) {
+	writeJSON(q.w, http.StatusOK, map[string]any{"id": s.AppID, "slug": s.AppSlug, "name": s.AppSlug})
+}
+
 func (s *Server) mintToken(q *req) {
 	id, ok := q.intParam("id")
 	if !ok {
