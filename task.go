@@ -146,11 +146,28 @@ type Trigger struct {
 	// it was recorded (the dispatcher then asks).
 	Repository RepoFacts `json:"repository,omitempty"`
 	// CommentID is the triggering comment (0 when an issue label triggered).
-	CommentID int64  `json:"comment_id,omitempty"`
-	Prompt    Prompt `json:"prompt"`
-	Sender    Sender `json:"sender"`
+	CommentID int64 `json:"comment_id,omitempty"`
+	// API is set for a task created through the task API: who (which
+	// token) asked, and what it chose beyond the repository's settings.
+	API    *APIRequest `json:"api,omitempty"`
+	Prompt Prompt      `json:"prompt"`
+	Sender Sender      `json:"sender"`
 	// Reason says, for logs, why an event was ignored or what it matched.
 	Reason string `json:"reason,omitempty"`
+}
+
+// APIRequest is what a task API call asked for beyond the prompt. The
+// token's own repository scope was checked at intake; a task made this way
+// has no GitHub user behind it to authorise.
+type APIRequest struct {
+	// Token names the API token that created the task (never its value).
+	Token      string `json:"token"`
+	BaseBranch string `json:"base_branch,omitempty"`
+	Template   string `json:"template,omitempty"`
+	Agent      string `json:"agent,omitempty"`
+	Model      string `json:"model,omitempty"`
+	// NoPR asks for a branch only (open_pr: false).
+	NoPR bool `json:"no_pr,omitempty"`
 }
 
 // RepoFacts are a repository's coordinates as a webhook delivery gives

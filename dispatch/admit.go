@@ -20,6 +20,9 @@ import (
 // lookups). ok=false means t was refused (and ended) or GitHub failed (t
 // stays queued for the next scan).
 func (d *Dispatcher) admit(ctx context.Context, t *agentbot.Task, more func(context.Context, github.Settings)) (github.Settings, bool) {
+	if !d.resolveInstallation(ctx, t) {
+		return github.Settings{}, false
+	}
 	inst, ref, login := t.Trigger.InstallationID, t.Ref(), t.Trigger.Sender.Login
 	log := logFrom(ctx)
 	if agentbot.IsBot(login, "") {
@@ -55,7 +58,7 @@ func (d *Dispatcher) admit(ctx context.Context, t *agentbot.Task, more func(cont
 			more(ctx, settings)
 		}()
 	}
-	acc, err := d.gh.Authorize(ctx, inst, ref.Repo, login, settings)
+	acc, err := d.authorize(ctx, t, settings)
 	wg.Wait()
 	if err != nil {
 		log.Warn("cannot check permission; will retry", "err", err)
@@ -66,6 +69,42 @@ func (d *Dispatcher) admit(ctx context.Context, t *agentbot.Task, more func(cont
 		return settings, false
 	}
 	return settings, true
+}
+
+// authorize checks the sender against the repository's rules; a task API
+// request was authorised at intake by its token's repository scope.
+func (d *Dispatcher) authorize(ctx context.Context, t *agentbot.Task, s github.Settings) (github.Access, error) {
+	if t.Trigger.API != nil {
+		return github.Access{Allowed: true, Reason: "task API token " + t.Trigger.API.Token}, nil
+	}
+	return d.gh.Authorize(ctx, t.Trigger.InstallationID, t.Ref().Repo, t.Trigger.Sender.Login, s)
+}
+
+// resolveInstallation finds the installation of a task API request's
+// repository (intake stores the request before asking GitHub anything)
+// and records it on t. false: GitHub failed (t stays queued) or the App
+// is not installed there (t is refused).
+func (d *Dispatcher) resolveInstallation(ctx context.Context, t *agentbot.Task) bool {
+	if t.Trigger.InstallationID != 0 {
+		return true
+	}
+	inst, err := d.gh.InstallationOf(ctx, t.Ref().Repo)
+	switch {
+	case github.IsNotFound(err):
+		d.refuse(ctx, t, "refused", "preparing", fmt.Sprintf("agentbot is not installed on %s.", t.Ref().Repo), false)
+		return false
+	case err != nil:
+		logFrom(ctx).Warn("cannot find the repository's installation; will retry", "err", err)
+		return false
+	}
+	nt, err := d.store.Update(ctx, t.ID, func(s *agentbot.Task) error { s.Trigger.InstallationID = inst; return nil })
+	if err != nil {
+		logFrom(ctx).Warn("cannot record the installation; will retry", "err", err)
+		return false
+	}
+	*t = *nt
+	d.conversationOf(t).inst = inst
+	return true
 }
 
 // notTriggeredBy says why a label or an assignment is not this
@@ -82,6 +121,9 @@ func notTriggeredBy(trig agentbot.Trigger, s github.Settings) string {
 
 // react puts 👀 on the triggering comment, or on the issue for a label.
 func (d *Dispatcher) react(ctx context.Context, t *agentbot.Task) {
+	if t.Ref().Number == 0 {
+		return // a task API request without an issue
+	}
 	if err := d.gh.React(ctx, t.Trigger.InstallationID, t.Ref(), t.Trigger.CommentID, "eyes"); err != nil {
 		logFrom(ctx).Warn("cannot react", "err", err)
 	}

@@ -255,7 +255,7 @@ func (a *attempt) conclude(ctx context.Context, p *plan, run runner.Run, out fol
 	switch {
 	case out.cancelledBy != "":
 		a.end(ctx, agentbot.StateCancelled, "cancelled", agentbot.Result{
-			Error: "cancelled by @" + out.cancelledBy, FailedPhase: t.Phase,
+			Error: "cancelled by " + byWhom(out.cancelledBy), FailedPhase: t.Phase,
 		}, nil, false)
 	case out.timedOut:
 		a.failed(ctx, &failure{phase: t.Phase, msg: fmt.Sprintf("the task ran out of its time limit of %s", time.Duration(p.job.TimeLimit)), tail: out.tail})

@@ -67,6 +67,11 @@ func (d *Dispatcher) execControl(ctx context.Context, t *agentbot.Task) (reply, 
 	if agentbot.IsBot(login, "") {
 		return "", "ignored"
 	}
+	if t.Trigger.API != nil {
+		// The task API checked its token's scope; it has no comment to
+		// answer and no GitHub user to authorise.
+		return d.act(ctx, t, github.DefaultSettings())
+	}
 	byChange := t.Trigger.Label != "" || t.Trigger.Assignee != ""
 	if byChange && !d.anythingLive(ctx, t) {
 		// Removing a label or an assignee is everyday issue triage:
@@ -97,6 +102,11 @@ func (d *Dispatcher) execControl(ctx context.Context, t *agentbot.Task) (reply, 
 	if t.Trigger.CommentID != 0 {
 		d.react(ctx, t)
 	}
+	return d.act(ctx, t, settings)
+}
+
+// act carries out an authorised control command.
+func (d *Dispatcher) act(ctx context.Context, t *agentbot.Task, settings github.Settings) (reply, outcome string) {
 	switch t.Trigger.Control {
 	case agentbot.ControlHelp:
 		return HelpText, "succeeded"
@@ -161,6 +171,8 @@ func (d *Dispatcher) cancel(ctx context.Context, t *agentbot.Task) string {
 		login += fmt.Sprintf(" (who removed the label `%s`)", inlineLabel(t.Trigger.Label))
 	case t.Trigger.Assignee != "":
 		login += fmt.Sprintf(" (who unassigned `%s`)", inlineLabel(t.Trigger.Assignee))
+	case t.Trigger.API != nil:
+		login = fmt.Sprintf("the task API (token `%s`)", inlineLabel(t.Trigger.API.Token))
 	}
 	var targets []*agentbot.Task
 	if t.Trigger.ExternalID != "" || t.Trigger.CheckRunID != 0 {
@@ -246,7 +258,7 @@ func (d *Dispatcher) cancelOne(ctx context.Context, tgt *agentbot.Task, login st
 		}
 		// Running in the store but not here (between restart and
 		// recovery): end it directly.
-		_, err := d.finish(ctx, tgt, agentbot.StateRunning, agentbot.StateCancelled, "cancelled", agentbot.Result{Error: "cancelled by @" + login, FailedPhase: tgt.Phase}, nil)
+		_, err := d.finish(ctx, tgt, agentbot.StateRunning, agentbot.StateCancelled, "cancelled", agentbot.Result{Error: "cancelled by " + byWhom(login), FailedPhase: tgt.Phase}, nil)
 		switch {
 		case isStale(err):
 			return false, nil // it ended meanwhile
@@ -256,7 +268,7 @@ func (d *Dispatcher) cancelOne(ctx context.Context, tgt *agentbot.Task, login st
 		d.cleanup(ctx, tgt, false)
 		return true, nil
 	case agentbot.StateQueued:
-		_, err := d.finish(ctx, tgt, agentbot.StateQueued, agentbot.StateCancelled, "cancelled", agentbot.Result{Error: "cancelled by @" + login + " before it started"}, nil)
+		_, err := d.finish(ctx, tgt, agentbot.StateQueued, agentbot.StateCancelled, "cancelled", agentbot.Result{Error: "cancelled by " + byWhom(login) + " before it started"}, nil)
 		switch {
 		case err == nil:
 			return true, nil
@@ -352,6 +364,14 @@ func statusCells(o *agentbot.Task) (phase, result string) {
 		result = "during " + cell(o.Result.FailedPhase) + ": " + result
 	}
 	return "—", result
+}
+
+// byWhom names who cancelled: a login as a mention, the task API as it is.
+func byWhom(by string) string {
+	if strings.HasPrefix(by, "the task API") {
+		return by
+	}
+	return "@" + by
 }
 
 // anythingLive reports whether an agent task on t's issue is queued or

@@ -285,6 +285,11 @@ func (c *conversation) createFinal(ctx context.Context, t *agentbot.Task, v gith
 // earlier one may have posted, adopting it (with body) if found. A failed
 // look-up is an error: posting blind could make a second comment.
 func (c *conversation) postComment(ctx context.Context, body string) (int64, error) {
+	if c.ref.Number == 0 {
+		// A task API request without an issue has no conversation but
+		// its check run; the API and the task page are where it is told.
+		return 0, nil
+	}
 	var since time.Time
 	if _, err := c.store.Update(ctx, c.id, func(s *agentbot.Task) error {
 		since = s.CommentAttemptedAt

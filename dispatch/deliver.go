@@ -44,6 +44,9 @@ func (a *attempt) deliver(ctx context.Context, p *plan, run runner.Run, rr *runn
 		}
 		return res, nil
 	}
+	if r := t.Trigger.API; r != nil && r.NoPR {
+		return res, nil // the request asked for a branch only
+	}
 	a.setPhase(ctx, "opening pull request")
 	pr, created, err := d.gh.OpenPullRequest(ctx, t.Trigger.InstallationID, t.Ref().Repo, github.PROptions{
 		Head:     res.Branch,

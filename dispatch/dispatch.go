@@ -46,6 +46,7 @@ type GitHub interface {
 	TokenFor(ctx context.Context, installationID int64, repo agentbot.Repo, perms github.Permissions) (github.Token, error)
 	Authorize(ctx context.Context, installationID int64, repo agentbot.Repo, login string, s github.Settings) (github.Access, error)
 	Settings(ctx context.Context, installationID int64, repo agentbot.Repo) (github.Settings, error)
+	InstallationOf(ctx context.Context, repo agentbot.Repo) (int64, error)
 	Repository(ctx context.Context, installationID int64, repo agentbot.Repo) (github.RepoInfo, error)
 	BranchHead(ctx context.Context, installationID int64, repo agentbot.Repo, branch string) (string, error)
 	Issue(ctx context.Context, installationID int64, ref agentbot.IssueRef) (github.IssueInfo, error)

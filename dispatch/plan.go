@@ -41,7 +41,7 @@ type lookups struct {
 // fetch is the lookups to run beside admit's permission check.
 func (l *lookups) fetch(d *Dispatcher, t *agentbot.Task) func(context.Context, github.Settings) {
 	return func(ctx context.Context, s github.Settings) {
-		l.settings = s
+		l.settings = withRequest(s, t.Trigger.API)
 		l.err = l.resolve(ctx, d, t)
 	}
 }
@@ -49,6 +49,7 @@ func (l *lookups) fetch(d *Dispatcher, t *agentbot.Task) func(context.Context, g
 // fetchAll reads the settings, then the rest.
 func (l *lookups) fetchAll(ctx context.Context, d *Dispatcher, t *agentbot.Task) *failure {
 	s, err := d.gh.Settings(ctx, t.Trigger.InstallationID, t.Ref().Repo)
+	s = withRequest(s, t.Trigger.API)
 	var se *github.SettingsError
 	if errors.As(err, &se) {
 		return failf("preparing", "the repository's settings file has problems: %v", err).forGood()
@@ -108,7 +109,7 @@ func (l *lookups) pullRequest(ctx context.Context, d *Dispatcher, t *agentbot.Ta
 func (l *lookups) issueBranch(ctx context.Context, d *Dispatcher, t *agentbot.Task) *failure {
 	inst, ref := t.Trigger.InstallationID, t.Ref()
 	l.title, l.body = t.Trigger.Prompt.Title, t.Trigger.Prompt.Body
-	if l.title == "" {
+	if l.title == "" && ref.Number != 0 {
 		is, err := d.gh.Issue(ctx, inst, ref)
 		if err != nil {
 			return failf("preparing", "cannot read issue %s: %v", ref, err)
@@ -116,6 +117,9 @@ func (l *lookups) issueBranch(ctx context.Context, d *Dispatcher, t *agentbot.Ta
 		l.title, l.body = is.Title, is.Body
 	}
 	l.branch = github.BranchName(l.settings.BranchPrefix, ref.Number, l.title)
+	if ref.Number == 0 {
+		l.branch = github.TaskBranchName(l.settings.BranchPrefix, t.ID, l.title)
+	}
 	head, err := d.gh.BranchHead(ctx, inst, ref.Repo, l.branch)
 	switch {
 	case err == nil:
@@ -129,6 +133,24 @@ func (l *lookups) issueBranch(ctx context.Context, d *Dispatcher, t *agentbot.Ta
 		return failf("preparing", "cannot read branch %s: %v", l.branch, err)
 	}
 	return nil
+}
+
+// withRequest is s with what a task API request chose instead (checked at
+// intake with the settings file's own rules).
+func withRequest(s github.Settings, r *agentbot.APIRequest) github.Settings {
+	if r == nil {
+		return s
+	}
+	if r.Template != "" {
+		s.Template = r.Template
+	}
+	if r.Agent != "" {
+		s.Agent = r.Agent
+	}
+	if r.Model != "" {
+		s.Model = r.Model
+	}
+	return s
 }
 
 // notAgentbots refuses a follow-up on a pull request whose branch is not
@@ -211,6 +233,9 @@ func (a *attempt) plan(ctx context.Context, l *lookups) (*plan, *failure) {
 			Instructions: t.Trigger.Prompt.Instructions,
 		},
 	}
+	if r := t.Trigger.API; r != nil && r.BaseBranch != "" {
+		p.job.BaseBranch = r.BaseBranch
+	}
 	if t.Trigger.Kind == agentbot.KindFollowUp {
 		p.job.BaseBranch = l.pr.BaseBranch
 		if rc, err := d.gh.ReviewComments(ctx, inst, ref); err == nil {
@@ -245,6 +270,9 @@ func (a *attempt) replan(ctx context.Context) (*plan, *failure) {
 		TimeLimit: runner.Duration(limit), Branch: l.branch, BaseBranch: l.repo.DefaultBranch,
 		FollowUp: l.head != "", ExpectedHeadSHA: l.head,
 		Prompt: runner.JobPrompt{Title: l.title, Body: l.body},
+	}
+	if r := a.task.Trigger.API; r != nil && r.BaseBranch != "" {
+		p.job.BaseBranch = r.BaseBranch
 	}
 	if a.task.Trigger.Kind == agentbot.KindFollowUp {
 		p.job.BaseBranch = l.pr.BaseBranch

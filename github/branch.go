@@ -30,6 +30,12 @@ func BranchName(prefix string, issueNumber int, title string) string {
 	return name
 }
 
+// TaskBranchName is the branch of a task that has no issue (one made
+// through the task API): prefix + "task-<id>-<slug>".
+func TaskBranchName(prefix, taskID, title string) string {
+	return strings.Replace(BranchName(prefix, 0, title), "issue-0", "task-"+strings.ToLower(taskID), 1)
+}
+
 // letters are the Latin letters compatibility decomposition leaves whole.
 var letters = strings.NewReplacer("ß", "ss", "æ", "ae", "œ", "oe", "ø", "o", "ł", "l", "đ", "d", "ð", "d", "þ", "th", "ı", "i")
 

@@ -235,7 +235,9 @@ func RenderCheckRun(v ProgressView) CheckRun {
 // keyword, the agent's summary and a link to the task.
 func PullRequestBody(issueNumber int, summary, taskURL string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Fixes #%d\n\n", issueNumber)
+	if issueNumber > 0 {
+		fmt.Fprintf(&b, "Fixes #%d\n\n", issueNumber)
+	}
 	if s := quietMentions(strings.TrimSpace(summary)); s != "" {
 		b.WriteString(truncateMarkdown(s, budgetSummary) + "\n\n")
 	}

@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/agentbot/agentbot/api"
 	"github.com/agentbot/agentbot/bundle"
 	"github.com/agentbot/agentbot/dispatch"
 	"github.com/agentbot/agentbot/github"
@@ -52,6 +53,7 @@ type DispatchOptions struct {
 	Kubeconfig     string
 	ProtectedPaths string
 	Mentions       string
+	APITokenFile   string
 }
 
 // defaultAgentEnv names the environment variables an agent gets by
@@ -76,6 +78,7 @@ var dispatchSettings = []setting[DispatchOptions]{
 	{"kubeconfig", "KUBECONFIG", "", "kubernetes launcher: kubeconfig file when not running in a cluster", func(o *DispatchOptions) any { return &o.Kubeconfig }},
 	{"protected-paths", "AGENTBOT_PROTECTED_PATHS", ".github/workflows/**", "comma-separated path patterns no pushed bundle may touch, whatever a repository's protected_paths say (a repository can only add to them)", func(o *DispatchOptions) any { return &o.ProtectedPaths }},
 	{"mentions", "AGENTBOT_MENTIONS", "", "comma-separated names that, as @name at the start of a comment line, act like /agent (the App's own slug is always one)", func(o *DispatchOptions) any { return &o.Mentions }},
+	{"api-token-file", "AGENTBOT_API_TOKEN_FILE", "", "file of task API tokens, one \"<name> <token> <repos>\" a line (repos: * or owner/name,...); the pages token is one too", func(o *DispatchOptions) any { return &o.APITokenFile }},
 	{"pages-basic-auth-file", "AGENTBOT_PAGES_BASIC_AUTH_FILE", "", "file holding user:password for the task pages (basic auth)", func(o *DispatchOptions) any { return &o.PagesBasicFile }},
 }
 
@@ -99,6 +102,8 @@ type DispatchConfig struct {
 	ProtectedPaths []string
 	// Mentions are the operator's aliases for "@<app-slug>".
 	Mentions []string
+	// APITokens are the task API's credentials (none: no API).
+	APITokens []api.Token
 	// SecretFiles are hidden from sandboxes.
 	SecretFiles []string
 }
@@ -123,6 +128,7 @@ func (o DispatchOptions) validate(getenv func(string) string) (DispatchConfig, e
 	o.validateAgent(&c, getenv, add)
 	o.validatePages(&c, add)
 	o.validateProtected(&c, add)
+	o.validateAPI(&c, add)
 	return c, errors.Join(errs...)
 }
 
@@ -362,6 +368,7 @@ type dispatchParts struct {
 	closeLauncher func() error
 	d             *dispatch.Dispatcher
 	pages         http.Handler
+	api           http.Handler // nil without a token
 }
 
 func (p *dispatchParts) close() error {
@@ -425,6 +432,11 @@ func newDispatchParts(m *Main) (_ *dispatchParts, err error) {
 	}); err != nil {
 		return nil, err
 	}
+	if len(dc.APITokens) > 0 {
+		if p.api, err = api.New(api.Options{Store: m.Store, Tokens: dc.APITokens, PublicURL: dc.PublicURL, Notify: p.d.Notify, Logger: log}); err != nil {
+			return nil, err
+		}
+	}
 	return p, nil
 }
 
@@ -456,6 +468,9 @@ func (p *dispatchParts) start(ctx context.Context, m *Main) Plugin {
 	routes := func(r chi.Router) {
 		r.Handle("/tasks", p.pages)
 		r.Handle("/tasks/*", p.pages)
+		if p.api != nil {
+			r.Handle("/api/v1/*", p.api)
+		}
 	}
 	return Plugin{Enqueued: p.d.Notify, Routes: routes, Stop: stop}
 }
