@@ -109,4 +109,3 @@ func (h *Handler) control(c agentbot.Control) func(http.ResponseWriter, *http.Re
 		writeJSON(w, http.StatusAccepted, map[string]any{"task": h.view(t), "accepted": string(c)})
 	}
 }
-
