@@ -33,7 +33,7 @@ func (d *Dispatcher) admit(ctx context.Context, t *agentbot.Task, more func(cont
 	if byComment {
 		d.react(ctx, t)
 	}
-	settings, err := d.gh.Settings(ctx, inst, ref.Repo)
+	settings, err := d.readSettings(ctx, inst, ref.Repo)
 	var se *github.SettingsError
 	switch {
 	case errors.As(err, &se):
@@ -69,6 +69,16 @@ func (d *Dispatcher) admit(ctx context.Context, t *agentbot.Task, more func(cont
 		return settings, false
 	}
 	return settings, true
+}
+
+// readSettings reads repo's settings and passes good ones on to
+// Options.OnSettings.
+func (d *Dispatcher) readSettings(ctx context.Context, inst int64, repo agentbot.Repo) (github.Settings, error) {
+	s, err := d.gh.Settings(ctx, inst, repo)
+	if err == nil && d.opts.OnSettings != nil {
+		d.opts.OnSettings(repo, s)
+	}
+	return s, err
 }
 
 // authorize checks the sender against the repository's rules; a task API

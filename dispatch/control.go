@@ -78,7 +78,7 @@ func (d *Dispatcher) execControl(ctx context.Context, t *agentbot.Task) (reply, 
 		// with nothing of agentbot's running it says nothing.
 		return "", "ignored"
 	}
-	settings, err := d.gh.Settings(ctx, inst, ref.Repo)
+	settings, err := d.readSettings(ctx, inst, ref.Repo)
 	var se *github.SettingsError
 	if errors.As(err, &se) {
 		// A broken settings file must not make a task uncancellable.

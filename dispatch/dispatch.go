@@ -108,6 +108,9 @@ type Options struct {
 	// (AGENTBOT_PROTECTED_PATHS; nil = github's defaults): a floor every
 	// push keeps, whatever a repository's protected_paths say.
 	ProtectedPaths []string
+	// OnSettings, if set, is told each repository's settings as they are
+	// read (intake learns the repositories' trigger labels from it).
+	OnSettings func(agentbot.Repo, github.Settings)
 	// MaxBundleBytes bounds a pushed bundle (0 = github's default).
 	MaxBundleBytes int64
 	// ShutdownGrace is how long a run already past its agent (fetching the

@@ -48,7 +48,7 @@ func (l *lookups) fetch(d *Dispatcher, t *agentbot.Task) func(context.Context, g
 
 // fetchAll reads the settings, then the rest.
 func (l *lookups) fetchAll(ctx context.Context, d *Dispatcher, t *agentbot.Task) *failure {
-	s, err := d.gh.Settings(ctx, t.Trigger.InstallationID, t.Ref().Repo)
+	s, err := d.readSettings(ctx, t.Trigger.InstallationID, t.Ref().Repo)
 	s = withRequest(s, t.Trigger.API)
 	var se *github.SettingsError
 	if errors.As(err, &se) {

@@ -27,6 +27,9 @@ type ParseOptions struct {
 	// instead of /agent: the App's own login (learned from GET /app at
 	// start) and the operator's aliases.
 	Mentions []string
+	// Learned, if set, also accepts each repository's own trigger label
+	// (and, at first sight, any label: see Labels).
+	Learned *Labels
 }
 
 // Parse decides what one webhook delivery asks of agentbot. It is pure: no
@@ -50,6 +53,8 @@ type decision struct {
 	agentbot.Trigger
 	Action string
 	Repo   string
+	// Forget names a repository whose learned trigger label is stale.
+	Forget string
 }
 
 func parse(event string, payload []byte, opts ParseOptions) (decision, error) {
@@ -75,6 +80,8 @@ func parse(event string, payload []byte, opts ParseOptions) (decision, error) {
 			return decision{}, err
 		}
 		return parseCheckRun(&e), nil
+	case "push":
+		return parsePush(payload)
 	default:
 		if !json.Valid(payload) {
 			return decision{}, fmt.Errorf("%s event: %w: not JSON", event, ErrMalformed)
@@ -136,7 +143,7 @@ func parseIssues(e *issuesEvent, opts ParseOptions) decision {
 	// "*" accepts every label: for operators whose repositories set their
 	// own trigger_label, which the dispatcher checks against the settings
 	// file (intake never calls GitHub).
-	if !slices.ContainsFunc(labels, func(l string) bool { return l == "*" || strings.EqualFold(l, label) }) {
+	if !slices.ContainsFunc(labels, func(l string) bool { return l == "*" || strings.EqualFold(l, label) }) && !opts.Learned.accepts(d.Repo, label) {
 		return ignore(d, "label %q is not a trigger label", label)
 	}
 	if e.Issue.Number <= 0 {

@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/agentbot/agentbot"
 	"github.com/agentbot/agentbot/api"
 	"github.com/agentbot/agentbot/bundle"
 	"github.com/agentbot/agentbot/dispatch"
@@ -422,6 +423,7 @@ func newDispatchParts(m *Main) (_ *dispatchParts, err error) {
 		Agent:         dc.Agent, AgentEnv: dc.AgentEnv, TempDir: tmp,
 		KeepFailedWorkspaces: dc.KeepFailed > 0,
 		ProtectedPaths:       dc.ProtectedPaths,
+		OnSettings:           func(r agentbot.Repo, s github.Settings) { m.labels.Learn(r, s.TriggerLabel) },
 		Registry:             m.Registry, Logger: log,
 	}); err != nil {
 		return nil, err

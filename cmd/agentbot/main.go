@@ -32,6 +32,7 @@ import (
 
 	"github.com/agentbot/agentbot"
 	"github.com/agentbot/agentbot/state"
+	"github.com/agentbot/agentbot/webhook"
 )
 
 func main() {
@@ -126,7 +127,10 @@ type Main struct {
 
 	// hooks start and stop components around serve; plugins is what they
 	// returned.
-	hooks   []Hook
+	hooks []Hook
+	// labels is intake's book of the repositories' own trigger labels,
+	// filled by the dispatcher as it reads their settings.
+	labels  *webhook.Labels
 	plugins []Plugin
 
 	server   *http.Server
@@ -141,7 +145,7 @@ type Main struct {
 
 // NewMain returns a Main writing to the process's stdout and stderr.
 func NewMain(opts ...Option) *Main {
-	m := &Main{Stdout: os.Stdout, Stderr: os.Stderr, serveErr: make(chan error, 1), hooks: []Hook{dispatchHook}}
+	m := &Main{Stdout: os.Stdout, Stderr: os.Stderr, serveErr: make(chan error, 1), hooks: []Hook{dispatchHook}, labels: webhook.NewLabels()}
 	for _, o := range opts {
 		o(m)
 	}

@@ -62,6 +62,7 @@ func (m *Main) serve(ctx context.Context) error {
 		Store:         m.Store,
 		TriggerLabels: cfg.TriggerLabels,
 		Mentions:      m.mentions(),
+		Learned:       m.labels,
 		MaxBody:       cfg.MaxBody,
 		Logger:        m.Logger,
 		Registry:      m.Registry,
