@@ -135,10 +135,12 @@ func (a *attempt) end(ctx context.Context, to agentbot.TaskState, outcome string
 	if res.Summary == "" {
 		res.Summary = t.Result.Summary
 	}
+	// The run is over: its read token goes first, so a task reported
+	// finished holds no live token.
+	a.revokeToken(ctx)
 	if _, err := d.finish(ctx, t, agentbot.StateRunning, to, outcome, res, tail); err != nil {
 		logFrom(ctx).Error("cannot finish task", "err", err)
 	}
-	a.revokeToken(ctx)
 	d.cleanup(ctx, t, !ok && to == agentbot.StateFailed)
 }
 
