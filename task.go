@@ -50,6 +50,9 @@ const (
 	ControlRetry  Control = "retry"
 	ControlStatus Control = "status"
 	ControlHelp   Control = "help"
+	// ControlTypo is a lone word near a command word (`/agent cancle`):
+	// answered with "did you mean", never run as instructions.
+	ControlTypo Control = "typo"
 )
 
 // TaskState is where a task is in its life.
@@ -124,6 +127,9 @@ type Trigger struct {
 	HeadSHA    string `json:"head_sha,omitempty"`
 	// CheckRunID is set for check_run deliveries.
 	CheckRunID int64 `json:"check_run_id,omitempty"`
+	// Suggestion is, for ControlTypo, the command the typed word
+	// (Prompt.Instructions) is near.
+	Suggestion Control `json:"suggestion,omitempty"`
 	// ExternalID is check_run.external_id of a check_run delivery: agentbot
 	// sets it to the task id when it creates a check run, so a button press
 	// maps back to its task even when GitHub lists no pull request.
@@ -131,16 +137,37 @@ type Trigger struct {
 	// Label is the label that triggered an issues.labeled task; the
 	// dispatcher checks it against the repository's configured trigger label.
 	Label string `json:"label,omitempty"`
+	// Assignee is who an issues.assigned (new task) or issues.unassigned
+	// (cancel) delivery was about; the dispatcher checks it against the
+	// repository's configured assignee.
+	Assignee string `json:"assignee,omitempty"`
 	// Repository is what the delivery said of the repository, so the
 	// dispatcher need not ask GitHub again; empty for tasks stored before
 	// it was recorded (the dispatcher then asks).
 	Repository RepoFacts `json:"repository,omitempty"`
 	// CommentID is the triggering comment (0 when an issue label triggered).
-	CommentID int64  `json:"comment_id,omitempty"`
-	Prompt    Prompt `json:"prompt"`
-	Sender    Sender `json:"sender"`
+	CommentID int64 `json:"comment_id,omitempty"`
+	// API is set for a task created through the task API: who (which
+	// token) asked, and what it chose beyond the repository's settings.
+	API    *APIRequest `json:"api,omitempty"`
+	Prompt Prompt      `json:"prompt"`
+	Sender Sender      `json:"sender"`
 	// Reason says, for logs, why an event was ignored or what it matched.
 	Reason string `json:"reason,omitempty"`
+}
+
+// APIRequest is what a task API call asked for beyond the prompt. The
+// token's own repository scope was checked at intake; a task made this way
+// has no GitHub user behind it to authorise.
+type APIRequest struct {
+	// Token names the API token that created the task (never its value).
+	Token      string `json:"token"`
+	BaseBranch string `json:"base_branch,omitempty"`
+	Template   string `json:"template,omitempty"`
+	Agent      string `json:"agent,omitempty"`
+	Model      string `json:"model,omitempty"`
+	// NoPR asks for a branch only (open_pr: false).
+	NoPR bool `json:"no_pr,omitempty"`
 }
 
 // RepoFacts are a repository's coordinates as a webhook delivery gives
@@ -155,18 +182,21 @@ func (t Trigger) Ignored() bool { return t.Kind == "" }
 
 // Result is what a finished attempt produced.
 type Result struct {
-	Branch       string  `json:"branch,omitempty"`
-	BaseBranch   string  `json:"base_branch,omitempty"`
-	BaseSHA      string  `json:"base_sha,omitempty"`
-	Commit       string  `json:"commit,omitempty"`
-	PRNumber     int     `json:"pr_number,omitempty"`
-	PRURL        string  `json:"pr_url,omitempty"`
-	Summary      string  `json:"summary,omitempty"`
-	CostUSD      float64 `json:"cost_usd,omitempty"`
-	NoChanges    bool    `json:"no_changes,omitempty"`
-	FailedPhase  string  `json:"failed_phase,omitempty"`
-	Error        string  `json:"error,omitempty"`
-	FilesChanged int     `json:"files_changed,omitempty"`
+	Branch      string  `json:"branch,omitempty"`
+	BaseBranch  string  `json:"base_branch,omitempty"`
+	BaseSHA     string  `json:"base_sha,omitempty"`
+	Commit      string  `json:"commit,omitempty"`
+	PRNumber    int     `json:"pr_number,omitempty"`
+	PRURL       string  `json:"pr_url,omitempty"`
+	Summary     string  `json:"summary,omitempty"`
+	CostUSD     float64 `json:"cost_usd,omitempty"`
+	NoChanges   bool    `json:"no_changes,omitempty"`
+	FailedPhase string  `json:"failed_phase,omitempty"`
+	Error       string  `json:"error,omitempty"`
+	// Permanent marks a failure a retry would repeat as it is (a refused
+	// protected-path edit, a settings problem): no retry is suggested.
+	Permanent    bool `json:"permanent,omitempty"`
+	FilesChanged int  `json:"files_changed,omitempty"`
 }
 
 // Task is one unit of work, stored durably before the delivery that created
@@ -184,15 +214,23 @@ type Task struct {
 	// RetryOf is the id of the failed task this one re-runs.
 	RetryOf string `json:"retry_of,omitempty"`
 
-	CreatedAt  time.Time `json:"created_at"`
-	UpdatedAt  time.Time `json:"updated_at"`
-	StartedAt  time.Time `json:"started_at,omitempty"`
-	FinishedAt time.Time `json:"finished_at,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+	// StartedAt is when the current (or last) attempt started;
+	// FirstStartedAt when the first did, so the time a task took counts
+	// every attempt (a restart re-queues and starts it again).
+	StartedAt      time.Time `json:"started_at,omitempty"`
+	FirstStartedAt time.Time `json:"first_started_at,omitempty"`
+	FinishedAt     time.Time `json:"finished_at,omitempty"`
 
 	// Conversation handles on GitHub, kept so that a restart edits the same
 	// comment and check run instead of creating new ones.
 	CommentID  int64 `json:"comment_id,omitempty"`
 	CheckRunID int64 `json:"check_run_id,omitempty"`
+	// CheckRunHead is the commit the check run is on: a follow-up's opens
+	// on the pull request's head and, once the run pushed past it, is
+	// superseded by one on the pushed commit.
+	CheckRunHead string `json:"check_run_head,omitempty"`
 	// CommentAttemptedAt is when agentbot first began to post this task's
 	// comment (progress comment, refusal or control reply). It is stored
 	// before the post: GitHub may post a comment and still fail the call,

@@ -59,6 +59,9 @@ type Check struct {
 // Rejected says why a bundle was refused. Nothing was pushed.
 type Rejected struct {
 	Reason string
+	// Protected: the bundle touches a protected path, which the same task
+	// run again would do again.
+	Protected bool
 }
 
 func (e *Rejected) Error() string { return "bundle rejected: " + e.Reason }

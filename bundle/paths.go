@@ -32,14 +32,14 @@ func checkProtected(raw string, patterns []string) error {
 		}
 		for _, pat := range patterns {
 			if matchPath(pat, p) {
-				return Rejectf("a commit changes %s, which is protected (%s)", p, pat)
+				return &Rejected{Reason: fmt.Sprintf("a commit changes %s, which is protected (%s)", p, pat), Protected: true}
 			}
 			if (newMode == "120000" || newMode == "160000") && coversBelow(pat, p) {
 				kind := "symlink"
 				if newMode == "160000" {
 					kind = "submodule"
 				}
-				return Rejectf("a commit makes %s a %s, where protected paths (%s) would be", p, kind, pat)
+				return &Rejected{Reason: fmt.Sprintf("a commit makes %s a %s, where protected paths (%s) would be", p, kind, pat), Protected: true}
 			}
 		}
 	}

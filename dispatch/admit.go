@@ -20,17 +20,20 @@ import (
 // lookups). ok=false means t was refused (and ended) or GitHub failed (t
 // stays queued for the next scan).
 func (d *Dispatcher) admit(ctx context.Context, t *agentbot.Task, more func(context.Context, github.Settings)) (github.Settings, bool) {
+	if !d.resolveInstallation(ctx, t) {
+		return github.Settings{}, false
+	}
 	inst, ref, login := t.Trigger.InstallationID, t.Ref(), t.Trigger.Sender.Login
 	log := logFrom(ctx)
 	if agentbot.IsBot(login, "") {
 		d.refuse(ctx, t, "ignored", "", "ignored: triggered by the bot account "+login, true)
 		return github.Settings{}, false
 	}
-	byComment := t.Trigger.Label == ""
+	byComment := t.Trigger.Label == "" && t.Trigger.Assignee == ""
 	if byComment {
 		d.react(ctx, t)
 	}
-	settings, err := d.gh.Settings(ctx, inst, ref.Repo)
+	settings, err := d.readSettings(ctx, inst, ref.Repo)
 	var se *github.SettingsError
 	switch {
 	case errors.As(err, &se):
@@ -41,8 +44,8 @@ func (d *Dispatcher) admit(ctx context.Context, t *agentbot.Task, more func(cont
 		return settings, false
 	}
 	if !byComment {
-		if !strings.EqualFold(t.Trigger.Label, settings.TriggerLabel) {
-			d.refuse(ctx, t, "ignored", "", fmt.Sprintf("ignored: label %q is not the trigger label %q", t.Trigger.Label, settings.TriggerLabel), true)
+		if why := notTriggeredBy(t.Trigger, settings); why != "" {
+			d.refuse(ctx, t, "ignored", "", why, true)
 			return settings, false
 		}
 		d.react(ctx, t)
@@ -55,7 +58,7 @@ func (d *Dispatcher) admit(ctx context.Context, t *agentbot.Task, more func(cont
 			more(ctx, settings)
 		}()
 	}
-	acc, err := d.gh.Authorize(ctx, inst, ref.Repo, login, settings)
+	acc, err := d.authorize(ctx, t, settings)
 	wg.Wait()
 	if err != nil {
 		log.Warn("cannot check permission; will retry", "err", err)
@@ -68,8 +71,69 @@ func (d *Dispatcher) admit(ctx context.Context, t *agentbot.Task, more func(cont
 	return settings, true
 }
 
+// readSettings reads repo's settings and passes good ones on to
+// Options.OnSettings.
+func (d *Dispatcher) readSettings(ctx context.Context, inst int64, repo agentbot.Repo) (github.Settings, error) {
+	s, err := d.gh.Settings(ctx, inst, repo)
+	if err == nil && d.opts.OnSettings != nil {
+		d.opts.OnSettings(repo, s)
+	}
+	return s, err
+}
+
+// authorize checks the sender against the repository's rules; a task API
+// request was authorised at intake by its token's repository scope.
+func (d *Dispatcher) authorize(ctx context.Context, t *agentbot.Task, s github.Settings) (github.Access, error) {
+	if t.Trigger.API != nil {
+		return github.Access{Allowed: true, Reason: "task API token " + t.Trigger.API.Token}, nil
+	}
+	return d.gh.Authorize(ctx, t.Trigger.InstallationID, t.Ref().Repo, t.Trigger.Sender.Login, s)
+}
+
+// resolveInstallation finds the installation of a task API request's
+// repository (intake stores the request before asking GitHub anything)
+// and records it on t. false: GitHub failed (t stays queued) or the App
+// is not installed there (t is refused).
+func (d *Dispatcher) resolveInstallation(ctx context.Context, t *agentbot.Task) bool {
+	if t.Trigger.InstallationID != 0 {
+		return true
+	}
+	inst, err := d.gh.InstallationOf(ctx, t.Ref().Repo)
+	switch {
+	case github.IsNotFound(err):
+		d.refuse(ctx, t, "refused", "preparing", fmt.Sprintf("agentbot is not installed on %s.", t.Ref().Repo), false)
+		return false
+	case err != nil:
+		logFrom(ctx).Warn("cannot find the repository's installation; will retry", "err", err)
+		return false
+	}
+	nt, err := d.store.Update(ctx, t.ID, func(s *agentbot.Task) error { s.Trigger.InstallationID = inst; return nil })
+	if err != nil {
+		logFrom(ctx).Warn("cannot record the installation; will retry", "err", err)
+		return false
+	}
+	*t = *nt
+	d.conversationOf(t).inst = inst
+	return true
+}
+
+// notTriggeredBy says why a label or an assignment is not this
+// repository's trigger ("" when it is).
+func notTriggeredBy(trig agentbot.Trigger, s github.Settings) string {
+	switch {
+	case trig.Assignee != "" && (s.Assignee == "" || !strings.EqualFold(trig.Assignee, s.Assignee)):
+		return fmt.Sprintf("ignored: %q is not the repository's assignee %q", trig.Assignee, s.Assignee)
+	case trig.Label != "" && !strings.EqualFold(trig.Label, s.TriggerLabel):
+		return fmt.Sprintf("ignored: label %q is not the trigger label %q", trig.Label, s.TriggerLabel)
+	}
+	return ""
+}
+
 // react puts 👀 on the triggering comment, or on the issue for a label.
 func (d *Dispatcher) react(ctx context.Context, t *agentbot.Task) {
+	if t.Ref().Number == 0 {
+		return // a task API request without an issue
+	}
 	if err := d.gh.React(ctx, t.Trigger.InstallationID, t.Ref(), t.Trigger.CommentID, "eyes"); err != nil {
 		logFrom(ctx).Warn("cannot react", "err", err)
 	}
@@ -80,7 +144,8 @@ func (d *Dispatcher) react(ctx context.Context, t *agentbot.Task) {
 // a pull request, a queued check run. Errors talking to GitHub leave it
 // unacknowledged for the next scan.
 func (d *Dispatcher) acknowledge(ctx context.Context, t *agentbot.Task) {
-	if _, ok := d.admit(ctx, t, nil); !ok {
+	settings, ok := d.admit(ctx, t, nil)
+	if !ok {
 		return
 	}
 	log := logFrom(ctx)
@@ -88,11 +153,14 @@ func (d *Dispatcher) acknowledge(ctx context.Context, t *agentbot.Task) {
 	head := ""
 	if t.Trigger.Kind == agentbot.KindFollowUp {
 		if head = t.Trigger.HeadSHA; head == "" {
-			if pr, err := d.gh.PullRequest(ctx, t.Trigger.InstallationID, t.Ref()); err == nil {
-				head = pr.HeadSHA
-			} else {
+			pr, err := d.gh.PullRequest(ctx, t.Trigger.InstallationID, t.Ref())
+			if err != nil {
 				log.Warn("cannot read pull request for its check run", "err", err)
+			} else if fail := notAgentbots(pr, settings, t.Ref()); fail != nil {
+				d.refuse(ctx, t, "refused", fail.phase, fmt.Sprintf("@%s agentbot did not run: %s", t.Trigger.Sender.Login, fail.msg), false)
+				return
 			}
+			head = pr.HeadSHA
 		}
 	}
 	behind := d.queuedBehind(ctx, t)
@@ -109,7 +177,7 @@ func (d *Dispatcher) acknowledge(ctx context.Context, t *agentbot.Task) {
 		// Cancelled while the comment was being opened: the cancel's
 		// report had no comment to edit, so this one would say "queued"
 		// for ever.
-		conv.Finish(ctx, nt, d.view(nt, nil, ""))
+		conv.Finish(ctx, nt, d.view(nt, nil, ""), d.finalHead(ctx, nt))
 		d.forgetConversation(nt.ID)
 		return
 	}

@@ -76,7 +76,9 @@ func (a *attempt) setToken(tok string) {
 // addNote adds a sentence to the ones every report of the run adds.
 func (a *attempt) addNote(note string) {
 	a.mu.Lock()
-	a.note = strings.TrimSpace(a.note + " " + note)
+	if !strings.Contains(a.note, note) {
+		a.note = strings.TrimSpace(a.note + " " + note)
+	}
 	a.mu.Unlock()
 }
 
@@ -131,6 +133,10 @@ func (a *attempt) prepare(ctx context.Context) (*plan, bool) {
 		if _, ok := d.admit(ctx, t, l.fetch(d, t)); !ok {
 			return nil, false
 		}
+		if l.err != nil && l.err.refusal {
+			d.refuse(ctx, t, "refused", l.err.phase, fmt.Sprintf("@%s agentbot did not run: %s", t.Trigger.Sender.Login, l.err.msg), false)
+			return nil, false
+		}
 	} else {
 		l.err = l.fetchAll(ctx, d, t)
 	}
@@ -167,6 +173,9 @@ func (d *Dispatcher) claim(ctx context.Context, t *agentbot.Task) (*agentbot.Tas
 	return d.store.Transition(ctx, t.ID, agentbot.StateQueued, agentbot.StateRunning, func(s *agentbot.Task) error {
 		s.Attempt++
 		s.Phase = "starting"
+		if s.FirstStartedAt.IsZero() {
+			s.FirstStartedAt = d.now()
+		}
 		return nil
 	})
 }
@@ -204,11 +213,12 @@ func (a *attempt) openConversation(ctx context.Context, head string) bool {
 // recordAcknowledged stores that t was acknowledged, with its comment and
 // check run.
 func (d *Dispatcher) recordAcknowledged(ctx context.Context, t *agentbot.Task) (*agentbot.Task, error) {
-	commentID, checkRunID := d.conversationOf(t).ids()
+	commentID, _ := d.conversationOf(t).ids()
+	checkRunID, head := d.conversationOf(t).checkRun()
 	return d.store.Update(ctx, t.ID, func(s *agentbot.Task) error {
 		s.CommentID = commentID
 		if s.CheckRunID == 0 {
-			s.CheckRunID = checkRunID
+			s.CheckRunID, s.CheckRunHead = checkRunID, head
 		}
 		if s.AcknowledgedAt.IsZero() {
 			s.AcknowledgedAt = d.now()
@@ -245,7 +255,7 @@ func (a *attempt) conclude(ctx context.Context, p *plan, run runner.Run, out fol
 	switch {
 	case out.cancelledBy != "":
 		a.end(ctx, agentbot.StateCancelled, "cancelled", agentbot.Result{
-			Error: "cancelled by @" + out.cancelledBy, FailedPhase: t.Phase,
+			Error: "cancelled by " + byWhom(out.cancelledBy), FailedPhase: t.Phase,
 		}, nil, false)
 	case out.timedOut:
 		a.failed(ctx, &failure{phase: t.Phase, msg: fmt.Sprintf("the task ran out of its time limit of %s", time.Duration(p.job.TimeLimit)), tail: out.tail})

@@ -67,7 +67,18 @@ func (d *Dispatcher) execControl(ctx context.Context, t *agentbot.Task) (reply, 
 	if agentbot.IsBot(login, "") {
 		return "", "ignored"
 	}
-	settings, err := d.gh.Settings(ctx, inst, ref.Repo)
+	if t.Trigger.API != nil {
+		// The task API checked its token's scope; it has no comment to
+		// answer and no GitHub user to authorise.
+		return d.act(ctx, t, github.DefaultSettings())
+	}
+	byChange := t.Trigger.Label != "" || t.Trigger.Assignee != ""
+	if byChange && !d.anythingLive(ctx, t) {
+		// Removing a label or an assignee is everyday issue triage:
+		// with nothing of agentbot's running it says nothing.
+		return "", "ignored"
+	}
+	settings, err := d.readSettings(ctx, inst, ref.Repo)
 	var se *github.SettingsError
 	if errors.As(err, &se) {
 		// A broken settings file must not make a task uncancellable.
@@ -75,12 +86,15 @@ func (d *Dispatcher) execControl(ctx context.Context, t *agentbot.Task) (reply, 
 	} else if err != nil {
 		return "", "error: cannot read settings: " + err.Error()
 	}
+	if byChange && notTriggeredBy(t.Trigger, settings) != "" {
+		return "", "ignored"
+	}
 	acc, err := d.gh.Authorize(ctx, inst, ref.Repo, login, settings)
 	if err != nil {
 		return "", "error: cannot check permission: " + err.Error()
 	}
 	if !acc.Allowed {
-		if t.Trigger.CommentID == 0 { // a button: GitHub shows it only to writers
+		if t.Trigger.CommentID == 0 { // a button or a label: no comment to answer
 			return "", "refused"
 		}
 		return fmt.Sprintf("@%s agentbot did not act: %s.", login, strings.TrimSuffix(acc.Reason, ".")), "refused"
@@ -88,15 +102,22 @@ func (d *Dispatcher) execControl(ctx context.Context, t *agentbot.Task) (reply, 
 	if t.Trigger.CommentID != 0 {
 		d.react(ctx, t)
 	}
+	return d.act(ctx, t, settings)
+}
+
+// act carries out an authorised control command.
+func (d *Dispatcher) act(ctx context.Context, t *agentbot.Task, settings github.Settings) (reply, outcome string) {
 	switch t.Trigger.Control {
 	case agentbot.ControlHelp:
 		return HelpText, "succeeded"
 	case agentbot.ControlStatus:
-		return d.status(ctx, t), "succeeded"
+		return d.status(ctx, t, settings), "succeeded"
 	case agentbot.ControlCancel:
 		return d.cancel(ctx, t), "succeeded"
 	case agentbot.ControlRetry:
 		return d.retry(ctx, t), "succeeded"
+	case agentbot.ControlTypo:
+		return didYouMean(t.Trigger.Prompt.Instructions, t.Trigger.Suggestion), "succeeded"
 	}
 	return fmt.Sprintf("agentbot does not know the command %q. %s", t.Trigger.Control, "Try `/agent help`."), "unknown"
 }
@@ -145,6 +166,14 @@ func (d *Dispatcher) target(ctx context.Context, t *agentbot.Task) (*agentbot.Ta
 // the button, or every running and queued task on the issue for a comment.
 func (d *Dispatcher) cancel(ctx context.Context, t *agentbot.Task) string {
 	login := t.Trigger.Sender.Login
+	switch {
+	case t.Trigger.Label != "":
+		login += fmt.Sprintf(" (who removed the label `%s`)", inlineLabel(t.Trigger.Label))
+	case t.Trigger.Assignee != "":
+		login += fmt.Sprintf(" (who unassigned `%s`)", inlineLabel(t.Trigger.Assignee))
+	case t.Trigger.API != nil:
+		login = fmt.Sprintf("the task API (token `%s`)", inlineLabel(t.Trigger.API.Token))
+	}
 	var targets []*agentbot.Task
 	if t.Trigger.ExternalID != "" || t.Trigger.CheckRunID != 0 {
 		tgt, err := d.target(ctx, t)
@@ -186,7 +215,7 @@ func (d *Dispatcher) cancel(ctx context.Context, t *agentbot.Task) string {
 	if len(late) > 0 {
 		return strings.Join(late, "\n\n")
 	}
-	if cancelled == 0 {
+	if cancelled == 0 && t.Trigger.Label == "" && t.Trigger.Assignee == "" {
 		return NothingToCancel
 	}
 	// The cancelled tasks' own comments say so.
@@ -229,7 +258,7 @@ func (d *Dispatcher) cancelOne(ctx context.Context, tgt *agentbot.Task, login st
 		}
 		// Running in the store but not here (between restart and
 		// recovery): end it directly.
-		_, err := d.finish(ctx, tgt, agentbot.StateRunning, agentbot.StateCancelled, "cancelled", agentbot.Result{Error: "cancelled by @" + login, FailedPhase: tgt.Phase}, nil)
+		_, err := d.finish(ctx, tgt, agentbot.StateRunning, agentbot.StateCancelled, "cancelled", agentbot.Result{Error: "cancelled by " + byWhom(login), FailedPhase: tgt.Phase}, nil)
 		switch {
 		case isStale(err):
 			return false, nil // it ended meanwhile
@@ -239,7 +268,7 @@ func (d *Dispatcher) cancelOne(ctx context.Context, tgt *agentbot.Task, login st
 		d.cleanup(ctx, tgt, false)
 		return true, nil
 	case agentbot.StateQueued:
-		_, err := d.finish(ctx, tgt, agentbot.StateQueued, agentbot.StateCancelled, "cancelled", agentbot.Result{Error: "cancelled by @" + login + " before it started"}, nil)
+		_, err := d.finish(ctx, tgt, agentbot.StateQueued, agentbot.StateCancelled, "cancelled", agentbot.Result{Error: "cancelled by " + byWhom(login) + " before it started"}, nil)
 		switch {
 		case err == nil:
 			return true, nil
@@ -271,7 +300,7 @@ func (d *Dispatcher) retry(ctx context.Context, t *agentbot.Task) string {
 	trig.Sender = t.Trigger.Sender
 	trig.CommentID = t.Trigger.CommentID
 	trig.CheckRunID = 0
-	trig.Label = "" // the retry was asked for; no label to check
+	trig.Label, trig.Assignee = "", "" // the retry was asked for; no trigger to check
 	nt := &agentbot.Task{Event: t.Event, Trigger: trig, RetryOf: tgt.ID}
 	if _, err := d.store.CreateTask(ctx, "retry-"+t.ID, nt); err != nil {
 		return "agentbot could not queue the retry: " + err.Error()
@@ -280,7 +309,7 @@ func (d *Dispatcher) retry(ctx context.Context, t *agentbot.Task) string {
 	return ""
 }
 
-func (d *Dispatcher) status(ctx context.Context, t *agentbot.Task) string {
+func (d *Dispatcher) status(ctx context.Context, t *agentbot.Task, s github.Settings) string {
 	tasks, err := d.store.ListByIssue(ctx, t.Ref())
 	if err != nil {
 		return "agentbot could not look up its tasks here: " + err.Error()
@@ -298,18 +327,77 @@ func (d *Dispatcher) status(ctx context.Context, t *agentbot.Task) string {
 		if u := d.TaskURL(o.ID); u != "" {
 			id = "[" + o.ID + "](" + u + ")"
 		}
-		result := o.Result.PRURL
-		if o.Result.Error != "" {
-			result = strings.ReplaceAll(firstLine(o.Result.Error), "|", "\\|")
-		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", id, o.State, o.Phase, result)
+		phase, result := statusCells(o)
+		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", id, o.State, phase, result)
 	}
+	// Labelling with another label is ignored without a word, so status
+	// is where a user learns which one this repository listens to.
+	label := fmt.Sprintf("This repository's trigger label is `%s` (`trigger_label` in `%s`).", inlineLabel(s.TriggerLabel), github.SettingsPath)
 	if n == 0 {
-		return "agentbot has no tasks on this issue."
+		return "agentbot has no tasks on this issue. " + label
 	}
-	fmt.Fprintf(&b, "\n%d of at most %d runs in progress on this agentbot.", d.sched.runningCount(), d.opts.MaxConcurrent)
+	fmt.Fprintf(&b, "\n%d of at most %d runs in progress on this agentbot. %s", d.sched.runningCount(), d.opts.MaxConcurrent, label)
 	return b.String()
 }
+
+// statusCells are a task's phase and result as `/agent status` shows them:
+// a finished task has no phase any more (the last one it reported would
+// read as if it were still there) but an outcome.
+func statusCells(o *agentbot.Task) (phase, result string) {
+	cell := func(s string) string { return strings.ReplaceAll(firstLine(s), "|", "\\|") }
+	if !o.State.Terminal() {
+		return cell(o.Phase), ""
+	}
+	switch {
+	case o.State == agentbot.StateSucceeded && o.Result.NoChanges:
+		result = "no changes"
+	case o.State == agentbot.StateSucceeded && o.Result.PRURL != "":
+		result = "pull request " + o.Result.PRURL
+	case o.State == agentbot.StateSucceeded && o.Result.Branch != "":
+		result = "branch `" + cell(o.Result.Branch) + "`"
+	case o.State == agentbot.StateSucceeded:
+		result = "done"
+	case o.Result.Error != "":
+		result = cell(o.Result.Error)
+	}
+	if o.Result.FailedPhase != "" && o.State != agentbot.StateSucceeded {
+		result = "during " + cell(o.Result.FailedPhase) + ": " + result
+	}
+	return "—", result
+}
+
+// byWhom names who cancelled: a login as a mention, the task API as it is.
+func byWhom(by string) string {
+	if strings.HasPrefix(by, "the task API") {
+		return by
+	}
+	return "@" + by
+}
+
+// anythingLive reports whether an agent task on t's issue is queued or
+// running (true when the store cannot say: then the cancel goes ahead).
+func (d *Dispatcher) anythingLive(ctx context.Context, t *agentbot.Task) bool {
+	tasks, err := d.store.ListByIssue(ctx, t.Ref())
+	if err != nil {
+		return true
+	}
+	for _, o := range tasks {
+		if o.Trigger.Kind != agentbot.KindControl && !o.State.Terminal() {
+			return true
+		}
+	}
+	return false
+}
+
+// didYouMean answers a lone word near a command word, which agentbot does
+// not run as instructions: one word is almost always a mistyped command.
+func didYouMean(typed string, near agentbot.Control) string {
+	return fmt.Sprintf("`/agent %s` is not an agentbot command: did you mean `/agent %s`? Nothing was started. (Instructions of more than one word are run as they are.)",
+		inlineLabel(typed), inlineLabel(string(near)))
+}
+
+// inlineLabel makes a label safe inside single backticks.
+func inlineLabel(l string) string { return strings.ReplaceAll(firstLine(l), "`", "'") }
 
 func firstLine(s string) string {
 	if i := strings.IndexByte(s, '\n'); i >= 0 {

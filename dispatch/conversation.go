@@ -36,6 +36,7 @@ type conversation struct {
 	mu         sync.Mutex
 	commentID  int64
 	checkRunID int64
+	checkHead  string    // the commit checkRunID is on
 	lastEdit   time.Time // of the comment and the check run, edited together
 	pending    *github.ProgressView
 }
@@ -47,6 +48,7 @@ func (d *Dispatcher) newConversation(t *agentbot.Task) *conversation {
 		render:     func(v github.ProgressView) github.ProgressView { return d.render(t.ID, v) },
 		commentID:  t.CommentID,
 		checkRunID: t.CheckRunID,
+		checkHead:  t.CheckRunHead,
 	}
 }
 
@@ -78,7 +80,7 @@ func (c *conversation) adopt(t *agentbot.Task) {
 		c.commentID = t.CommentID
 	}
 	if c.checkRunID == 0 {
-		c.checkRunID = t.CheckRunID
+		c.checkRunID, c.checkHead = t.CheckRunID, t.CheckRunHead
 	}
 }
 
@@ -87,6 +89,13 @@ func (c *conversation) ids() (comment, checkRun int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.commentID, c.checkRunID
+}
+
+// checkRun is the check run spoken through and the commit it is on.
+func (c *conversation) checkRun() (id int64, head string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.checkRunID, c.checkHead
 }
 
 // Open posts the progress comment showing v and, when head is set (a
@@ -108,8 +117,8 @@ func (c *conversation) Open(ctx context.Context, v github.ProgressView, head str
 	}
 	c.mu.Lock()
 	c.commentID = commentID
-	if c.checkRunID == 0 {
-		c.checkRunID = checkRunID
+	if c.checkRunID == 0 && checkRunID != 0 {
+		c.checkRunID, c.checkHead = checkRunID, head
 	}
 	c.lastEdit = c.now()
 	c.mu.Unlock()
@@ -212,35 +221,60 @@ func (c *conversation) Settle(ctx context.Context, v github.ProgressView) {
 	c.edit(ctx, v)
 }
 
-// Finish writes a terminal task's result (as Settle), creates a new task's
-// check run on its pushed commit (which only exists now), and records on
-// the task that the result was reported, so a restart does not repeat it.
-func (c *conversation) Finish(ctx context.Context, t *agentbot.Task, v github.ProgressView) {
+// Finish writes a terminal task's result (as Settle) and records on the
+// task that it was reported, so a restart does not repeat it. The result's
+// check run is on the commit the task ends at (finalHead): a new task's is
+// created now, and one left on a commit the run pushed past (a follow-up's,
+// opened on the pull request's old head) is completed as superseded.
+func (c *conversation) Finish(ctx context.Context, t *agentbot.Task, v github.ProgressView, finalHead string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), reportTimeout)
 	defer cancel()
+	checkRunID, head := c.checkRun()
+	moved := checkRunID != 0 && finalHead != "" && head != "" && head != finalHead
+	if moved {
+		// The old check run gets the superseded view in the same edit
+		// as the comment's result.
+		v.Superseded = finalHead
+	}
 	c.Settle(ctx, v)
-	_, checkRunID := c.ids()
-	if checkRunID == 0 && t.Result.Commit != "" {
-		cr := github.RenderCheckRun(c.render(v))
-		cr.HeadSHA = t.Result.Commit
-		if id, err := c.gh.CreateCheckRun(ctx, c.inst, c.ref.Repo, cr); err != nil {
-			logFrom(ctx).Warn("cannot create check run", "err", err)
-		} else {
-			checkRunID = id
-			c.mu.Lock()
-			c.checkRunID = id
-			c.mu.Unlock()
-		}
+	v.Superseded = ""
+	if checkRunID == 0 || moved {
+		checkRunID = c.createFinal(ctx, t, v, finalHead)
 	}
 	if _, err := c.store.Update(ctx, t.ID, func(s *agentbot.Task) error {
 		s.Reported = true
-		if s.CheckRunID == 0 {
-			s.CheckRunID = checkRunID
+		if checkRunID != 0 {
+			s.CheckRunID, s.CheckRunHead = c.checkRun()
 		}
 		return nil
 	}); err != nil {
 		logFrom(ctx).Warn("cannot record that the result was reported", "err", err)
 	}
+}
+
+// createFinal creates the check run showing a terminal task's result on
+// head and returns its id (0 if there is none).
+func (c *conversation) createFinal(ctx context.Context, t *agentbot.Task, v github.ProgressView, head string) int64 {
+	if head == "" {
+		return 0
+	}
+	cr := github.RenderCheckRun(c.render(v))
+	cr.HeadSHA = head
+	if t.Result.Commit == "" && cr.Conclusion == "failure" {
+		// On a commit that is not the task's own work (the base it
+		// started from): agentbot's failure must not mark that commit,
+		// often the default branch's head, as broken.
+		cr.Conclusion = "neutral"
+	}
+	id, err := c.gh.CreateCheckRun(ctx, c.inst, c.ref.Repo, cr)
+	if err != nil {
+		logFrom(ctx).Warn("cannot create check run", "err", err)
+		return 0
+	}
+	c.mu.Lock()
+	c.checkRunID, c.checkHead = id, head
+	c.mu.Unlock()
+	return id
 }
 
 // postComment posts body, which starts with the task's CommentMarker. A
@@ -251,6 +285,11 @@ func (c *conversation) Finish(ctx context.Context, t *agentbot.Task, v github.Pr
 // earlier one may have posted, adopting it (with body) if found. A failed
 // look-up is an error: posting blind could make a second comment.
 func (c *conversation) postComment(ctx context.Context, body string) (int64, error) {
+	if c.ref.Number == 0 {
+		// A task API request without an issue has no conversation but
+		// its check run; the API and the task page are where it is told.
+		return 0, nil
+	}
 	var since time.Time
 	if _, err := c.store.Update(ctx, c.id, func(s *agentbot.Task) error {
 		since = s.CommentAttemptedAt

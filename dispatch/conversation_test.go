@@ -82,6 +82,14 @@ func TestEditsAreNeverWithinASecond(t *testing.T) {
 		Prompt: agentbot.Prompt{Instructions: "scripted: sleep 4; append greeting.txt again"},
 	})
 	fdone := h.waitState(fu.ID, agentbot.StateSucceeded)
+	// The follow-up's progress showed on the check run it opened on the
+	// pull request's head (superseded at the end by one on its commit).
+	var progressRun int64
+	for _, r := range h.gh.CheckRuns(testRepo) {
+		if r.HeadSHA == done.Result.Commit && r.ID != done.CheckRunID {
+			progressRun = r.ID
+		}
+	}
 
 	for _, obj := range []struct {
 		name, method, path string
@@ -89,7 +97,7 @@ func TestEditsAreNeverWithinASecond(t *testing.T) {
 	}{
 		{"first comment", "PATCH", fmt.Sprintf("/repos/octo/demo/issues/comments/%d", done.CommentID), 3},
 		{"follow-up comment", "PATCH", fmt.Sprintf("/repos/octo/demo/issues/comments/%d", fdone.CommentID), 3},
-		{"follow-up check run", "PATCH", fmt.Sprintf("/repos/octo/demo/check-runs/%d", fdone.CheckRunID), 3},
+		{"follow-up check run", "PATCH", fmt.Sprintf("/repos/octo/demo/check-runs/%d", progressRun), 3},
 	} {
 		calls := h.gh.CallsTo(obj.method, obj.path)
 		if len(calls) < obj.min {

@@ -3,6 +3,7 @@ package dispatch
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 
 	"github.com/agentbot/agentbot"
@@ -43,6 +44,9 @@ func (a *attempt) deliver(ctx context.Context, p *plan, run runner.Run, rr *runn
 		}
 		return res, nil
 	}
+	if r := t.Trigger.API; r != nil && r.NoPR {
+		return res, nil // the request asked for a branch only
+	}
 	a.setPhase(ctx, "opening pull request")
 	pr, created, err := d.gh.OpenPullRequest(ctx, t.Trigger.InstallationID, t.Ref().Repo, github.PROptions{
 		Head:     res.Branch,
@@ -56,6 +60,9 @@ func (a *attempt) deliver(ctx context.Context, p *plan, run runner.Run, rr *runn
 		return res, failf("opening pull request", "the branch %s was pushed, but the pull request could not be opened: %v", res.Branch, err)
 	}
 	res.PRNumber, res.PRURL = pr.Number, pr.HTMLURL
+	if !created {
+		a.addNote(continuingNote(pr.Number))
+	}
 	logFrom(ctx).Info("pull request ready", "pr", pr.Number, "created", created)
 	return res, nil
 }
@@ -89,17 +96,27 @@ func (a *attempt) push(ctx context.Context, p *plan, run runner.Run, rr *runner.
 		BaseSHA:        rr.BaseSHA,
 		BaseBranch:     baseBranch,
 		ExpectedOldSHA: p.expectedOld,
-		ProtectedPaths: p.settings.ProtectedPaths,
+		ProtectedPaths: a.d.protectedPaths(p.settings),
 		MaxBytes:       d.opts.MaxBundleBytes,
 	}, a.readToken())
 	var rej *bundle.Rejected
 	switch {
 	case errors.As(err, &rej):
-		return "", failf("pushing", "agentbot refused to push the agent's work: %s", rej.Reason)
+		f := failf("pushing", "agentbot refused to push the agent's work: %s", rej.Reason)
+		if rej.Protected {
+			f = f.forGood()
+		}
+		return "", f
 	case err != nil:
 		return "", failf("pushing", "push failed: %v", err)
 	}
 	return head, nil
+}
+
+// continuingNote says that a new trigger on an issue whose branch and pull
+// request exist adds to them rather than open another.
+func continuingNote(pr int) string {
+	return fmt.Sprintf("An earlier task on this issue opened a pull request, so this one is continuing on the existing pull request #%d.", pr)
 }
 
 // setPhase records and shows a phase of the dispatcher's own (pushing,
@@ -111,4 +128,14 @@ func (a *attempt) setPhase(ctx context.Context, phase string) {
 		logFrom(ctx).Warn("cannot record event", "err", err)
 	}
 	a.conv.Update(ctx, d.view(a.task, nil, ""))
+}
+
+// protectedPaths are the patterns a push must not touch: the operator's
+// floor and the repository's own, which can only add to it.
+func (d *Dispatcher) protectedPaths(s github.Settings) []string {
+	floor := d.opts.ProtectedPaths
+	if floor == nil {
+		floor = github.DefaultSettings().ProtectedPaths
+	}
+	return github.MergePaths(floor, s.ProtectedPaths)
 }

@@ -48,6 +48,7 @@ type GitHub interface {
 	TokenFor(ctx context.Context, installationID int64, repo agentbot.Repo, perms github.Permissions) (github.Token, error)
 	Authorize(ctx context.Context, installationID int64, repo agentbot.Repo, login string, s github.Settings) (github.Access, error)
 	Settings(ctx context.Context, installationID int64, repo agentbot.Repo) (github.Settings, error)
+	InstallationOf(ctx context.Context, repo agentbot.Repo) (int64, error)
 	Repository(ctx context.Context, installationID int64, repo agentbot.Repo) (github.RepoInfo, error)
 	BranchHead(ctx context.Context, installationID int64, repo agentbot.Repo, branch string) (string, error)
 	Issue(ctx context.Context, installationID int64, ref agentbot.IssueRef) (github.IssueInfo, error)
@@ -105,6 +106,13 @@ type Options struct {
 	// KeepFailedWorkspaces asks the launcher to keep a failed task's
 	// workspace for debugging.
 	KeepFailedWorkspaces bool
+	// ProtectedPaths are the operator's protected path patterns
+	// (AGENTBOT_PROTECTED_PATHS; nil = github's defaults): a floor every
+	// push keeps, whatever a repository's protected_paths say.
+	ProtectedPaths []string
+	// OnSettings, if set, is told each repository's settings as they are
+	// read (intake learns the repositories' trigger labels from it).
+	OnSettings func(agentbot.Repo, github.Settings)
 	// MaxBundleBytes bounds a pushed bundle (0 = github's default).
 	MaxBundleBytes int64
 	// ShutdownGrace is how long a run already past its agent (fetching the

@@ -323,7 +323,7 @@ func TestNewTaskOpensDraftPR(t *testing.T) {
 			fuRun = &r
 		}
 	}
-	if fuRun == nil || fuRun.HeadSHA != first || fuRun.Conclusion != "success" || fuRun.Updates < 1 {
+	if fuRun == nil || fuRun.HeadSHA != fdone.Result.Commit || fuRun.Conclusion != "success" {
 		t.Errorf("follow-up check run %+v", fuRun)
 	}
 }

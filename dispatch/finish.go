@@ -20,12 +20,23 @@ type failure struct {
 	phase string
 	msg   string
 	tail  []string
+	// permanent: the same task would fail the same way again.
+	permanent bool
+	// refusal: not a failure of agentbot's but a trigger it does not act
+	// on; a task not yet acknowledged is refused with a reply instead.
+	refusal bool
 }
 
 func (f *failure) Error() string { return fmt.Sprintf("%s: %s", f.phase, f.msg) }
 
 func failf(phase, format string, args ...any) *failure {
 	return &failure{phase: phase, msg: fmt.Sprintf(format, args...)}
+}
+
+// forGood marks f as a failure a retry would only repeat.
+func (f *failure) forGood() *failure {
+	f.permanent = true
+	return f
 }
 
 // runFailure explains a run that ended badly from its error event, its
@@ -77,12 +88,17 @@ func (d *Dispatcher) view(t *agentbot.Task, logTail []string, behind string) git
 		PRURL:        t.Result.PRURL,
 		Branch:       t.Result.Branch,
 		QueuedBehind: behind,
+		Permanent:    t.Result.Permanent,
+	}
+	start := t.FirstStartedAt
+	if start.IsZero() {
+		start = t.StartedAt // stored before FirstStartedAt was
 	}
 	switch {
-	case !t.StartedAt.IsZero() && !t.FinishedAt.IsZero():
-		v.Elapsed = t.FinishedAt.Sub(t.StartedAt)
-	case !t.StartedAt.IsZero():
-		v.Elapsed = d.now().Sub(t.StartedAt)
+	case !start.IsZero() && !t.FinishedAt.IsZero():
+		v.Elapsed = t.FinishedAt.Sub(start)
+	case !start.IsZero():
+		v.Elapsed = d.now().Sub(start)
 	}
 	if t.Result.NoChanges {
 		v.Note = "The agent made no changes, so there is nothing to push."
@@ -114,7 +130,7 @@ func (a *attempt) redactor() redactor {
 
 // failed ends the attempt's task as failed with its phase and log tail.
 func (a *attempt) failed(ctx context.Context, f *failure) {
-	a.end(ctx, agentbot.StateFailed, "failed", agentbot.Result{FailedPhase: f.phase, Error: f.msg}, f.tail, false)
+	a.end(ctx, agentbot.StateFailed, "failed", agentbot.Result{FailedPhase: f.phase, Error: f.msg, Permanent: f.permanent}, f.tail, false)
 }
 
 // end finishes the attempt's running task and cleans up its sandbox (kept
@@ -124,10 +140,12 @@ func (a *attempt) end(ctx context.Context, to agentbot.TaskState, outcome string
 	if res.Summary == "" {
 		res.Summary = t.Result.Summary
 	}
+	// The run is over: its read token goes first, so a task reported
+	// finished holds no live token.
+	a.revokeToken(ctx)
 	if _, err := d.finish(ctx, t, agentbot.StateRunning, to, outcome, res, tail); err != nil {
 		logFrom(ctx).Error("cannot finish task", "err", err)
 	}
-	a.revokeToken(ctx)
 	d.cleanup(ctx, t, !ok && to == agentbot.StateFailed)
 }
 
@@ -178,7 +196,7 @@ func (d *Dispatcher) finish(ctx context.Context, t *agentbot.Task, from, to agen
 // finalReport writes a terminal task's result through its conversation,
 // which is then done.
 func (d *Dispatcher) finalReport(ctx context.Context, t *agentbot.Task, logTail []string) {
-	d.conversationOf(t).Finish(ctx, t, d.view(t, logTail, ""))
+	d.conversationOf(t).Finish(ctx, t, d.view(t, logTail, ""), d.finalHead(ctx, t))
 	d.forgetConversation(t.ID)
 }
 

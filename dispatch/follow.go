@@ -42,6 +42,10 @@ type follower struct {
 	out        followed
 	red        redactor
 	lastReport time.Time
+	// progressed: the agent reports progress events (claude); for one
+	// that only prints (the command agent, codex) its last lines are the
+	// progress shown.
+	progressed bool
 	stopping   bool
 	stopped    chan error
 }
@@ -105,7 +109,12 @@ func (f *follower) event(ctx context.Context, ev runner.Event) {
 	switch ev.Type {
 	case runner.EventLog:
 		f.out.tail = appendTail(f.out.tail, ev.Message)
+		if !f.progressed && d.now().Sub(f.lastReport) >= d.opts.ProgressInterval {
+			f.lastReport = d.now()
+			a.conv.Update(ctx, d.view(f.out.task, f.out.tail, ""))
+		}
 	case runner.EventProgress:
+		f.progressed = true
 		if d.now().Sub(f.lastReport) >= d.opts.ProgressInterval {
 			f.lastReport = d.now()
 			v := d.view(f.out.task, nil, "")

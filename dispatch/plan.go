@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -40,14 +41,19 @@ type lookups struct {
 // fetch is the lookups to run beside admit's permission check.
 func (l *lookups) fetch(d *Dispatcher, t *agentbot.Task) func(context.Context, github.Settings) {
 	return func(ctx context.Context, s github.Settings) {
-		l.settings = s
+		l.settings = withRequest(s, t.Trigger.API)
 		l.err = l.resolve(ctx, d, t)
 	}
 }
 
 // fetchAll reads the settings, then the rest.
 func (l *lookups) fetchAll(ctx context.Context, d *Dispatcher, t *agentbot.Task) *failure {
-	s, err := d.gh.Settings(ctx, t.Trigger.InstallationID, t.Ref().Repo)
+	s, err := d.readSettings(ctx, t.Trigger.InstallationID, t.Ref().Repo)
+	s = withRequest(s, t.Trigger.API)
+	var se *github.SettingsError
+	if errors.As(err, &se) {
+		return failf("preparing", "the repository's settings file has problems: %v", err).forGood()
+	}
 	if err != nil {
 		return failf("preparing", "cannot read the repository's settings: %v", err)
 	}
@@ -89,9 +95,8 @@ func (l *lookups) pullRequest(ctx context.Context, d *Dispatcher, t *agentbot.Ta
 	if err != nil {
 		return failf("preparing", "cannot read pull request %s: %v", ref, err)
 	}
-	prefix := l.settings.BranchPrefix
-	if !strings.HasPrefix(pr.HeadBranch, prefix) || (pr.HeadRepo != "" && !strings.EqualFold(pr.HeadRepo, ref.Repo.FullName())) {
-		return failf("preparing", "pull request #%d's branch %q is not one of agentbot's (%s…); agentbot follows up only on its own pull requests", pr.Number, pr.HeadBranch, prefix)
+	if fail := notAgentbots(pr, l.settings, ref); fail != nil {
+		return fail
 	}
 	l.pr, l.branch, l.head = pr, pr.HeadBranch, pr.HeadSHA
 	l.title, l.body = t.Trigger.Prompt.Title, t.Trigger.Prompt.Body
@@ -104,7 +109,7 @@ func (l *lookups) pullRequest(ctx context.Context, d *Dispatcher, t *agentbot.Ta
 func (l *lookups) issueBranch(ctx context.Context, d *Dispatcher, t *agentbot.Task) *failure {
 	inst, ref := t.Trigger.InstallationID, t.Ref()
 	l.title, l.body = t.Trigger.Prompt.Title, t.Trigger.Prompt.Body
-	if l.title == "" {
+	if l.title == "" && ref.Number != 0 {
 		is, err := d.gh.Issue(ctx, inst, ref)
 		if err != nil {
 			return failf("preparing", "cannot read issue %s: %v", ref, err)
@@ -112,6 +117,9 @@ func (l *lookups) issueBranch(ctx context.Context, d *Dispatcher, t *agentbot.Ta
 		l.title, l.body = is.Title, is.Body
 	}
 	l.branch = github.BranchName(l.settings.BranchPrefix, ref.Number, l.title)
+	if ref.Number == 0 {
+		l.branch = github.TaskBranchName(l.settings.BranchPrefix, t.ID, l.title)
+	}
 	head, err := d.gh.BranchHead(ctx, inst, ref.Repo, l.branch)
 	switch {
 	case err == nil:
@@ -119,11 +127,60 @@ func (l *lookups) issueBranch(ctx context.Context, d *Dispatcher, t *agentbot.Ta
 		// this branch: continue it rather than fork a second history, so
 		// the push is a fast-forward guarded by its head.
 		l.head = head
+		l.pr.Number = d.earlierPR(ctx, t, l.branch)
 	case github.IsNotFound(err):
 	default:
 		return failf("preparing", "cannot read branch %s: %v", l.branch, err)
 	}
 	return nil
+}
+
+// withRequest is s with what a task API request chose instead (checked at
+// intake with the settings file's own rules).
+func withRequest(s github.Settings, r *agentbot.APIRequest) github.Settings {
+	if r == nil {
+		return s
+	}
+	if r.Template != "" {
+		s.Template = r.Template
+	}
+	if r.Agent != "" {
+		s.Agent = r.Agent
+	}
+	if r.Model != "" {
+		s.Model = r.Model
+	}
+	return s
+}
+
+// notAgentbots refuses a follow-up on a pull request whose branch is not
+// one of agentbot's (a person's, or a fork's): agentbot never pushes there,
+// and says so in a reply rather than a failed check run on their PR.
+func notAgentbots(pr github.PRInfo, s github.Settings, ref agentbot.IssueRef) *failure {
+	prefix := s.BranchPrefix
+	if strings.HasPrefix(pr.HeadBranch, prefix) && (pr.HeadRepo == "" || strings.EqualFold(pr.HeadRepo, ref.Repo.FullName())) {
+		return nil
+	}
+	f := failf("preparing", "pull request #%d's branch `%s` is not one of agentbot's (`%s…`); agentbot follows up only on its own pull requests. Comment `/agent <instructions>` on an issue to start a new task.", pr.Number, pr.HeadBranch, prefix).forGood()
+	f.refusal = true
+	return f
+}
+
+// earlierPR is the pull request an earlier task on t's issue opened for
+// branch, from the store (0 if none is known).
+func (d *Dispatcher) earlierPR(ctx context.Context, t *agentbot.Task, branch string) int {
+	tasks, err := d.store.ListByIssue(ctx, t.Ref())
+	if err != nil {
+		logFrom(ctx).Warn("cannot list the issue's earlier tasks", "err", err)
+		return 0
+	}
+	n := 0
+	for _, o := range tasks {
+		if o.ID != t.ID && o.Result.Branch == branch && o.Result.PRNumber != 0 {
+			n = o.Result.PRNumber
+		}
+	}
+	return n
 }
 
 // prHead is the pull request head a follow-up's check run goes on.
@@ -150,6 +207,9 @@ func (a *attempt) plan(ctx context.Context, l *lookups) (*plan, *failure) {
 	if fail != nil {
 		return nil, fail
 	}
+	if t.Trigger.Kind == agentbot.KindNew && l.pr.Number != 0 {
+		a.addNote(continuingNote(l.pr.Number))
+	}
 	p := &plan{settings: l.settings, repo: l.repo, expectedOld: l.head}
 	p.job = runner.Job{
 		Version:         runner.ProtocolVersion,
@@ -172,6 +232,9 @@ func (a *attempt) plan(ctx context.Context, l *lookups) (*plan, *failure) {
 			Body:         l.body,
 			Instructions: t.Trigger.Prompt.Instructions,
 		},
+	}
+	if r := t.Trigger.API; r != nil && r.BaseBranch != "" {
+		p.job.BaseBranch = r.BaseBranch
 	}
 	if t.Trigger.Kind == agentbot.KindFollowUp {
 		p.job.BaseBranch = l.pr.BaseBranch
@@ -207,6 +270,9 @@ func (a *attempt) replan(ctx context.Context) (*plan, *failure) {
 		TimeLimit: runner.Duration(limit), Branch: l.branch, BaseBranch: l.repo.DefaultBranch,
 		FollowUp: l.head != "", ExpectedHeadSHA: l.head,
 		Prompt: runner.JobPrompt{Title: l.title, Body: l.body},
+	}
+	if r := a.task.Trigger.API; r != nil && r.BaseBranch != "" {
+		p.job.BaseBranch = r.BaseBranch
 	}
 	if a.task.Trigger.Kind == agentbot.KindFollowUp {
 		p.job.BaseBranch = l.pr.BaseBranch
@@ -249,7 +315,7 @@ func (d *Dispatcher) agentSpec(s github.Settings) (runner.AgentSpec, *failure) {
 		spec.MaxTurns = s.MaxTurns
 	}
 	if spec.Name == "command" && spec.Command == "" {
-		return spec, failf("preparing", "the repository asks for the command agent, but this agentbot has no AGENTBOT_AGENT_COMMAND")
+		return spec, failf("preparing", "the repository asks for the command agent, but this agentbot has no AGENTBOT_AGENT_COMMAND").forGood()
 	}
 	return spec, nil
 }

@@ -44,6 +44,12 @@ type ProgressView struct {
 	Branch       string
 	QueuedBehind string // the task this one waits for, if any
 	Note         string // one extra sentence (e.g. "no changes were made")
+	// Permanent marks a failure that a retry would repeat (a refused
+	// protected-path edit, a settings problem): no retry is suggested.
+	Permanent bool
+	// Superseded marks a check run left on a commit the task moved past:
+	// it completes as neutral, pointing at the new one.
+	Superseded string
 }
 
 // CommentMarker starts every progress comment: a hidden line naming the
@@ -74,7 +80,7 @@ func RenderComment(v ProgressView) string {
 		b.WriteString(fenced(v.LogTail, budgetLog, true))
 		b.WriteString("\n</details>\n")
 	}
-	if v.State == agentbot.StateFailed || v.State == agentbot.StateCancelled {
+	if (v.State == agentbot.StateFailed && !v.Permanent) || v.State == agentbot.StateCancelled {
 		b.WriteString("\nComment `/agent retry` to run it again.\n")
 	}
 	if v.State == agentbot.StateRunning || v.State == agentbot.StateQueued {
@@ -107,7 +113,7 @@ func headline(v ProgressView) string {
 	switch v.State {
 	case agentbot.StateQueued:
 		if v.QueuedBehind != "" {
-			return "⏳ **agentbot: queued**" + link + "\n\nWaiting for task `" + inlineCode(v.QueuedBehind) + "` on this repository to finish.\n"
+			return "⏳ **agentbot: queued**" + link + "\n\nWaiting for task `" + inlineCode(v.QueuedBehind) + "` on this issue to finish.\n"
 		}
 		return "⏳ **agentbot: queued**" + link + "\n\nThe task will start as soon as a worker is free.\n"
 	case agentbot.StateRunning:
@@ -167,31 +173,39 @@ func RenderCheckRun(v ProgressView) CheckRun {
 	if v.CostUSD > 0 {
 		summary = append(summary, fmt.Sprintf("Agent cost: $%.2f", v.CostUSD))
 	}
-	switch v.State {
-	case agentbot.StateQueued:
+	switch {
+	case v.Superseded != "":
+		// The run moved the pull request past this commit; the result's
+		// own check run is on the new head.
+		r.Status, r.Conclusion, r.Title = "completed", "neutral", "Superseded"
+		summary = append(summary, "This task pushed `"+inlineCode(v.Superseded)+"`; its result is in the check run on that commit.")
+		v.Summary, v.Error, v.LogTail = "", "", nil
+	case v.State == agentbot.StateQueued:
 		r.Status, r.Title = "queued", "Queued"
 		if v.QueuedBehind != "" {
 			summary = append(summary, "Waiting for task `"+inlineCode(v.QueuedBehind)+"`")
 		}
 		r = r.WithCancel()
-	case agentbot.StateRunning:
+	case v.State == agentbot.StateRunning:
 		r.Status, r.Title = "in_progress", "Running"
 		if v.Phase != "" {
 			r.Title = "Running: " + oneLine(v.Phase, 60)
 		}
 		r = r.WithCancel()
-	case agentbot.StateSucceeded:
+	case v.State == agentbot.StateSucceeded:
 		r.Status, r.Conclusion, r.Title = "completed", "success", "Done"
 		if v.PRURL != "" {
 			summary = append(summary, "Pull request: "+oneLine(v.PRURL, budgetShort))
 		}
-	case agentbot.StateFailed:
+	case v.State == agentbot.StateFailed:
 		r.Status, r.Conclusion, r.Title = "completed", "failure", "Failed"
 		if v.FailedPhase != "" {
 			r.Title = "Failed during " + oneLine(v.FailedPhase, 60)
 		}
-		r = r.WithRetry()
-	case agentbot.StateCancelled:
+		if !v.Permanent {
+			r = r.WithRetry()
+		}
+	case v.State == agentbot.StateCancelled:
 		r.Status, r.Conclusion, r.Title = "completed", "cancelled", "Cancelled"
 		r = r.WithRetry()
 	default:
@@ -221,7 +235,9 @@ func RenderCheckRun(v ProgressView) CheckRun {
 // keyword, the agent's summary and a link to the task.
 func PullRequestBody(issueNumber int, summary, taskURL string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Fixes #%d\n\n", issueNumber)
+	if issueNumber > 0 {
+		fmt.Fprintf(&b, "Fixes #%d\n\n", issueNumber)
+	}
 	if s := quietMentions(strings.TrimSpace(summary)); s != "" {
 		b.WriteString(truncateMarkdown(s, budgetSummary) + "\n\n")
 	}
@@ -231,26 +247,6 @@ func PullRequestBody(issueNumber int, summary, taskURL string) string {
 	}
 	b.WriteString(". Comment `/agent <instructions>` on this pull request for a follow-up.</sub>\n")
 	return FitComment(b.String())
-}
-
-var nonSlug = regexp.MustCompile(`[^a-z0-9]+`)
-
-// BranchName is the branch of a new task: prefix + "issue-<n>-<slug>", the
-// slug taken from the issue title (at most 40 characters).
-func BranchName(prefix string, issueNumber int, title string) string {
-	slug := strings.Trim(nonSlug.ReplaceAllString(strings.ToLower(title), "-"), "-")
-	if len(slug) > 40 {
-		cut := slug[:40]
-		if i := strings.LastIndexByte(cut, '-'); i > 20 && slug[40] != '-' {
-			cut = cut[:i] // end on a whole word
-		}
-		slug = strings.TrimRight(cut, "-")
-	}
-	name := fmt.Sprintf("%sissue-%d", prefix, issueNumber)
-	if slug != "" {
-		name += "-" + slug
-	}
-	return name
 }
 
 func formatDuration(d time.Duration) string {

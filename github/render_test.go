@@ -19,7 +19,7 @@ func TestRenderCommentStates(t *testing.T) {
 		{"queued", ProgressView{TaskID: "t1", State: agentbot.StateQueued, TaskURL: "https://bot/t1"},
 			[]string{"<!-- agentbot task=t1 -->", "queued", "[task page](https://bot/t1)", "/agent cancel"}, []string{"retry"}},
 		{"queued behind another task", ProgressView{TaskID: "t2", State: agentbot.StateQueued, QueuedBehind: "t1"},
-			[]string{"Waiting for task `t1`"}, nil},
+			[]string{"Waiting for task `t1` on this issue"}, []string{"repository"}},
 		{"running", ProgressView{TaskID: "t1", State: agentbot.StateRunning, Phase: "agent", Elapsed: 192 * time.Second, TaskURL: "https://bot/t1", LogTail: []string{"step one", "step two"}},
 			[]string{"running", "phase `agent`", "3m12s elapsed", "step one\nstep two\n", "<details open>"}, []string{"retry"}},
 		{"succeeded with PR", ProgressView{TaskID: "t1", State: agentbot.StateSucceeded, Elapsed: 5 * time.Minute, CostUSD: 0.4234, PRURL: "https://github.test/acme/widgets/pull/9", Summary: "Changed **two** files.", LogTail: []string{"noise"}},
@@ -30,6 +30,8 @@ func TestRenderCommentStates(t *testing.T) {
 			[]string{"failed", "during `init`", "after 1m0s", "scripts/init.sh exited 1", "npm ERR!", "/agent retry"}, []string{"<details open>"}},
 		{"cancelled", ProgressView{TaskID: "t1", State: agentbot.StateCancelled, Elapsed: 2 * time.Second},
 			[]string{"cancelled", "after 2s", "/agent retry"}, nil},
+		{"failed for good", ProgressView{TaskID: "t1", State: agentbot.StateFailed, Error: "refused to push: .github/workflows/ci.yml is protected", Permanent: true},
+			[]string{"failed", "is protected"}, []string{"/agent retry"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -145,20 +147,25 @@ func TestTruncateMarkdown(t *testing.T) {
 
 func TestRenderCheckRunStates(t *testing.T) {
 	tests := []struct {
-		state      agentbot.TaskState
+		name       string
+		view       ProgressView
 		status     string
 		conclusion string
 		action     string
 	}{
-		{agentbot.StateQueued, "queued", "", ActionCancel},
-		{agentbot.StateRunning, "in_progress", "", ActionCancel},
-		{agentbot.StateSucceeded, "completed", "success", ""},
-		{agentbot.StateFailed, "completed", "failure", ActionRetry},
-		{agentbot.StateCancelled, "completed", "cancelled", ActionRetry},
+		{"queued", ProgressView{State: agentbot.StateQueued}, "queued", "", ActionCancel},
+		{"running", ProgressView{State: agentbot.StateRunning}, "in_progress", "", ActionCancel},
+		{"succeeded", ProgressView{State: agentbot.StateSucceeded}, "completed", "success", ""},
+		{"failed", ProgressView{State: agentbot.StateFailed}, "completed", "failure", ActionRetry},
+		{"failed for good: no retry button", ProgressView{State: agentbot.StateFailed, Permanent: true}, "completed", "failure", ""},
+		{"cancelled", ProgressView{State: agentbot.StateCancelled}, "completed", "cancelled", ActionRetry},
+		{"superseded by a pushed commit", ProgressView{State: agentbot.StateSucceeded, Superseded: "abc123"}, "completed", "neutral", ""},
 	}
 	for _, tc := range tests {
-		t.Run(string(tc.state), func(t *testing.T) {
-			r := RenderCheckRun(ProgressView{TaskID: "t9", State: tc.state, TaskURL: "https://bot/t9"})
+		t.Run(tc.name, func(t *testing.T) {
+			v := tc.view
+			v.TaskID, v.TaskURL = "t9", "https://bot/t9"
+			r := RenderCheckRun(v)
 			var ids []string
 			for _, a := range r.Actions {
 				ids = append(ids, a.Identifier)
@@ -180,7 +187,11 @@ func TestBranchNameAndPRBody(t *testing.T) {
 		title, want string
 	}{
 		{"Crash on start!", "agentbot/issue-12-crash-on-start"},
-		{"  Ünïcode — and   spaces ", "agentbot/issue-12-n-code-and-spaces"},
+		{"  Ünïcode — and   spaces ", "agentbot/issue-12-unicode-and-spaces"},
+		{"ünïcödé", "agentbot/issue-12-unicode"},
+		{"Straße öffnen, Ærø ﬁx", "agentbot/issue-12-strasse-offnen-aero-fix"},
+		{"Crème brûlée 日本", "agentbot/issue-12-creme-brulee"},
+		{"日本語", "agentbot/issue-12"},
 		{"", "agentbot/issue-12"},
 		{"A very long title that goes on and on and on beyond forty characters", "agentbot/issue-12-a-very-long-title-that-goes-on-and-on"},
 	}

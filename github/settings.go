@@ -38,6 +38,9 @@ type Settings struct {
 	AllowedTeams   []string // "org/team-slug", or a slug in the owner's organisation
 	ProtectedPaths []string // patterns a pushed bundle must not touch
 	MaxTurns       int      // 0 = the agent's default
+	// Assignee is the login (a machine user: Apps cannot be assignees)
+	// whose assignment to an issue starts a task; "" = assignment does not.
+	Assignee string
 }
 
 // DefaultSettings are the settings of a repository without a settings file.
@@ -69,7 +72,7 @@ func (e *SettingsError) Error() string {
 // settingsKeys are the keys of the settings file, in documentation order.
 var settingsKeys = []string{
 	"trigger_label", "branch_prefix", "template", "agent", "model", "time_limit",
-	"draft_pr", "allowed_users", "allowed_teams", "protected_paths", "max_turns",
+	"draft_pr", "allowed_users", "allowed_teams", "protected_paths", "max_turns", "assignee",
 }
 
 var (
@@ -184,12 +187,32 @@ func (p *settingsParser) fields(s *Settings) {
 	}
 	p.list("allowed_users", &s.AllowedUsers, loginName.MatchString, "a GitHub login")
 	p.list("allowed_teams", &s.AllowedTeams, teamName.MatchString, "a team such as my-org/my-team")
-	p.list("protected_paths", &s.ProtectedPaths, func(x string) bool { return bundle.ValidPattern(x) == nil }, "a path pattern such as .github/workflows/**")
+	// A repository's protected paths add to the defaults: a settings file
+	// can protect more, never less (the operator's floor is added again
+	// at push time).
+	var protected []string
+	p.list("protected_paths", &protected, func(x string) bool { return bundle.ValidPattern(x) == nil }, "a path pattern such as .github/workflows/**")
+	s.ProtectedPaths = MergePaths(s.ProtectedPaths, protected)
+	p.str("assignee", &s.Assignee, loginName, "a GitHub login", true)
+	s.Assignee = strings.TrimPrefix(s.Assignee, "@")
 	if v, ok := p.raw["max_turns"]; ok {
 		if err := json.Unmarshal(v, &s.MaxTurns); err != nil || s.MaxTurns < 0 || s.MaxTurns > 10000 {
 			p.problem("max_turns must be a whole number between 0 and 10000")
 		}
 	}
+}
+
+// MergePaths is every pattern of the lists, each once, in first-seen order.
+func MergePaths(lists ...[]string) []string {
+	var out []string
+	for _, l := range lists {
+		for _, p := range l {
+			if !slices.Contains(out, p) {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
 }
 
 // str sets *dst from a string key matching re (any string when re is nil).

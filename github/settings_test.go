@@ -20,7 +20,7 @@ func TestParseSettings(t *testing.T) {
 	full.DraftPR = false
 	full.AllowedUsers = []string{"alice", "@bob"}
 	full.AllowedTeams = []string{"acme/maintainers"}
-	full.ProtectedPaths = []string{".github/**", "*.pem"}
+	full.ProtectedPaths = []string{".github/workflows/**", ".github/**", "*.pem"}
 	full.MaxTurns = 40
 
 	tests := []struct {
@@ -57,7 +57,13 @@ max_turns: 40
 		{name: "not a mapping", yaml: "- a\n- b\n", problems: []string{"must be a mapping"}},
 		{name: "duplicate key", yaml: "agent: a\nagent: b\n", problems: []string{"not valid YAML"}},
 		{name: "bad yaml", yaml: "agent: [\n", problems: []string{"not valid YAML"}},
-		{name: "emptied protected paths", yaml: "protected_paths: []\n", want: func() Settings { s := DefaultSettings(); s.ProtectedPaths = []string{}; return s }()},
+		{name: "an empty protected_paths keeps the defaults", yaml: "protected_paths: []\n", want: DefaultSettings()},
+		{name: "protected_paths add to the defaults", yaml: "protected_paths: ['secrets/**', '.github/workflows/**']\n",
+			want: func() Settings {
+				s := DefaultSettings()
+				s.ProtectedPaths = []string{".github/workflows/**", "secrets/**"}
+				return s
+			}()},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -57,6 +57,12 @@ type Config struct {
 	Store  Store
 	// TriggerLabels default to [DefaultTriggerLabel].
 	TriggerLabels []string
+	// Mentions are the names ("@name" at a line start) that act like
+	// /agent: the App's slug and the operator's aliases.
+	Mentions []string
+	// Learned, if set, is the book of repositories' own trigger labels
+	// (the dispatcher fills it as it reads their settings).
+	Learned *Labels
 	// MaxBody defaults to DefaultMaxBody.
 	MaxBody int64
 	// Logger defaults to slog.Default().
@@ -104,7 +110,7 @@ func New(cfg Config) (*Handler, error) {
 	h := &Handler{
 		secret:   cfg.Secret,
 		store:    cfg.Store,
-		opts:     ParseOptions{TriggerLabels: cfg.TriggerLabels},
+		opts:     ParseOptions{TriggerLabels: cfg.TriggerLabels, Mentions: cfg.Mentions, Learned: cfg.Learned},
 		maxBody:  cfg.MaxBody,
 		log:      cfg.Logger,
 		enqueued: cfg.Enqueued,
@@ -230,6 +236,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) delivery {
 		return refuse(&refusal{http.StatusBadRequest, outcomeBadRequest, "malformed JSON payload"})
 	}
 	d.action, d.repo, d.issue = dec.Action, dec.Repo, dec.Issue.Number
+	if dec.Forget != "" && h.opts.Learned != nil {
+		h.opts.Learned.Forget(dec.Forget)
+	}
 	if dec.Ignored() {
 		d.status, d.outcome, d.reason = http.StatusNoContent, outcomeIgnored, dec.Reason
 		w.WriteHeader(http.StatusNoContent)

@@ -22,6 +22,13 @@ type ParseOptions struct {
 	// compared case-insensitively as GitHub compares label names. Empty means
 	// [DefaultTriggerLabel].
 	TriggerLabels []string
+	// Mentions are the names a comment line may start with, as "@name",
+	// instead of /agent: the App's own login (learned from GET /app at
+	// start) and the operator's aliases.
+	Mentions []string
+	// Learned, if set, also accepts each repository's own trigger label
+	// (and, at first sight, any label: see Labels).
+	Learned *Labels
 }
 
 // Parse decides what one webhook delivery asks of agentbot. It is pure: no
@@ -45,6 +52,8 @@ type decision struct {
 	agentbot.Trigger
 	Action string
 	Repo   string
+	// Forget names a repository whose learned trigger label is stale.
+	Forget string
 }
 
 func parse(event string, payload []byte, opts ParseOptions) (decision, error) {
@@ -54,19 +63,24 @@ func parse(event string, payload []byte, opts ParseOptions) (decision, error) {
 		if err := e.decode(payload); err != nil {
 			return decision{}, malformed(event, err)
 		}
+		if d, ok, err := parseIssueChange(&e, payload, opts); ok {
+			return d, err
+		}
 		return parseIssues(&e, opts), nil
 	case "issue_comment":
 		var e issueCommentEvent
 		if err := e.decode(payload); err != nil {
 			return decision{}, malformed(event, err)
 		}
-		return parseIssueComment(&e), nil
+		return parseIssueComment(&e, opts), nil
 	case "check_run":
 		var e checkRunEvent
 		if err := e.decode(payload); err != nil {
 			return decision{}, malformed(event, err)
 		}
 		return parseCheckRun(&e), nil
+	case "push":
+		return parsePush(payload)
 	default:
 		if !valid(payload) {
 			return decision{}, fmt.Errorf("%s event: %w: not JSON", event, ErrMalformed)
@@ -125,7 +139,7 @@ func parseIssues(e *issuesEvent, opts ParseOptions) decision {
 	// "*" accepts every label: for operators whose repositories set their
 	// own trigger_label, which the dispatcher checks against the settings
 	// file (intake never calls GitHub).
-	if !slices.ContainsFunc(labels, func(l string) bool { return l == "*" || strings.EqualFold(l, label) }) {
+	if !slices.ContainsFunc(labels, func(l string) bool { return l == "*" || strings.EqualFold(l, label) }) && !opts.Learned.accepts(d.Repo, label) {
 		return ignore(d, "label %q is not a trigger label", label)
 	}
 	if e.Issue.Number <= 0 {
@@ -140,7 +154,7 @@ func parseIssues(e *issuesEvent, opts ParseOptions) decision {
 	return d
 }
 
-func parseIssueComment(e *issueCommentEvent) decision {
+func parseIssueComment(e *issueCommentEvent, opts ParseOptions) decision {
 	var d decision
 	if e.Action != "created" {
 		d.Action, d.Repo = e.Action, e.Repository.FullName
@@ -149,7 +163,7 @@ func parseIssueComment(e *issueCommentEvent) decision {
 	if why := common(&d, &e.eventBase); why != "" {
 		return ignore(d, "%s", why)
 	}
-	cmd := ParseComment(e.Comment.Body)
+	cmd := parseCommand(e.Comment.Body, opts)
 	if !cmd.Found {
 		return ignore(d, "comment has no /agent command")
 	}
@@ -164,6 +178,7 @@ func parseIssueComment(e *issueCommentEvent) decision {
 	case cmd.Control != "":
 		d.Kind = agentbot.KindControl
 		d.Control = cmd.Control
+		d.Suggestion, d.Prompt.Instructions = cmd.Suggestion, cmd.Typed
 		d.Reason = "/agent " + string(cmd.Control)
 		return d
 	case d.IsPullRequest:
@@ -239,6 +254,10 @@ type Command struct {
 	// Instructions is the text after /agent: the rest of its line and every
 	// line after it.
 	Instructions string
+	// Typed and Suggestion are, for ControlTypo, the word given and the
+	// command it is near.
+	Typed      string
+	Suggestion agentbot.Control
 }
 
 var controls = []agentbot.Control{agentbot.ControlCancel, agentbot.ControlRetry, agentbot.ControlStatus, agentbot.ControlHelp}

@@ -113,7 +113,7 @@ func TestParse(t *testing.T) {
 		{name: "issues.labeled by a [bot] login", event: "issues", payload: payload(t, "issues.labeled.json", set("sender.login", "agentbot[bot]")), ignored: true},
 		{name: "issues.labeled without installation", event: "issues", payload: payload(t, "issues.labeled.json", set("installation", nil)), ignored: true},
 		{name: "issues.labeled without repository", event: "issues", payload: payload(t, "issues.labeled.json", set("repository", nil)), ignored: true},
-		{name: "issues.unlabeled", event: "issues", payload: payload(t, "issues.labeled.json", set("action", "unlabeled")), ignored: true},
+		{name: "issues.unlabeled of another label", event: "issues", payload: payload(t, "issues.labeled.json", set("action", "unlabeled"), set("label.name", "bug")), ignored: true},
 		{name: "issues.edited", event: "issues", payload: payload(t, "issues.labeled.json", set("action", "edited")), ignored: true},
 		{
 			name: "/agent on an issue", event: "issue_comment",

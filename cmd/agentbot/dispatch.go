@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -19,6 +20,9 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/agentbot/agentbot"
+	"github.com/agentbot/agentbot/api"
+	"github.com/agentbot/agentbot/bundle"
 	"github.com/agentbot/agentbot/dispatch"
 	"github.com/agentbot/agentbot/github"
 	"github.com/agentbot/agentbot/runner"
@@ -56,6 +60,9 @@ type DispatchOptions struct {
 	SandboxUID     string
 	ClaudeMode     string
 	ClaudeTools    string
+	ProtectedPaths string
+	Mentions       string
+	APITokenFile   string
 }
 
 // defaultAgentEnv names the environment variables an agent gets by
@@ -85,6 +92,9 @@ var dispatchSettings = []setting[DispatchOptions]{
 	{"namespace", "AGENTBOT_NAMESPACE", "", "kubernetes launcher: namespace of the sandboxes (default: the pod's own)", func(o *DispatchOptions) any { return &o.Namespace }},
 	{"warm-pool", "AGENTBOT_WARM_POOL", kubernetes.DefaultWarmPool, "kubernetes launcher: the SandboxWarmPool every claim names", func(o *DispatchOptions) any { return &o.WarmPool }},
 	{"kubeconfig", "KUBECONFIG", "", "kubernetes launcher: kubeconfig file when not running in a cluster", func(o *DispatchOptions) any { return &o.Kubeconfig }},
+	{"protected-paths", "AGENTBOT_PROTECTED_PATHS", ".github/workflows/**", "comma-separated path patterns no pushed bundle may touch, whatever a repository's protected_paths say (a repository can only add to them)", func(o *DispatchOptions) any { return &o.ProtectedPaths }},
+	{"mentions", "AGENTBOT_MENTIONS", "", "comma-separated names that, as @name at the start of a comment line, act like /agent (the App's own slug is always one)", func(o *DispatchOptions) any { return &o.Mentions }},
+	{"api-token-file", "AGENTBOT_API_TOKEN_FILE", "", "file of task API tokens, one \"<name> <token> <repos>\" a line (repos: * or owner/name,...); the pages token is one too", func(o *DispatchOptions) any { return &o.APITokenFile }},
 	{"pages-basic-auth-file", "AGENTBOT_PAGES_BASIC_AUTH_FILE", "", "file holding user:password for the task pages (basic auth)", func(o *DispatchOptions) any { return &o.PagesBasicFile }},
 }
 
@@ -106,6 +116,12 @@ type DispatchConfig struct {
 	Pages          web.Auth
 	Kubernetes     kubernetes.Config
 	Kubeconfig     string
+	// ProtectedPaths is the operator's floor of protected path patterns.
+	ProtectedPaths []string
+	// Mentions are the operator's aliases for "@<app-slug>".
+	Mentions []string
+	// APITokens are the task API's credentials (none: no API).
+	APITokens []api.Token
 	// SecretFiles are hidden from sandboxes.
 	SecretFiles []string
 }
@@ -129,8 +145,38 @@ func (o DispatchOptions) validate(getenv func(string) string) (DispatchConfig, e
 	o.validateLauncher(&c, add)
 	o.validateAgent(&c, getenv, add)
 	o.validatePages(&c, add)
+	o.validateProtected(&c, add)
+	o.validateAPI(&c, add)
 	return c, errors.Join(errs...)
 }
+
+// validateProtected checks the operator's protected path patterns and
+// mention aliases.
+func (o DispatchOptions) validateProtected(c *DispatchConfig, add func(error)) {
+	c.ProtectedPaths = []string{}
+	for _, p := range strings.Split(o.ProtectedPaths, ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		if err := bundle.ValidPattern(p); err != nil {
+			add(dispatchProblem("protected-paths", "%q: %v", p, err))
+			continue
+		}
+		c.ProtectedPaths = append(c.ProtectedPaths, p)
+	}
+	for _, n := range strings.Split(o.Mentions, ",") {
+		if n = strings.TrimPrefix(strings.TrimSpace(n), "@"); n == "" {
+			continue
+		}
+		if !mentionName.MatchString(n) {
+			add(dispatchProblem("mentions", "%q is not a GitHub login", n))
+			continue
+		}
+		c.Mentions = append(c.Mentions, n)
+	}
+}
+
+var mentionName = regexp.MustCompile(`^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$`)
 
 // validateScheduling checks the page URL, concurrency and time limits.
 func (o DispatchOptions) validateScheduling(c *DispatchConfig, add func(error)) {
@@ -354,7 +400,23 @@ func dispatchHook(ctx context.Context, m *Main) (Plugin, error) {
 	if err != nil {
 		return Plugin{}, err
 	}
-	return p.start(ctx, m), nil
+	plugin := p.start(ctx, m)
+	plugin.Mentions = append(p.appMention(ctx, m.Logger), m.DispatchConfig.Mentions...)
+	return plugin, nil
+}
+
+// appMention is the App's slug, which people mention it by; none (with a
+// warning) when GitHub cannot say at start, so the aliases and /agent
+// still work.
+func (p *dispatchParts) appMention(ctx context.Context, log *slog.Logger) []string {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	slug, err := p.gh.AppSlug(ctx)
+	if err != nil {
+		log.Warn("cannot learn the App's slug; @mentions of it will not trigger", "err", err)
+		return nil
+	}
+	return []string{slug}
 }
 
 // dispatchParts are what serve runs tasks with; close releases the ones
@@ -366,6 +428,7 @@ type dispatchParts struct {
 	readiness     string // the launcher's line for /readyz
 	d             *dispatch.Dispatcher
 	pages         http.Handler
+	api           http.Handler // nil without a token
 }
 
 func (p *dispatchParts) close() error {
@@ -410,6 +473,8 @@ func newDispatchParts(m *Main) (_ *dispatchParts, err error) {
 		ShutdownGrace: cfg.ShutdownTimeout * 2 / 3,
 		Agent:         dc.Agent, AgentEnv: dc.AgentEnv, TempDir: tmp,
 		KeepFailedWorkspaces: dc.KeepFailed > 0,
+		ProtectedPaths:       dc.ProtectedPaths,
+		OnSettings:           func(r agentbot.Repo, s github.Settings) { m.labels.Learn(r, s.TriggerLabel) },
 		Registry:             m.Registry, Logger: log,
 	}); err != nil {
 		return nil, err
@@ -419,6 +484,11 @@ func newDispatchParts(m *Main) (_ *dispatchParts, err error) {
 		RequireAuth: !loopbackOnly(cfg.Listen), Logger: log,
 	}); err != nil {
 		return nil, err
+	}
+	if len(dc.APITokens) > 0 {
+		if p.api, err = api.New(api.Options{Store: m.Store, Tokens: dc.APITokens, PublicURL: dc.PublicURL, Notify: p.d.Notify, Logger: log}); err != nil {
+			return nil, err
+		}
 	}
 	return p, nil
 }
@@ -452,6 +522,9 @@ func (p *dispatchParts) start(ctx context.Context, m *Main) Plugin {
 		r.Handle("/", p.pages) // the dashboard
 		r.Handle("/tasks", p.pages)
 		r.Handle("/tasks/*", p.pages)
+		if p.api != nil {
+			r.Handle("/api/v1/*", p.api)
+		}
 	}
 	return Plugin{Enqueued: p.d.Notify, Routes: routes, Stop: stop, Readiness: p.readiness}
 }

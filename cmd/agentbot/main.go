@@ -33,6 +33,7 @@ import (
 	"github.com/agentbot/agentbot"
 	"github.com/agentbot/agentbot/github"
 	"github.com/agentbot/agentbot/state"
+	"github.com/agentbot/agentbot/webhook"
 )
 
 func main() {
@@ -86,6 +87,9 @@ type Plugin struct {
 	// Enqueued is given every task the webhook stores, after commit; it
 	// must not block (the dispatcher passes its non-blocking notify).
 	Enqueued func(*agentbot.Task)
+	// Mentions are names the webhook takes "@name" at a line start for
+	// as /agent (the App's slug, the operator's aliases).
+	Mentions []string
 	// Routes adds handlers to the router after the built-in ones.
 	Routes func(chi.Router)
 	// Stop runs after HTTP has stopped and before the store closes, in
@@ -140,7 +144,10 @@ type Main struct {
 
 	// hooks start and stop components around serve; plugins is what they
 	// returned.
-	hooks   []Hook
+	hooks []Hook
+	// labels is intake's book of the repositories' own trigger labels,
+	// filled by the dispatcher as it reads their settings.
+	labels  *webhook.Labels
 	plugins []Plugin
 
 	server   *http.Server
@@ -155,7 +162,7 @@ type Main struct {
 
 // NewMain returns a Main writing to the process's stdout and stderr.
 func NewMain(opts ...Option) *Main {
-	m := &Main{Stdout: os.Stdout, Stderr: os.Stderr, serveErr: make(chan error, 1), hooks: []Hook{dispatchHook, redeliverHook, retentionHook, adminHook, doctorHook}}
+	m := &Main{Stdout: os.Stdout, Stderr: os.Stderr, serveErr: make(chan error, 1), hooks: []Hook{dispatchHook, redeliverHook, retentionHook, adminHook, doctorHook}, labels: webhook.NewLabels()}
 	for _, o := range opts {
 		o(m)
 	}

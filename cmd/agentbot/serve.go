@@ -61,6 +61,8 @@ func (m *Main) serve(ctx context.Context) error {
 		Secret:        cfg.WebhookSecret,
 		Store:         m.Store,
 		TriggerLabels: cfg.TriggerLabels,
+		Mentions:      m.mentions(),
+		Learned:       m.labels,
 		MaxBody:       cfg.MaxBody,
 		Logger:        m.Logger,
 		Registry:      m.Registry,
@@ -186,6 +188,15 @@ func (m *Main) pruneLoop(ctx context.Context) {
 
 // enqueued tells every plugin that wants it of a stored task (nil when none
 // does).
+// mentions are every plugin's mention names.
+func (m *Main) mentions() []string {
+	var names []string
+	for _, p := range m.plugins {
+		names = append(names, p.Mentions...)
+	}
+	return names
+}
+
 func (m *Main) enqueued() func(*agentbot.Task) {
 	var fns []func(*agentbot.Task)
 	for _, p := range m.plugins {

@@ -42,8 +42,8 @@ func (s *Server) eventsOf(id int64) []string {
 // default permissions and events.
 func (s *Server) getApp(q *req) {
 	out := s.appJSON()
-	out["name"] = strings.TrimSuffix(BotLogin, "[bot]")
-	out["html_url"] = HTMLBase + "/apps/" + strings.TrimSuffix(BotLogin, "[bot]")
+	out["slug"], out["name"] = s.AppSlug, s.AppSlug
+	out["html_url"] = HTMLBase + "/apps/" + s.AppSlug
 	out["permissions"] = DefaultInstallationPermissions()
 	out["events"] = DefaultEvents()
 	writeJSON(q.w, http.StatusOK, out)

@@ -54,6 +54,8 @@ type Server struct {
 	// AppID and PrivateKeyPEM are the App's credentials (github.Config).
 	AppID         int64
 	PrivateKeyPEM []byte
+	// AppSlug is what GET /app answers as the App's slug.
+	AppSlug string
 
 	t   testing.TB
 	srv *httptest.Server
@@ -223,6 +225,7 @@ func New(t testing.TB) *Server {
 	}
 	s := &Server{
 		AppID:         4242,
+		AppSlug:       "agentbot-test",
 		PrivateKeyPEM: pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}),
 		t:             t,
 		pub:           &key.PublicKey,

@@ -16,6 +16,19 @@ import (
 // maxBody is GitHub's limit on comment and PR bodies, in characters.
 const maxBody = 65536
 
+func (s *Server) getRepoInstallation(q *req) {
+	full := q.r.PathValue("owner") + "/" + q.r.PathValue("repo")
+	for _, in := range s.installations {
+		for _, r := range in.repos {
+			if strings.EqualFold(r, full) {
+				writeJSON(q.w, http.StatusOK, map[string]any{"id": in.id, "app_id": s.AppID})
+				return
+			}
+		}
+	}
+	writeError(q.w, http.StatusNotFound, "Not Found")
+}
+
 func (s *Server) mintToken(q *req) {
 	id, ok := q.intParam("id")
 	if !ok {

@@ -51,6 +51,7 @@ type handler func(q *req)
 
 // routes lists every endpoint the fake implements, with its authentication.
 func (s *Server) routes() {
+	s.handle("GET /repos/{owner}/{repo}/installation", app(), s.getRepoInstallation)
 	s.handle("POST /app/installations/{id}/access_tokens", app(), s.mintToken)
 	s.handle("DELETE /installation/token", anyInstallationToken(), s.revokeToken)
 	s.handle("GET /repos/{owner}/{repo}", inst("metadata:read"), s.getRepo)
