@@ -6,7 +6,7 @@ package webhook
 // in step with parse: TestHandlesMatchesParse checks every other action is
 // ignored.
 var acted = map[string][]string{
-	"issues":        {"labeled"},
+	"issues":        {"labeled", "unlabeled", "assigned", "unassigned"},
 	"issue_comment": {"created"},
 	"check_run":     {"requested_action", "rerequested"},
 }

@@ -423,9 +423,10 @@ func TestRunCancelKillsTheAgent(t *testing.T) {
 	ctx, cancel := context.WithCancelCause(t.Context())
 	defer cancel(nil)
 	go func() {
-		// Cancel once the agent's child runs.
+		// Cancel once the agent's child runs and its pid is written whole
+		// (the file exists a moment before its content does).
 		for ctx.Err() == nil {
-			if _, err := os.Stat(pidFile); err == nil {
+			if b, err := os.ReadFile(pidFile); err == nil && strings.HasSuffix(string(b), "\n") {
 				cancel(ErrCancelled)
 				return
 			}
