@@ -73,6 +73,13 @@ func (m *Main) serve(ctx context.Context) error {
 	}
 	m.Router = m.router(hook)
 
+	return m.listen(ctx)
+}
+
+// listen starts the HTTP server and the goroutines serve owns: the
+// store's pruning and each plugin's background work.
+func (m *Main) listen(ctx context.Context) error {
+	cfg := m.Config
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
