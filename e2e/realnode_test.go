@@ -254,7 +254,9 @@ func checkRunnerPod(t *testing.T, kw *kubeWorld, pod string, gvisor bool) {
 		{"node", []string{"node", "--version"}, 0, "v"},
 		{"claude", []string{"claude", "--version"}, 0, "Claude Code"},
 		{"non-root", []string{"id", "-u"}, 0, "1000"},
-		{"read-only root", []string{"sh", "-c", "touch /usr/local/bin/x"}, 1, "Read-only file system"},
+		// The user's own home in the image: only the read-only root
+		// filesystem keeps it from being written.
+		{"read-only root", []string{"sh", "-c", "touch /home/node/x"}, 1, "Read-only file system"},
 		{"writable workspace", []string{"sh", "-c", "touch /workspace/x && rm /workspace/x && echo ok"}, 0, "ok"},
 	} {
 		code, out := kw.exec(t, pod, c.command...)
@@ -273,17 +275,22 @@ func checkRunnerPod(t *testing.T, kw *kubeWorld, pod string, gvisor bool) {
 	}
 }
 
-// gatedAgent is a command agent that says "started", waits for /tmp/release
+// gatedAgent is a command agent (a script in the repository, since the
+// command is split on spaces) that says gateMarker, waits for /tmp/release
 // in its pod, then adds hello.txt: a task that is mid-run until the test
 // lets it go.
-const gatedAgent = `sh -c 'echo started; while [ ! -e /tmp/release ]; do sleep 0.1; done; echo hello > hello.txt; echo added hello.txt'`
+const (
+	gateMarker = "agent-waits-for-the-gate"
+	gateScript = "echo " + gateMarker + "\nwhile [ ! -e /tmp/release ]; do sleep 0.1; done\necho hello > hello.txt\necho added hello.txt\n"
+	gatedAgent = "AGENTBOT_AGENT_COMMAND=sh gate.sh"
+)
 
 // waitStarted waits until the task's log shows the gated agent running.
 func waitStarted(t *testing.T, b *bot, id string) {
 	t.Helper()
 	eventually(t, 3*time.Minute, "the agent to start", func() bool {
 		for _, ev := range b.task(id).Log {
-			if strings.Contains(ev.Message, "started") {
+			if strings.Contains(ev.Message, gateMarker) {
 				return true
 			}
 		}
@@ -296,7 +303,8 @@ func waitStarted(t *testing.T, b *bot, id string) {
 // the task fails with the launcher's PodFailed, not a hang.
 func TestRealNodePodKilled(t *testing.T) {
 	kw := newKubeWorld(t, "testdata/kube/runc")
-	b := kw.start("AGENTBOT_AGENT_COMMAND=" + gatedAgent)
+	kw.gh.SetFile(repo, "gate.sh", gateScript)
+	b := kw.start(gatedAgent)
 	b.deliver("issues", kw.issue(9, "Add hello", "Please add hello.txt"))
 	task := b.taskFor(9, agentbot.KindNew)
 	waitStarted(t, b, task.ID)
@@ -321,15 +329,15 @@ func TestRealNodePodKilled(t *testing.T) {
 // task finishes with a pull request.
 func TestRealNodeBotRestart(t *testing.T) {
 	kw := newKubeWorld(t, "testdata/kube/runc")
-	env := "AGENTBOT_AGENT_COMMAND=" + gatedAgent
-	b := kw.start(env)
+	kw.gh.SetFile(repo, "gate.sh", gateScript)
+	b := kw.start(gatedAgent)
 	b.deliver("issues", kw.issue(10, "Add hello", "Please add hello.txt"))
 	task := b.taskFor(10, agentbot.KindNew)
 	waitStarted(t, b, task.ID)
 	pod := kw.claimedPod(t, task.ID)
 	b.kill()
 
-	b = kw.start(env)
+	b = kw.start(gatedAgent)
 	if code, out := kw.exec(t, pod.Name, "touch", "/tmp/release"); code != 0 {
 		t.Fatalf("open the gate: %d %s", code, out)
 	}
