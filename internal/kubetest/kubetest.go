@@ -211,7 +211,32 @@ func StartWith(ctx context.Context, o Options) (_ *Env, err error) {
 		return nil, fmt.Errorf("kubetest: %w", err)
 	}
 
-	kcm, err := startProcess(ctx, dir, "kube-controller-manager", filepath.Join(bin, "kube-controller-manager"), nil,
+	ctrl, err := e.startControllers(ctx, bin, kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+
+	if o.RealNode {
+		if err := e.startRealNode(ctx, bin, kubeconfig, pki); err != nil {
+			return nil, err
+		}
+	} else {
+		e.Kubelet = newKubelet(e.Client)
+		if err := e.Kubelet.start(ctx); err != nil {
+			return nil, err
+		}
+	}
+
+	if err := e.waitControllers(ctx, ctrl); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// startControllers starts kube-controller-manager's garbage collector and
+// the agent-sandbox controller, and returns the latter.
+func (e *Env) startControllers(ctx context.Context, bin, kubeconfig string) (*process, error) {
+	kcm, err := startProcess(ctx, e.dir, "kube-controller-manager", filepath.Join(bin, "kube-controller-manager"), nil,
 		"--kubeconfig="+kubeconfig,
 		"--controllers=garbagecollector",
 		"--leader-elect=false",
@@ -223,7 +248,7 @@ func StartWith(ctx context.Context, o Options) (_ *Env, err error) {
 	}
 	e.procs = append(e.procs, kcm)
 
-	ctrl, err := startProcess(ctx, dir, "agent-sandbox-controller", filepath.Join(bin, "agent-sandbox-controller"),
+	ctrl, err := startProcess(ctx, e.dir, "agent-sandbox-controller", filepath.Join(bin, "agent-sandbox-controller"),
 		[]string{"KUBECONFIG=" + kubeconfig},
 		"--extensions",
 		"--leader-elect=false",
@@ -238,29 +263,20 @@ func StartWith(ctx context.Context, o Options) (_ *Env, err error) {
 	}
 	e.procs = append(e.procs, ctrl)
 
-	if o.RealNode {
-		user, err := te.ControlPlane.AddUser(envtest.User{Name: "system:node:" + NodeName, Groups: []string{"system:nodes"}}, nil)
-		if err != nil {
-			return nil, fmt.Errorf("kubetest: node credentials: %w", err)
-		}
-		nodeKubeconfig, err := user.KubeConfig()
-		if err != nil {
-			return nil, fmt.Errorf("kubetest: node kubeconfig: %w", err)
-		}
-		if err := e.startNode(ctx, bin, kubeconfig, nodeKubeconfig, pki); err != nil {
-			return nil, err
-		}
-	} else {
-		e.Kubelet = newKubelet(e.Client)
-		if err := e.Kubelet.start(ctx); err != nil {
-			return nil, err
-		}
-	}
+	return ctrl, nil
+}
 
-	if err := e.waitControllers(ctx, ctrl); err != nil {
-		return nil, err
+// startRealNode gives the real node its credentials and starts it.
+func (e *Env) startRealNode(ctx context.Context, bin, kubeconfig string, pki *kubeletPKI) error {
+	user, err := e.testEnv.ControlPlane.AddUser(envtest.User{Name: "system:node:" + NodeName, Groups: []string{"system:nodes"}}, nil)
+	if err != nil {
+		return fmt.Errorf("kubetest: node credentials: %w", err)
 	}
-	return e, nil
+	nodeKubeconfig, err := user.KubeConfig()
+	if err != nil {
+		return fmt.Errorf("kubetest: node kubeconfig: %w", err)
+	}
+	return e.startNode(ctx, bin, kubeconfig, nodeKubeconfig, pki)
 }
 
 // waitControllers waits until the agent-sandbox controller has started the
