@@ -9,9 +9,14 @@
 ARG GO_VERSION=1.26
 ARG NODE_VERSION=22
 ARG DEBIAN_RELEASE=trixie
+# The base images: by default the public ones. hack/images/build.sh points
+# them at images it bootstraps locally, for CI without a registry.
+ARG GO_IMAGE=golang:${GO_VERSION}-${DEBIAN_RELEASE}
+ARG DEBIAN_IMAGE=debian:${DEBIAN_RELEASE}-slim
+ARG NODE_IMAGE=node:${NODE_VERSION}-${DEBIAN_RELEASE}-slim
 
 # ---- build: both Go programs, static --------------------------------------
-FROM golang:${GO_VERSION}-${DEBIAN_RELEASE} AS build
+FROM ${GO_IMAGE} AS build
 WORKDIR /src
 ENV CGO_ENABLED=0 GOFLAGS=-trimpath
 COPY go.mod go.sum ./
@@ -25,7 +30,7 @@ RUN --mount=type=cache,target=/root/go/pkg/mod \
 # ---- agentbot: the service ----------------------------------------------------
 # Not distroless: the bot pushes verified bundles with git itself, so the
 # image carries git (and CA certificates for GitHub), nothing else.
-FROM debian:${DEBIAN_RELEASE}-slim AS agentbot
+FROM ${DEBIAN_IMAGE} AS agentbot
 RUN apt-get update && \
     apt-get install -y --no-install-recommends git ca-certificates && \
     rm -rf /var/lib/apt/lists/* && \
@@ -41,7 +46,7 @@ CMD ["serve"]
 # ---- runner: the sandbox image --------------------------------------------------
 # agent-runner, git, Node.js and the Claude Code CLI. No bubblewrap: on
 # Kubernetes the sandbox is the pod (gVisor or Kata via the overlays).
-FROM node:${NODE_VERSION}-${DEBIAN_RELEASE}-slim AS runner
+FROM ${NODE_IMAGE} AS runner
 ARG CLAUDE_CODE_VERSION=2.1.330
 ARG INSTALL_CODEX=false
 ARG CODEX_VERSION=latest

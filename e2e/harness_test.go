@@ -72,6 +72,12 @@ func testMain(m *testing.M) int {
 		return 1
 	}
 	code := m.Run()
+	if err := nodeSuite.Stop(); err != nil {
+		fmt.Fprintln(os.Stderr, "stop the real node:", err)
+		if code == 0 {
+			code = 1
+		}
+	}
 	if benchTemplate.dir != "" {
 		os.RemoveAll(benchTemplate.dir)
 	}
@@ -100,9 +106,16 @@ func newWorld(t testing.TB) *world { return newWorldWith(t, nil) }
 // newWorldWith lets seed create the repository on the git server first.
 func newWorldWith(t testing.TB, seed func(*gitserver.Server)) *world {
 	t.Helper()
+	return newWorldAt(t, seed, "127.0.0.1")
+}
+
+// newWorldAt is newWorldWith with the git server listening on gitIP (a
+// real node's pods clone from the host's bridge address).
+func newWorldAt(t testing.TB, seed func(*gitserver.Server), gitIP string) *world {
+	t.Helper()
 	w := &world{t: t, dataDir: t.TempDir()}
 	w.gh = githubtest.New(t)
-	w.git = gitserver.New(t, w.gh.GitAuthorize())
+	w.git = gitserver.NewAt(t, gitIP, w.gh.GitAuthorize())
 	if seed != nil {
 		seed(w.git)
 	}

@@ -3,18 +3,30 @@
 # on a fresh machine (Debian packages, Claude Code from npm, the Kubernetes test
 # binaries built from the Go module proxy), then vets and runs every test with
 # the race detector. Built tools are cached under $AGENTBOT_CACHE and reused.
+#
+# The real-node tests (AGENTBOT_REAL_NODE=1, the default here) run a one-node
+# Kubernetes with containerd, runc and gVisor on this machine: they need root,
+# and the images built from the Dockerfile (hack/images/build.sh). Set
+# AGENTBOT_REAL_NODE=0 to leave them out on a machine where that cannot work.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export AGENTBOT_CACHE="${AGENTBOT_CACHE:-$HOME/.cache/agentbot}"
 export AGENTBOT_TESTENV_DIR="${AGENTBOT_TESTENV_DIR:-$AGENTBOT_CACHE/testenv}"
 export AGENTBOT_TOOLS_DIR="${AGENTBOT_TOOLS_DIR:-$AGENTBOT_CACHE/tools}"
+export AGENTBOT_REAL_NODE="${AGENTBOT_REAL_NODE:-1}"
 CLAUDE_CODE_VERSION=2.1.330
 
-step() { printf '\n==> %s\n' "$*"; }
+step() { printf '\n==> %s (at %ss)\n' "$*" "$SECONDS"; }
 
 need_pkgs=()
-for p in git bubblewrap chromium runsc; do
+wanted=(git bubblewrap chromium runsc)
+if [ "$AGENTBOT_REAL_NODE" = 1 ]; then
+  # The real node: container runtime, CNI plugins, firewall; image builds;
+  # patch for gVisor's build.
+  wanted+=(containerd runc containernetworking-plugins iptables buildah debootstrap patch)
+fi
+for p in "${wanted[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
@@ -51,6 +63,12 @@ if [ -x hack/testenv/build.sh ]; then
   export AGENTBOT_KUBE_TESTS=1
 fi
 
+if [ "$AGENTBOT_REAL_NODE" = 1 ]; then
+  step "images from the Dockerfile (runner, agentbot) and the pause image, with buildah"
+  images=$(hack/images/build.sh | tail -1)
+  export "${images?}"
+fi
+
 # CI must run, not skip, the tests that need these tools.
 export AGENTBOT_REQUIRE_CLAUDE=1 AGENTBOT_REQUIRE_BWRAP=1 AGENTBOT_REQUIRE_CHROMIUM=1 AGENTBOT_REQUIRE_RUNSC=1
 
@@ -64,7 +82,7 @@ go vet ./...
 step "CGO_ENABLED=0 go build ./cmd/agent-runner (static)"
 CGO_ENABLED=0 go build -o /dev/null ./cmd/agent-runner
 
-step "go test -race ./..."
+step "go test -race ./... (real node: AGENTBOT_REAL_NODE=$AGENTBOT_REAL_NODE)"
 go test -race -timeout 30m ./...
 
 step "fuzz briefly"

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Builds the Kubernetes test environment used by internal/kubetest from the Go
 # module proxy: etcd, kube-apiserver, kube-controller-manager and the
-# agent-sandbox controller. Nothing is downloaded from anywhere else.
+# agent-sandbox controller; for the real node also kubelet, kube-scheduler,
+# and gVisor's runsc with its containerd shim (containerd-shim-runsc-v1),
+# patched with hack/testenv/gvisor/*.patch. Nothing is downloaded from
+# anywhere else.
 #
 # The binaries land in ${AGENTBOT_TESTENV_DIR:-$HOME/.cache/agentbot/testenv}/bin.
-# Each binary has a stamp file keyed by its version; a binary whose stamp
-# matches is not rebuilt, so running this again is cheap (seconds).
+# Each binary has a stamp file keyed by its version (for gVisor, the version
+# and the patches' hash); a binary whose stamp matches is not rebuilt, so
+# running this again is cheap (seconds).
 #
 # Why scratch modules: `go install` refuses etcd's and kubernetes' main
 # packages because their go.mod files carry replace directives. A throwaway
@@ -17,6 +21,10 @@ ETCD_VERSION=v3.7.3
 KUBERNETES_VERSION=v1.37.2
 STAGING_VERSION=v0.37.2
 AGENT_SANDBOX_VERSION=v0.5.6
+# gVisor's "go" branch (buildable with the go tool) at a fixed commit; the
+# module proxy does not resolve branch names here.
+GVISOR_VERSION=v0.0.0-20260905035102-160fafc42237
+HERE=$(cd "$(dirname "$0")" && pwd)
 
 DIR=${AGENTBOT_TESTENV_DIR:-$HOME/.cache/agentbot/testenv}
 BIN=$DIR/bin
@@ -56,13 +64,14 @@ build_etcd() {
 	stamp etcd "$ETCD_VERSION"
 }
 
-build_kubernetes() {
-	if fresh kube-apiserver "$KUBERNETES_VERSION" && fresh kube-controller-manager "$KUBERNETES_VERSION"; then
-		log "kube-apiserver and kube-controller-manager $KUBERNETES_VERSION are up to date"
+# kube_module prepares, once, the scratch module that builds kubernetes'
+# commands, and prints its directory.
+kube_module() {
+	local m=$WORK/kubernetes
+	if [[ -f $m/go.sum ]]; then
+		echo "$m"
 		return
 	fi
-	log "building kube-apiserver and kube-controller-manager $KUBERNETES_VERSION"
-	local m=$WORK/kubernetes
 	mkdir -p "$m"
 	(
 		cd "$m"
@@ -83,16 +92,68 @@ package tools
 import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubelet"
 )
 GO
-		go mod tidy
-		go build -trimpath -o "$BIN/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver
-		go build -trimpath -o "$BIN/kube-controller-manager.tmp" k8s.io/kubernetes/cmd/kube-controller-manager
+		go mod tidy >&2
+	) || exit 1
+	echo "$m"
+}
+
+# build_kube NAME: builds k8s.io/kubernetes/cmd/NAME unless it is fresh.
+# The version is stamped into the binary, as a release build does: the
+# kubelet reports it to the API server, and the scheduler checks it.
+build_kube() {
+	local name=$1
+	if fresh "$name" "$KUBERNETES_VERSION"; then
+		log "$name $KUBERNETES_VERSION is up to date"
+		return
+	fi
+	log "building $name $KUBERNETES_VERSION"
+	local m t0=$SECONDS
+	m=$(kube_module)
+	(
+		cd "$m"
+		go build -trimpath -ldflags "-X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION" \
+			-o "$BIN/$name.tmp" "k8s.io/kubernetes/cmd/$name"
 	)
-	mv "$BIN/kube-apiserver.tmp" "$BIN/kube-apiserver"
-	mv "$BIN/kube-controller-manager.tmp" "$BIN/kube-controller-manager"
-	stamp kube-apiserver "$KUBERNETES_VERSION"
-	stamp kube-controller-manager "$KUBERNETES_VERSION"
+	mv "$BIN/$name.tmp" "$BIN/$name"
+	stamp "$name" "$KUBERNETES_VERSION"
+	log "built $name in $((SECONDS - t0))s"
+}
+
+# build_gvisor builds runsc and containerd-shim-runsc-v1 from one gVisor
+# commit, with our patches applied to a scratch copy of the module (the
+# module cache is read-only and shared).
+build_gvisor() {
+	local patches=("$HERE"/gvisor/*.patch)
+	local want
+	want="$GVISOR_VERSION $(cat "${patches[@]}" | sha256sum | cut -c1-16)"
+	if fresh runsc "$want" && fresh containerd-shim-runsc-v1 "$want"; then
+		log "runsc and containerd-shim-runsc-v1 ($want) are up to date"
+		return
+	fi
+	log "building runsc and containerd-shim-runsc-v1 $want"
+	local t0=$SECONDS dir src=$WORK/gvisor
+	dir=$(cd "$WORK" && go mod download -json "gvisor.dev/gvisor@$GVISOR_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+	[[ -n $dir ]] || { log "cannot download gvisor.dev/gvisor@$GVISOR_VERSION"; exit 1; }
+	cp -r "$dir" "$src"
+	chmod -R u+w "$src"
+	local p
+	for p in "${patches[@]}"; do
+		patch -d "$src" -p1 --forward --quiet <"$p" || { log "patch $p does not apply to gvisor $GVISOR_VERSION"; exit 1; }
+	done
+	(
+		cd "$src"
+		go build -trimpath -o "$BIN/containerd-shim-runsc-v1.tmp" ./shim
+		go build -trimpath -o "$BIN/runsc.tmp" ./runsc
+	)
+	mv "$BIN/containerd-shim-runsc-v1.tmp" "$BIN/containerd-shim-runsc-v1"
+	mv "$BIN/runsc.tmp" "$BIN/runsc"
+	stamp containerd-shim-runsc-v1 "$want"
+	stamp runsc "$want"
+	log "built gvisor in $((SECONDS - t0))s"
 }
 
 build_agent_sandbox() {
@@ -116,5 +177,9 @@ build_agent_sandbox() {
 start=$(date +%s)
 build_etcd
 build_agent_sandbox
-build_kubernetes
+build_kube kube-apiserver
+build_kube kube-controller-manager
+build_kube kube-scheduler
+build_kube kubelet
+build_gvisor
 log "done in $(($(date +%s) - start))s; binaries in $BIN"

@@ -18,6 +18,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -87,11 +88,25 @@ type Server struct {
 	nextID   int
 }
 
-// New starts the fake with the main conversation's turns.
+// New starts the fake on loopback with the main conversation's turns.
 func New(t testing.TB, turns ...Turn) *Server {
 	t.Helper()
+	return NewAt(t, "127.0.0.1", turns...)
+}
+
+// NewAt starts the fake listening on ip (on a free port): a real node's
+// pods reach the host on its bridge address, not on loopback.
+func NewAt(t testing.TB, ip string, turns ...Turn) *Server {
+	t.Helper()
 	s := &Server{turns: turns}
-	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
+	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
+	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		t.Fatalf("fakeanthropic: listen on %s: %v", ip, err)
+	}
+	s.srv.Listener.Close()
+	s.srv.Listener = l
+	s.srv.Start()
 	t.Cleanup(s.srv.Close)
 	s.URL = s.srv.URL
 	return s

@@ -7,6 +7,7 @@ package gitserver
 
 import (
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/cgi"
 	"net/http/httptest"
@@ -35,8 +36,16 @@ type Server struct {
 	requests  []string
 }
 
-// New starts a server; authorize may be nil to allow everything.
+// New starts a server on loopback; authorize may be nil to allow
+// everything.
 func New(t testing.TB, authorize Authorize) *Server {
+	t.Helper()
+	return NewAt(t, "127.0.0.1", authorize)
+}
+
+// NewAt starts a server listening on ip (on a free port): a real node's
+// pods reach the host on its bridge address, not on loopback.
+func NewAt(t testing.TB, ip string, authorize Authorize) *Server {
 	t.Helper()
 	out, err := exec.Command("git", "--exec-path").Output()
 	if err != nil {
@@ -60,7 +69,7 @@ func New(t testing.TB, authorize Authorize) *Server {
 			"GIT_CONFIG_VALUE_0=true",
 		},
 	}
-	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		repo, write := s.classify(r)
 		user, pass, _ := r.BasicAuth()
 		s.mu.Lock()
@@ -74,6 +83,13 @@ func New(t testing.TB, authorize Authorize) *Server {
 		}
 		cgiHandler.ServeHTTP(w, r)
 	}))
+	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		t.Fatalf("gitserver: listen on %s: %v", ip, err)
+	}
+	s.srv.Listener.Close()
+	s.srv.Listener = l
+	s.srv.Start()
 	t.Cleanup(s.srv.Close)
 	s.URL = s.srv.URL
 	return s

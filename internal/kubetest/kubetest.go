@@ -1,8 +1,12 @@
 // Package kubetest runs a real, small Kubernetes control plane for tests:
 // etcd and kube-apiserver (through controller-runtime's envtest), the
 // garbage collector of kube-controller-manager, the agent-sandbox controller
-// with its extensions, and a stand-in kubelet that marks pods Running and
-// Ready with a pod IP, because there is no container runtime here.
+// with its extensions, and either a stand-in kubelet that marks pods Running
+// and Ready with a pod IP (fast, for most tests), or a real node (node.go):
+// containerd with runc and gVisor, a CNI bridge, the kubelet and
+// kube-scheduler, running the images hack/images/build.sh built from the
+// Dockerfile. The real node changes the host; host.go records and restores
+// what it touches.
 //
 // The binaries come from hack/testenv/build.sh, which builds them from the Go
 // module proxy into $AGENTBOT_TESTENV_DIR/bin (default
@@ -86,22 +90,43 @@ type Env struct {
 	Client  kubernetes.Interface
 	Sandbox sandboxclient.Interface
 	Dynamic dynamic.Interface
-	// Kubelet stands in for the kubelet of every node.
+	// Kubelet stands in for the kubelet of every node; nil with a real node.
 	Kubelet *Kubelet
+	// Images are the images the real node has imported.
+	Images Images
 
 	dir      string
 	testEnv  *envtest.Environment
 	procs    []*process
+	node     *node
 	stopOnce sync.Once
 	stopErr  error
 }
 
-// Start brings the control plane up. It takes some seconds; share one Env
-// among a package's tests with Suite.
-func Start(ctx context.Context) (_ *Env, err error) {
+// Options choose what Start runs besides the control plane.
+type Options struct {
+	// RealNode runs a real node instead of the stand-in kubelet.
+	RealNode bool
+}
+
+// Start brings the control plane up with the stand-in kubelet. It takes
+// some seconds; share one Env among a package's tests with Suite.
+func Start(ctx context.Context) (*Env, error) { return StartWith(ctx, Options{}) }
+
+// StartWith brings the control plane up as o says.
+func StartWith(ctx context.Context, o Options) (_ *Env, err error) {
 	bin, err := findBinaries()
 	if err != nil {
 		return nil, err
+	}
+	var images Images
+	if o.RealNode {
+		if err := checkNodePrerequisites(bin); err != nil {
+			return nil, err
+		}
+		if images, err = loadImages(); err != nil {
+			return nil, err
+		}
 	}
 	crds, err := loadCRDs(ctx)
 	if err != nil {
@@ -111,12 +136,24 @@ func Start(ctx context.Context) (_ *Env, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubetest: %w", err)
 	}
-	e := &Env{dir: dir}
+	e := &Env{dir: dir, Images: images}
 	defer func() {
 		if err != nil {
-			_ = e.Stop()
+			if serr := e.Stop(); serr != nil {
+				err = errors.Join(err, serr)
+			}
 		}
 	}()
+	var pki *kubeletPKI
+	if o.RealNode {
+		e.node = &node{}
+		if e.node.lock, err = lockHost(ctx); err != nil {
+			return nil, err
+		}
+		if pki, err = newKubeletPKI(filepath.Join(dir, "pki")); err != nil {
+			return nil, err
+		}
+	}
 
 	apiLog, err := os.Create(filepath.Join(dir, "kube-apiserver.log"))
 	if err != nil {
@@ -142,6 +179,15 @@ func Start(ctx context.Context) (_ *Env, err error) {
 	// On 127.0.0.1 the default endpoint reconciler cannot publish the
 	// kubernetes Service's endpoints and keeps complaining.
 	api.Configure().Set("endpoint-reconciler-type", "none")
+	if o.RealNode {
+		// The kubelet authorizes itself as its node; exec goes to the
+		// node's InternalIP (its name resolves nowhere) with a client
+		// certificate the kubelet trusts.
+		api.Configure().Set("authorization-mode", "Node,RBAC")
+		api.Configure().Set("kubelet-preferred-address-types", "InternalIP")
+		api.Configure().Set("kubelet-client-certificate", pki.ClientCertFile)
+		api.Configure().Set("kubelet-client-key", pki.ClientKeyFile)
+	}
 	te.ControlPlane.Etcd = &envtest.Etcd{Out: etcdLog, Err: etcdLog}
 	e.testEnv = te
 	cfg, err := te.Start()
@@ -165,7 +211,32 @@ func Start(ctx context.Context) (_ *Env, err error) {
 		return nil, fmt.Errorf("kubetest: %w", err)
 	}
 
-	kcm, err := startProcess(ctx, dir, "kube-controller-manager", filepath.Join(bin, "kube-controller-manager"), nil,
+	ctrl, err := e.startControllers(ctx, bin, kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+
+	if o.RealNode {
+		if err := e.startRealNode(ctx, bin, kubeconfig, pki); err != nil {
+			return nil, err
+		}
+	} else {
+		e.Kubelet = newKubelet(e.Client)
+		if err := e.Kubelet.start(ctx); err != nil {
+			return nil, err
+		}
+	}
+
+	if err := e.waitControllers(ctx, ctrl); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// startControllers starts kube-controller-manager's garbage collector and
+// the agent-sandbox controller, and returns the latter.
+func (e *Env) startControllers(ctx context.Context, bin, kubeconfig string) (*process, error) {
+	kcm, err := startProcess(ctx, e.dir, "kube-controller-manager", filepath.Join(bin, "kube-controller-manager"), nil,
 		"--kubeconfig="+kubeconfig,
 		"--controllers=garbagecollector",
 		"--leader-elect=false",
@@ -177,7 +248,7 @@ func Start(ctx context.Context) (_ *Env, err error) {
 	}
 	e.procs = append(e.procs, kcm)
 
-	ctrl, err := startProcess(ctx, dir, "agent-sandbox-controller", filepath.Join(bin, "agent-sandbox-controller"),
+	ctrl, err := startProcess(ctx, e.dir, "agent-sandbox-controller", filepath.Join(bin, "agent-sandbox-controller"),
 		[]string{"KUBECONFIG=" + kubeconfig},
 		"--extensions",
 		"--leader-elect=false",
@@ -192,15 +263,20 @@ func Start(ctx context.Context) (_ *Env, err error) {
 	}
 	e.procs = append(e.procs, ctrl)
 
-	e.Kubelet = newKubelet(e.Client)
-	if err := e.Kubelet.start(ctx); err != nil {
-		return nil, err
-	}
+	return ctrl, nil
+}
 
-	if err := e.waitControllers(ctx, ctrl); err != nil {
-		return nil, err
+// startRealNode gives the real node its credentials and starts it.
+func (e *Env) startRealNode(ctx context.Context, bin, kubeconfig string, pki *kubeletPKI) error {
+	user, err := e.testEnv.ControlPlane.AddUser(envtest.User{Name: "system:node:" + NodeName, Groups: []string{"system:nodes"}}, nil)
+	if err != nil {
+		return fmt.Errorf("kubetest: node credentials: %w", err)
 	}
-	return e, nil
+	nodeKubeconfig, err := user.KubeConfig()
+	if err != nil {
+		return fmt.Errorf("kubetest: node kubeconfig: %w", err)
+	}
+	return e.startNode(ctx, bin, kubeconfig, nodeKubeconfig, pki)
 }
 
 // waitControllers waits until the agent-sandbox controller has started the
@@ -239,6 +315,10 @@ func (e *Env) Stop() error {
 		if e.Kubelet != nil {
 			e.Kubelet.stop()
 		}
+		if e.node != nil {
+			// The kubelet's watches would hold up the API server's exit.
+			errs = append(errs, e.node.stopProcesses()...)
+		}
 		for i := len(e.procs) - 1; i >= 0; i-- {
 			if err := e.procs[i].stop(); err != nil {
 				errs = append(errs, err)
@@ -247,6 +327,12 @@ func (e *Env) Stop() error {
 		if e.testEnv != nil {
 			if err := e.testEnv.Stop(); err != nil {
 				errs = append(errs, fmt.Errorf("kubetest: stop control plane: %w", err))
+			}
+		}
+		// The node last: it restores the host, which removes e.dir too.
+		if e.node != nil {
+			if err := e.node.stop(); err != nil {
+				errs = append(errs, err)
 			}
 		}
 		if e.dir != "" {
@@ -262,7 +348,11 @@ func (e *Env) Stop() error {
 // Logs returns the last lines of every component's log, for a failing test.
 func (e *Env) Logs() string {
 	var b strings.Builder
-	for _, p := range e.procs {
+	procs := e.procs
+	if e.node != nil {
+		procs = append(append([]*process{}, procs...), e.node.procs...)
+	}
+	for _, p := range procs {
 		fmt.Fprintf(&b, "--- %s (last 60 lines)\n%s\n", p.name, tail(p.output(), 60))
 	}
 	if api, err := os.ReadFile(filepath.Join(e.dir, "kube-apiserver.log")); err == nil {
@@ -299,6 +389,10 @@ func (e *Env) Namespace(t testing.TB) string {
 // Suite shares one Env among the tests of a package: the first test that
 // asks starts it, TestMain stops it.
 type Suite struct {
+	// RealNode makes the suite's environment a real node; its tests skip
+	// unless AGENTBOT_REAL_NODE=1.
+	RealNode bool
+
 	once sync.Once
 	env  *Env
 	err  error
@@ -309,12 +403,15 @@ type Suite struct {
 // environment did not start.
 func (s *Suite) Env(t testing.TB) *Env {
 	t.Helper()
+	if s.RealNode && os.Getenv(RealNodeEnv) != "1" {
+		t.Skipf("skipping: a real node runs only with %s=1 (it needs root and changes the host while it runs)", RealNodeEnv)
+	}
 	s.once.Do(func() {
-		s.env, s.err = Start(context.Background())
+		s.env, s.err = StartWith(context.Background(), Options{RealNode: s.RealNode})
 	})
 	if s.err != nil {
 		var missing *MissingBinariesError
-		if errors.As(s.err, &missing) && os.Getenv(RequireEnv) != "1" {
+		if errors.As(s.err, &missing) && os.Getenv(RequireEnv) != "1" && !s.RealNode {
 			t.Skipf("skipping: %v (set %s=1 to make this a failure)", s.err, RequireEnv)
 		}
 		t.Fatalf("kubernetes test environment: %v", s.err)
