@@ -42,13 +42,25 @@ type RunOptions struct {
 // demoPrompt is what --demo asks for when no --prompt is given.
 const demoPrompt = "Add a friendly greeting to the project"
 
-// runSettings are `agentbot run`'s flags; workspaces default to the user's
-// cache directory.
-func runSettings() []setting[RunOptions] {
+// defaultRunDir is where `agentbot run` keeps workspaces: the user's cache
+// directory, except for root, whose home the sandbox's unprivileged uid may
+// not enter (it must walk to the workspace and agent-runner): there it is a
+// directory of its own under /var/lib.
+func defaultRunDir() string {
+	if os.Geteuid() == 0 {
+		return "/var/lib/agentbot-run"
+	}
 	cache, err := os.UserCacheDir()
 	if err != nil {
 		cache = os.TempDir()
 	}
+	return filepath.Join(cache, "agentbot")
+}
+
+// runSettings are `agentbot run`'s flags; workspaces default to
+// defaultRunDir.
+func runSettings() []setting[RunOptions] {
+	runDir := defaultRunDir()
 	return []setting[RunOptions]{
 		{"repo", "", "", "local repository path or git URL to work on", func(o *RunOptions) any { return &o.Repo }},
 		{"prompt", "", "", "what the agent should do (first line names the branch)", func(o *RunOptions) any { return &o.Prompt }},
@@ -58,7 +70,7 @@ func runSettings() []setting[RunOptions] {
 		{"agent-command", "AGENTBOT_AGENT_COMMAND", "", "the command agent's command line, split on spaces", func(o *RunOptions) any { return &o.AgentCommand }},
 		{"model", "", "", "model for claude or codex (default: the agent's)", func(o *RunOptions) any { return &o.Model }},
 		{"time-limit", "", "30m", "time limit of the run", func(o *RunOptions) any { return &o.TimeLimit }},
-		{"data-dir", "AGENTBOT_RUN_DIR", filepath.Join(cache, "agentbot"), "where workspaces live", func(o *RunOptions) any { return &o.DataDir }},
+		{"data-dir", "AGENTBOT_RUN_DIR", runDir, "where workspaces live", func(o *RunOptions) any { return &o.DataDir }},
 		{"isolation", "AGENTBOT_LOCAL_ISOLATION", "auto", "auto, gvisor, bwrap or none", func(o *RunOptions) any { return &o.Isolation }},
 		{"agent-runner", "AGENTBOT_AGENT_RUNNER", "", "agent-runner binary (default next to agentbot, then PATH)", func(o *RunOptions) any { return &o.AgentRunner }},
 		{"quiet", "", "false", "show phases only, not the agent's output", func(o *RunOptions) any { return &o.Quiet }},
