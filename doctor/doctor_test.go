@@ -97,6 +97,20 @@ func TestLocalChecks(t *testing.T) {
 		}
 		return d
 	}
+	// A v1 hierarchy: one mounted controller directory each, with its
+	// tasks file.
+	cgroupV1 := func(controllers ...string) string {
+		d := t.TempDir()
+		for _, c := range controllers {
+			if err := os.MkdirAll(filepath.Join(d, c), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(d, c, "tasks"), nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return d
+	}
 	healthy := Local{Isolation: "bwrap", AgentCLI: exe("claude"), AgentRunner: exe("agent-runner"), CgroupRoot: cgroup("cpuset cpu io memory pids")}
 	if bwrapWorks(ctx) != nil {
 		if os.Getenv("AGENTBOT_REQUIRE_BWRAP") == "1" {
@@ -104,14 +118,27 @@ func TestLocalChecks(t *testing.T) {
 		}
 		healthy.Isolation = "none"
 	}
+	gvisor := healthy
+	gvisor.Isolation = "gvisor"
+	if err := runscWorks(ctx); err != nil {
+		if os.Getenv("AGENTBOT_REQUIRE_RUNSC") == "1" {
+			t.Fatalf("runsc does not work here: %v", err)
+		}
+		gvisor = healthy // nothing to check the gVisor path with here
+	}
 	tests := []struct {
 		name  string
 		local Local
 		want  []string // failing checks
 	}{
 		{"healthy", healthy, nil},
+		{"healthy with gVisor", gvisor, nil},
 		{"broken", Local{Isolation: healthy.Isolation, AgentCLI: filepath.Join(dir, "no-such-agent"), AgentRunner: "",
 			CgroupRoot: cgroup("cpu io")}, []string{"agent CLI", "agent-runner", "cgroup limits"}},
+		{"healthy on cgroup v1", Local{Isolation: healthy.Isolation, AgentCLI: healthy.AgentCLI, AgentRunner: healthy.AgentRunner,
+			CgroupRoot: cgroupV1("memory", "pids", "cpu")}, nil},
+		{"cgroup v1 without pids", Local{Isolation: healthy.Isolation, AgentCLI: healthy.AgentCLI, AgentRunner: healthy.AgentRunner,
+			CgroupRoot: cgroupV1("memory", "cpu")}, []string{"cgroup limits"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -124,7 +151,7 @@ func TestLocalChecks(t *testing.T) {
 					t.Errorf("check %s found no problem; problems: %v", name, f)
 				}
 			}
-			if d := f["cgroup limits"]; tt.want != nil && !strings.Contains(d, "memory, pids") {
+			if d := f["cgroup limits"]; tt.name == "broken" && !strings.Contains(d, "memory, pids") {
 				t.Errorf("cgroup problem %q does not name memory and pids", d)
 			}
 		})

@@ -7,11 +7,13 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
+
+	"github.com/agentbot/agentbot/runner/sandbox"
 )
 
 // Local describes the local launcher's setup.
 type Local struct {
-	// Isolation is auto, bwrap or none.
+	// Isolation is auto, gvisor, bwrap or none.
 	Isolation string
 	// AgentCLI is the agent's executable ("claude", or the command agent's
 	// first word); AgentRunner agent-runner's path.
@@ -38,6 +40,15 @@ func LocalChecks(l Local) []Check {
 		{Name: "sandbox", Cheap: true, Run: func(ctx context.Context) (string, error) {
 			if l.Isolation == "none" {
 				return "none (AGENTBOT_LOCAL_ISOLATION=none: agents run unconfined)", nil
+			}
+			if l.Isolation == "gvisor" || l.Isolation == "auto" {
+				err := runscWorks(ctx)
+				if err == nil {
+					return "gVisor (runsc) works", nil
+				}
+				if l.Isolation == "gvisor" {
+					return "", problem("install runsc (Debian package runsc), or set AGENTBOT_LOCAL_ISOLATION=bwrap", "runsc does not work here: %v", err)
+				}
 			}
 			if err := bwrapWorks(ctx); err != nil {
 				fix := "install bubblewrap (Debian package bubblewrap) and allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1), or use the Kubernetes launcher"
@@ -67,7 +78,12 @@ func LocalChecks(l Local) []Check {
 		{Name: "cgroup limits", Cheap: true, Run: func(context.Context) (string, error) {
 			b, err := os.ReadFile(root + "/cgroup.controllers")
 			if err != nil {
-				return "", problem("run on a host with cgroup v2 mounted at "+root, "no cgroup v2 at %s: %v", root, err)
+				// cgroup v1: the launcher uses the memory, pids and cpu
+				// controllers, each mounted under root.
+				if lack := missingV1(root); len(lack) > 0 {
+					return "", problem("run on a host with cgroup v2 mounted at "+root+", or v1 memory, pids and cpu controllers", "no cgroup v2 at %s, and v1 lacks %s", root, strings.Join(lack, ", "))
+				}
+				return "cgroup v1 memory, pids, cpu", nil
 			}
 			have := strings.Fields(string(b))
 			var lack []string
@@ -82,6 +98,32 @@ func LocalChecks(l Local) []Check {
 			return "cpu, memory, pids", nil
 		}},
 	}
+}
+
+// missingV1 names the cgroup v1 controllers (of those the launcher uses)
+// not mounted under root.
+func missingV1(root string) []string {
+	var lack []string
+	for _, c := range []string{"memory", "pids", "cpu"} {
+		if fi, err := os.Stat(root + "/" + c + "/tasks"); err != nil || fi.IsDir() {
+			lack = append(lack, c)
+		}
+	}
+	return lack
+}
+
+// runscWorks runs `true` under gVisor the way the launcher does.
+func runscWorks(ctx context.Context) error {
+	p, err := exec.LookPath("runsc")
+	if err != nil {
+		return fmt.Errorf("runsc is not installed")
+	}
+	dir, err := os.MkdirTemp("", "agentbot-doctor-runsc-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	return sandbox.Runsc{Path: p, StateDir: dir}.Probe(ctx)
 }
 
 // bwrapWorks runs bwrap with the namespaces the local launcher asks for.
