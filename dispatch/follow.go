@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/agentbot/agentbot"
+	"github.com/agentbot/agentbot/github"
 	"github.com/agentbot/agentbot/runner"
 )
 
@@ -118,7 +119,7 @@ func (f *follower) event(ctx context.Context, ev runner.Event) {
 		if d.now().Sub(f.lastReport) >= d.opts.ProgressInterval {
 			f.lastReport = d.now()
 			v := d.view(f.out.task, nil, "")
-			v.Note = ev.Message
+			v.Note = github.Inert(ev.Message) // the agent's words: no pings, no closing keywords
 			a.conv.Update(ctx, v)
 		}
 	case runner.EventPhase:

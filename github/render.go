@@ -435,40 +435,38 @@ func truncateRunes(s string, n int) string {
 }
 
 // mention is an @user or @org/team reference GitHub would notify.
-var mention = regexp.MustCompile(`(^|[^A-Za-z0-9_.+\-/@])@([A-Za-z0-9][A-Za-z0-9-]*(?:/[A-Za-z0-9_.-]+)?)`)
+var (
+	mention = regexp.MustCompile(`(^|[^A-Za-z0-9_.+\-/@])@([A-Za-z0-9][A-Za-z0-9-]*(?:/[A-Za-z0-9_.-]+)?)`)
+	// closing matches GitHub's closing keywords before an issue reference
+	// (#12, owner/repo#12, or an issue or pull request URL).
+	closing = regexp.MustCompile(`(?i)(^|[^A-Za-z0-9_])(close[sd]?|fix(?:e[sd])?|resolve[sd]?)(\s*:\s*|\s+)(#\d|[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+#\d|https?://)`)
+	// invisible are format characters an agent could slip between @ and a
+	// name (or into a keyword) to get past the patterns above.
+	invisible = strings.NewReplacer("\u200b", "", "\u200c", "", "\u200d", "", "\u200e", "", "\u200f", "",
+		"\u2060", "", "\u2061", "", "\u2062", "", "\u2063", "", "\u2064", "", "\ufeff", "", "\u00ad", "",
+		"\uff20", "@", "\ufe6b", "@")
+)
 
-// quietMentions keeps text written by the agent (its summary) from pinging
-// people: a zero-width space after each @ outside code, where GitHub would
-// otherwise notify the user or team. A prompt-injected agent must not be
-// able to page a repository's maintainers through agentbot's comments.
+// Inert is quietMentions, for the callers that put sandbox text in a
+// view's Note (agentbot's own notes may mention the person they answer).
+func Inert(s string) string { return quietMentions(s) }
+
+// quietMentions renders text that came from the sandbox (a summary, a
+// note) inert: no @ in it notifies anyone and no closing keyword in it
+// closes an issue when agentbot posts it. It does not try to tell code from
+// prose — an unmatched backtick, an indented block or a fence with
+// backticks in its info string would each fool such a parser, and GitHub's
+// own idea of code decides what pings — so every @name and every "fixes
+// #n" gets a zero-width space (after the @, inside the keyword), code
+// included. Invisible characters and full-width @ are normalised first.
 func quietMentions(s string) string {
-	if !strings.Contains(s, "@") {
-		return s
+	s = invisible.Replace(s)
+	if strings.Contains(s, "@") {
+		s = mention.ReplaceAllString(s, "$1@\u200b$2")
 	}
-	var b strings.Builder
-	fenced := false
-	for _, line := range strings.SplitAfter(s, "\n") {
-		if t := strings.TrimSpace(line); strings.HasPrefix(t, "```") || strings.HasPrefix(t, "~~~") {
-			fenced = !fenced
-			b.WriteString(line)
-			continue
-		}
-		if fenced {
-			b.WriteString(line)
-			continue
-		}
-		// Outside fences, inline code spans (between backticks) are left
-		// alone too: GitHub does not notify there.
-		parts := strings.Split(line, "`")
-		for j, p := range parts {
-			if j > 0 {
-				b.WriteByte('`')
-			}
-			if j%2 == 0 {
-				p = mention.ReplaceAllString(p, "$1@\u200b$2")
-			}
-			b.WriteString(p)
-		}
-	}
-	return b.String()
+	return closing.ReplaceAllStringFunc(s, func(m string) string {
+		sub := closing.FindStringSubmatch(m)
+		kw := sub[2]
+		return sub[1] + kw[:1] + "\u200b" + kw[1:] + sub[3] + sub[4]
+	})
 }

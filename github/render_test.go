@@ -218,9 +218,25 @@ func TestAgentSummaryMentionsNobody(t *testing.T) {
 		{"team", "cc @acme/maintainers.", "cc " + zw + "acme/maintainers."},
 		{"start and punctuation", "@bob,(@carol)", zw + "bob,(" + zw + "carol)"},
 		{"email untouched", "mail ops@example.com", "mail ops@example.com"},
-		{"inline code untouched", "run `npm i @scope/pkg` then ping @dave", "run `npm i @scope/pkg` then ping " + zw + "dave"},
-		{"fenced code untouched", "```\n@eve\n```\n@frank", "```\n@eve\n```\n" + zw + "frank"},
+		// Code is not told from prose (any such parser can be fooled):
+		// a @ in code gets the zero-width space too.
+		{"inline code too", "run `npm i @scope/pkg` then ping @dave", "run `npm i " + zw + "scope/pkg` then ping " + zw + "dave"},
+		{"fenced code too", "```\n@eve\n```\n@frank", "```\n" + zw + "eve\n```\n" + zw + "frank"},
 		{"no mention", "plain text", "plain text"},
+		// Adversarial shapes that fooled the code-aware version or could.
+		{"unmatched backtick", "`oops @alice", "`oops " + zw + "alice"},
+		{"four-space indent", "    @bob", "    " + zw + "bob"},
+		{"backticks in a fence's info string", "```a`b\n@carol\n```", "```a`b\n" + zw + "carol\n```"},
+		{"html", "<b>@dave</b><a href=x>@erin</a>", "<b>" + zw + "dave</b><a href=x>" + zw + "erin</a>"},
+		{"zero-width joiner", "@\u200dalice and @\u200bbob", zw + "alice and " + zw + "bob"},
+		{"full-width at", "\uff20mallory", zw + "mallory"},
+		{"soft hyphen in the name", "@ali\u00adce", zw + "alice"},
+		{"closes", "This closes #12.", "This c\u200bloses #12."},
+		{"fixes with colon, any case", "FIXES: #3", "F\u200bIXES: #3"},
+		{"resolved cross-repo", "resolved acme/widgets#4", "r\u200besolved acme/widgets#4"},
+		{"fix by URL", "fix https://github.com/acme/widgets/issues/5", "f\u200bix https://github.com/acme/widgets/issues/5"},
+		{"keyword split by a zero-width space", "clo\u200bses #6", "c\u200bloses #6"},
+		{"not a keyword", "prefixes #7 and a fixture", "prefixes #7 and a fixture"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

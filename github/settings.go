@@ -51,7 +51,7 @@ func DefaultSettings() Settings {
 		Template:       "default",
 		Agent:          "claude",
 		DraftPR:        true,
-		ProtectedPaths: []string{".github/workflows/**"},
+		ProtectedPaths: []string{".github/**"},
 	}
 }
 

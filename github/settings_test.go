@@ -20,7 +20,7 @@ func TestParseSettings(t *testing.T) {
 	full.DraftPR = false
 	full.AllowedUsers = []string{"alice", "@bob"}
 	full.AllowedTeams = []string{"acme/maintainers"}
-	full.ProtectedPaths = []string{".github/workflows/**", ".github/**", "*.pem"}
+	full.ProtectedPaths = []string{".github/**", "*.pem"}
 	full.MaxTurns = 40
 
 	tests := []struct {
@@ -61,7 +61,7 @@ max_turns: 40
 		{name: "protected_paths add to the defaults", yaml: "protected_paths: ['secrets/**', '.github/workflows/**']\n",
 			want: func() Settings {
 				s := DefaultSettings()
-				s.ProtectedPaths = []string{".github/workflows/**", "secrets/**"}
+				s.ProtectedPaths = []string{".github/**", "secrets/**", ".github/workflows/**"}
 				return s
 			}()},
 	}

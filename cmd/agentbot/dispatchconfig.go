@@ -81,7 +81,7 @@ var dispatchSettings = []setting[DispatchOptions]{
 	{"namespace", "AGENTBOT_NAMESPACE", "", "kubernetes launcher: namespace of the sandboxes (default: the pod's own)", func(o *DispatchOptions) any { return &o.Namespace }},
 	{"warm-pool", "AGENTBOT_WARM_POOL", kubernetes.DefaultWarmPool, "kubernetes launcher: the SandboxWarmPool every claim names", func(o *DispatchOptions) any { return &o.WarmPool }},
 	{"kubeconfig", "KUBECONFIG", "", "kubernetes launcher: kubeconfig file when not running in a cluster", func(o *DispatchOptions) any { return &o.Kubeconfig }},
-	{"protected-paths", "AGENTBOT_PROTECTED_PATHS", ".github/workflows/**", "comma-separated path patterns no pushed bundle may touch, whatever a repository's protected_paths say (a repository can only add to them)", func(o *DispatchOptions) any { return &o.ProtectedPaths }},
+	{"protected-paths", "AGENTBOT_PROTECTED_PATHS", ".github/**", "comma-separated path patterns no pushed bundle may touch, whatever a repository's protected_paths say (a repository can only add to them)", func(o *DispatchOptions) any { return &o.ProtectedPaths }},
 	{"mentions", "AGENTBOT_MENTIONS", "", "comma-separated names that, as @name at the start of a comment line, act like /agent (the App's own slug is always one)", func(o *DispatchOptions) any { return &o.Mentions }},
 	{"api-token-file", "AGENTBOT_API_TOKEN_FILE", "", "file of task API tokens, one \"<name> <token> <repos>\" a line (repos: * or owner/name,...); the pages token is one too", func(o *DispatchOptions) any { return &o.APITokenFile }},
 	{"pages-basic-auth-file", "AGENTBOT_PAGES_BASIC_AUTH_FILE", "", "file holding user:password for the task pages (basic auth)", func(o *DispatchOptions) any { return &o.PagesBasicFile }},
