@@ -18,11 +18,13 @@ ARG NODE_IMAGE=node:${NODE_VERSION}-${DEBIAN_RELEASE}-slim
 # ---- build: both Go programs, static --------------------------------------
 FROM ${GO_IMAGE} AS build
 WORKDIR /src
-ENV CGO_ENABLED=0 GOFLAGS=-trimpath
+# The module and build caches live where the cache mounts are, whatever the
+# base image's GOPATH (the golang images use /go).
+ENV CGO_ENABLED=0 GOFLAGS=-trimpath GOMODCACHE=/go/pkg/mod GOCACHE=/root/.cache/go-build
 COPY go.mod go.sum ./
-RUN --mount=type=cache,target=/root/go/pkg/mod go mod download
+RUN --mount=type=cache,target=/go/pkg/mod go mod download
 COPY . .
-RUN --mount=type=cache,target=/root/go/pkg/mod \
+RUN --mount=type=cache,target=/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
     go build -ldflags='-s -w' -o /out/agentbot ./cmd/agentbot && \
     go build -ldflags='-s -w' -o /out/agent-runner ./cmd/agent-runner
