@@ -135,6 +135,15 @@ func (p *Plan) WriteOCIBundle(dir string, argv, env []string) error {
 			spec.Mounts = append(spec.Mounts, *om)
 		}
 	}
+	if p.RunnerRoot {
+		// The guest's root, not the host's: no user namespace, but the
+		// Sentry holds no host capability for it, and what it may touch
+		// is what the mounts show. no_new_privs stays: setuid(2) still
+		// works with CAP_SETUID, only setuid binaries stop.
+		spec.Process.User = ociUser{}
+		caps := append([]string(nil), RunnerCapabilities...)
+		spec.Process.Capabilities = ociCaps{Bounding: caps, Effective: caps, Permitted: caps, Inheritable: []string{}, Ambient: []string{}}
+	}
 	b, err := json.MarshalIndent(spec, "", "  ")
 	if err != nil {
 		return fmt.Errorf("sandbox: bundle: %w", err)
