@@ -178,9 +178,13 @@ func (in AgentInit) setup() error {
 // (agent-runner is not in it; /proc/sys is read-only with it) and pins
 // agent-runner's state.
 func (in AgentInit) mounts() error {
-	// Nothing of these mounts may reach agent-runner's namespace. gVisor
-	// without mount propagation refuses the change (EINVAL): its mounts
-	// are all private then.
+	// Nothing of these mounts should reach agent-runner's namespace.
+	// gVisor refuses the recursive change (EINVAL) and has no propagation
+	// to stop. Debian 12's runsc (20221219) takes CLONE_NEWNS but shares
+	// the mounts anyway: there this /proc covers agent-runner's too, which
+	// reads nothing of /proc once it has started the agent, and the pins
+	// are binds over themselves. The agent gets no way back to the
+	// container's /proc either way: it can neither mount nor unmount.
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil && !errors.Is(err, unix.EINVAL) {
 		return fmt.Errorf("make the mounts private: %w", err)
 	}

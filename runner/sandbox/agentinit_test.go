@@ -127,6 +127,15 @@ func probeInitRunner() int {
 	if err := os.Chown(summary, testHostUID, testHostUID); err != nil {
 		return fail(err)
 	}
+	// Before the agent: this gVisor (runsc 20221219) takes CLONE_NEWNS but
+	// shares the mounts, so the agent's /proc covers this one's too.
+	b, err := os.ReadFile("/proc/self/status")
+	capEff := errString(err)
+	for _, l := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok && k == "CapEff" {
+			capEff = strings.TrimSpace(v)
+		}
+	}
 	filter, err := SeccompFilter(FilterOptions{})
 	if err != nil {
 		return fail(err)
@@ -149,13 +158,7 @@ func probeInitRunner() int {
 		return fail(fmt.Errorf("agent output %q: %v, %v", out, jerr, err))
 	}
 	res["runner uid"] = strconv.Itoa(os.Getuid())
-	if b, err := os.ReadFile("/proc/self/status"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if k, v, ok := strings.Cut(l, ":"); ok && k == "CapEff" {
-				res["runner CapEff"] = strings.TrimSpace(v)
-			}
-		}
-	}
+	res["runner CapEff"] = capEff
 	res["exit"] = strconv.Itoa(cmd.ProcessState.ExitCode())
 	if err := json.NewEncoder(os.Stdout).Encode(res); err != nil {
 		return 1
