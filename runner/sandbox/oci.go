@@ -93,6 +93,9 @@ type ociPids struct {
 // gVisor shows the host's file owners as they are, without a user
 // namespace, so the sandbox user is the plan's host uid there (the
 // workspace belongs to it) and passwd and group name that uid "agent".
+// With p.RunnerRoot the container's process (agent-runner) is the guest's
+// root with RunnerCapabilities instead, and starts the agent as that uid
+// (AgentInitCommand).
 func (p *Plan) WriteOCIBundle(dir string, argv, env []string) error {
 	rootfs := filepath.Join(dir, "rootfs")
 	files := filepath.Join(dir, "files")
