@@ -47,6 +47,10 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return attachCmd(args, stdout, stderr)
 	case "bundle":
 		return bundleCmd(args, stdout, stderr)
+	case sandbox.AgentInitCommand:
+		// Not for people: the first process of the agent's namespaces
+		// under gVisor, started by agent-runner itself.
+		return sandbox.RunAgentInit(args, stderr)
 	case "help":
 		fmt.Fprintln(stdout, "usage: agent-runner [run|attach|bundle] [--workspace DIR] [--from N]")
 		return runner.ExitOK
@@ -105,6 +109,15 @@ func runCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 	}()
 
+	var agentUser *syscall.Credential
+	if v := os.Getenv(sandbox.AgentUserEnv); v != "" {
+		uid, gid, err := sandbox.ParseAgentUser(v)
+		if err != nil {
+			fmt.Fprintf(stderr, "agent-runner: %v\n", err)
+			return runner.ExitInternal
+		}
+		agentUser = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}
+	}
 	return agentrun.Run(ctx, agentrun.Options{
 		Workspace:  agentrun.ResolveWorkspace(*workspace),
 		Stdin:      stdin,
@@ -112,6 +125,7 @@ func runCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		Logger:     slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		Agents:     agent.Binaries{Claude: *claudeBin, Codex: *codexBin},
 		AgentBwrap: os.Getenv(sandbox.AgentBwrapEnv),
+		AgentUser:  agentUser,
 	})
 }
 

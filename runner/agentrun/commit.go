@@ -83,7 +83,17 @@ func (r *run) bundle(ctx context.Context, base string) error {
 	r.startPhase(runner.PhaseBundling)
 	repo := r.ws.RepoDir()
 	ref := "refs/heads/" + r.job.Branch
-	if _, err := r.git.run(ctx, repo, false, "bundle", "create", "--quiet", r.ws.BundleFile(), base+".."+ref); err != nil {
+	// agent-runner writes the file, git only the stream: under gVisor git
+	// runs as the sandbox user, who may not write agent-runner's state.
+	f, err := os.OpenFile(r.ws.BundleFile(), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return fail(runner.ExitBundle, "create the bundle: %v", err)
+	}
+	_, err = r.git.runTo(ctx, repo, false, f, "bundle", "create", "--quiet", "-", base+".."+ref)
+	if cerr := f.Close(); err == nil && cerr != nil {
+		return fail(runner.ExitBundle, "write the bundle: %v", cerr)
+	}
+	if err != nil {
 		return r.gitFail(runner.ExitBundle, "bundle", err)
 	}
 	if _, err := r.git.run(ctx, repo, false, "bundle", "verify", "--quiet", r.ws.BundleFile()); err != nil {

@@ -3,8 +3,10 @@ package agentrun
 import (
 	"context"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // gitRunner runs git for agent-runner's own steps.
@@ -16,6 +18,8 @@ type gitRunner struct {
 	// that talk to the remote before the agent runs. It never reaches the
 	// agent.
 	authEnv []string
+	// user is who git runs as (nil: agent-runner's own uid).
+	user *syscall.Credential
 }
 
 // gitOpts are the -c options of every git command after the agent ran: the
@@ -28,16 +32,23 @@ var afterAgentOpts = []string{"-c", "core.hooksPath=/dev/null", "-c", "core.fsmo
 // carries its last lines. withAuth adds the
 // token; it is only ever set before the agent starts.
 func (g gitRunner) run(ctx context.Context, dir string, withAuth bool, args ...string) (string, error) {
+	return g.runTo(ctx, dir, withAuth, nil, args...)
+}
+
+// runTo is run with standard output going to f, when f is set.
+func (g gitRunner) runTo(ctx context.Context, dir string, withAuth bool, f *os.File, args ...string) (string, error) {
 	env := g.baseEnv
 	if withAuth {
 		env = append(append([]string(nil), g.baseEnv...), g.authEnv...)
 	}
 	var out strings.Builder
 	res, err := proc{
-		Dir:  dir,
-		Path: "git",
-		Args: args,
-		Env:  env,
+		Dir:    dir,
+		Path:   "git",
+		Args:   args,
+		Env:    env,
+		User:   g.user,
+		Output: f,
 		Stdout: func(line string) {
 			out.WriteString(line)
 			out.WriteByte('\n')

@@ -37,6 +37,13 @@ type proc struct {
 	Stdin string // a file fed to standard input; "" for none
 	// Nested, when set, starts the program in the agent's nested sandbox.
 	Nested *nestedSandbox
+	// User, when set, is who the program runs as: the sandbox user, for
+	// agent-runner's git under gVisor, where agent-runner is the guest's
+	// root.
+	User *syscall.Credential
+	// Output, when set, receives standard output as it is (Stdout is then
+	// not called).
+	Output *os.File
 
 	// Stdout and Stderr receive output lines (without newlines); either may
 	// be nil to drop them. They are called from two goroutines.
@@ -76,6 +83,9 @@ func (p proc) run(ctx context.Context) (procResult, error) {
 		return res, fmt.Errorf("%w %s: %w", errStart, p.Path, err)
 	}
 	cmd.Stdout, cmd.Stderr = outW, errW
+	if p.Output != nil {
+		cmd.Stdout = p.Output
+	}
 	startErr := cmd.Start()
 	outW.Close()
 	errW.Close()
@@ -104,18 +114,26 @@ func (p proc) run(ctx context.Context) (procResult, error) {
 func (p proc) command() (*exec.Cmd, error) {
 	path, args := p.Path, p.Args
 	var extra []*os.File
+	var clone uintptr
 	if p.Nested != nil {
 		ac, err := p.Nested.wrap(append([]string{p.Path}, p.Args...))
 		if err != nil {
 			return nil, fmt.Errorf("%w %s: %w", errStart, p.Path, err)
 		}
-		path, args, extra = ac.Path, ac.Args, []*os.File{ac.Seccomp}
+		path, args, extra, clone = ac.Path, ac.Args, []*os.File{ac.Seccomp}, ac.Cloneflags
 	}
 	cmd := exec.Command(path, args...)
 	cmd.Dir = p.Dir
 	cmd.Env = p.Env
 	cmd.ExtraFiles = extra
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Cloneflags: clone, Credential: p.User}
+	if clone&syscall.CLONE_NEWPID != 0 {
+		// Go's child checks getppid() against its parent's pid after
+		// setting the death signal, and getppid() is 0 in a new PID
+		// namespace: it would kill itself. The namespace's init dies with
+		// agent-runner anyway, agent-runner being the container's init.
+		cmd.SysProcAttr.Pdeathsig = 0
+	}
 	if p.Stdin != "" {
 		f, err := os.Open(p.Stdin)
 		if err != nil {

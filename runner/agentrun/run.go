@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/agentbot/agentbot/internal/gitenv"
@@ -55,6 +56,11 @@ type Options struct {
 	// a nested sandbox (see nestedSandbox); empty, they are children of
 	// agent-runner.
 	AgentBwrap string
+	// AgentUser, when set, is the sandbox user agent-runner (the gVisor
+	// guest's root) starts init and the agent as, in namespaces of their
+	// own made by its agent-init (see nestedSandbox); its git runs as that
+	// user too, so the workspace stays the sandbox user's.
+	AgentUser *syscall.Credential
 }
 
 // Run runs the job read from opts.Stdin and returns agent-runner's exit code
@@ -86,8 +92,8 @@ func Run(ctx context.Context, opts Options) int {
 		environ = os.Environ()
 	}
 	r := &run{ws: ws, em: em, log: log, bins: opts.Agents, environ: environ, phaseSeconds: map[string]float64{}}
-	if opts.AgentBwrap != "" {
-		if r.nested, err = newNestedSandbox(opts.AgentBwrap, ws); err != nil {
+	if opts.AgentBwrap != "" || opts.AgentUser != nil {
+		if r.nested, err = newNestedSandbox(opts.AgentBwrap, opts.AgentUser, ws); err != nil {
 			log.Error("agent-runner cannot prepare the agent's sandbox", "workspace", ws.Dir, "err", err)
 			return runner.ExitInternal
 		}
@@ -148,6 +154,9 @@ func (r *run) do(ctx context.Context, stdin io.Reader) int {
 	r.git = gitRunner{
 		baseEnv: gitenv.Clean(r.environ),
 		authEnv: gitenv.Auth(job.CloneURL, job.Token),
+	}
+	if r.nested != nil {
+		r.git.user = r.nested.user
 	}
 
 	base, err := r.clone(jobCtx)

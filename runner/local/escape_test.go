@@ -34,7 +34,11 @@ done
 for p in /proc/[0-9]*; do
   pid=${p#/proc/}
   [ "$pid" = "$$" ] && continue
-  if tr '\0' ' ' < "$p/cmdline" 2>/dev/null | grep -q agent-runner; then
+  cmd=$(tr '\0' ' ' < "$p/cmdline" 2>/dev/null)
+  # gVisor's agent-init (agent-runner's binary, the agent's own uid and
+  # PID namespace) is the agent's parent there, not agent-runner.
+  case "$cmd" in *" agent-init "*) continue ;; esac
+  if echo "$cmd" | grep -q agent-runner; then
     echo "SEES agent-runner $pid"
     ( exec 3< "$p/mem" ) 2>/dev/null && say "opened agent-runner's mem"
     ( exec 4> "$p/fd/1" ) 2>/dev/null && say "opened agent-runner's fd/1"
@@ -43,6 +47,7 @@ for p in /proc/[0-9]*; do
 done
 echo x > /tmp/"$tmp_name" 2>/dev/null
 echo x > /workspace/.agentbot/events.jsonl 2>/dev/null && say "wrote agent-runner's events"
+mv /workspace/.agentbot /workspace/.agentbot-moved 2>/dev/null && say "moved agent-runner's state"
 # A forged result event, as agent-runner would print it.
 echo '{"seq":99,"type":"result","result":{"status":"succeeded","branch":"main","commit":"0000000000000000000000000000000000000000"}}'
 # Left running: a double fork into a session of its own.
@@ -56,11 +61,6 @@ var hostileLimits = map[string]string{
 	"pids":   `i=0; while [ $i -lt 2000 ]; do sleep 60 & i=$((i+1)); done; wait; exit 1`,
 	"memory": `head -c 1500m /dev/zero | tail -c 1400m >/dev/null; exit 1`,
 	"disk":   `while :; do dd if=/dev/zero bs=1M count=16 >> big.bin 2>/dev/null || exit 1; sleep 0.1; done`,
-}
-
-// gvisorGaps are what the hostile agent manages under gVisor today.
-var gvisorGaps = map[string]bool{
-	"opened agent-runner's fd/1": true, "opened agent-runner's environ": true, "wrote agent-runner's events": true,
 }
 
 // escapeLimits are small, so that each hostile agent meets its limit fast.
@@ -198,18 +198,10 @@ func (e *escapeRig) view(t *testing.T) {
 		t.Fatalf("the hostile agent did not finish:\n%s", log)
 	}
 	for _, l := range lines {
-		if e.iso == IsolationGVisor && gvisorGaps[strings.TrimPrefix(l, "log: ESCAPE ")] {
-			// docs/security.md: under gVisor the agent shares agent-runner's
-			// uid and PID namespace (no nested sandbox there yet), so only
-			// the memory is out of its reach; the dispatcher trusts nothing
-			// of the stream beyond what the live stream could forge anyway.
-			t.Logf("known gVisor gap: %s", l)
-			continue
-		}
 		if strings.Contains(l, "ESCAPE") {
 			t.Errorf("%s", l)
 		}
-		if e.iso == IsolationBwrap && strings.Contains(l, "SEES agent-runner") {
+		if strings.Contains(l, "SEES agent-runner") {
 			t.Errorf("the agent sees agent-runner: %s", l)
 		}
 	}

@@ -2,11 +2,13 @@
 // process of agentbot, one workspace directory per task under the data
 // directory, in its own session and process group so that cancel kills the
 // agent with it. Unless isolation is none, the child runs in a sandbox
-// built from runner/sandbox's mount plan, as an unprivileged host uid, in
-// its own cgroup with the task's limits: under gVisor's runsc (a kernel
-// of its own between the agent and the host's) or under bubblewrap (new
-// user, PID, IPC, UTS and cgroup namespaces; agent-runner then starts the
-// agent in a nested sandbox of its own). The network stays the host's
+// built from runner/sandbox's mount plan, the agent as an unprivileged
+// host uid, in its own cgroup with the task's limits: under gVisor's runsc
+// (a kernel of its own between the agent and the host's; agent-runner is
+// the guest's root there and starts the agent as the sandbox uid in PID
+// and mount namespaces of its own) or under bubblewrap (new user, PID,
+// IPC, UTS and cgroup namespaces; agent-runner then starts the agent in a
+// nested sandbox of its own). The network stays the host's
 // until the egress gateway exists, unless Options.PrivateNetwork.
 // docs/security.md says what each protects against.
 //

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -55,6 +56,7 @@ func (l *Launcher) command(job runner.Job, ws string, args ...string) (*exec.Cmd
 		Workspace: ws, ReadOnly: l.readOnlyPaths(job),
 		HostUID: l.uid, HostGID: l.gid, Limits: l.opts.Limits,
 		ShareNet: !l.opts.PrivateNetwork, NestedAgent: l.isolation == IsolationBwrap,
+		RunnerRoot: l.isolation == IsolationGVisor,
 	})
 	if err != nil {
 		return nil, nil, err
@@ -121,6 +123,7 @@ func (l *Launcher) runscCommand(plan *sandbox.Plan, box *taskSandbox, taskID str
 		return nil, err
 	}
 	bundle := filepath.Join(l.taskDir(taskID), "bundle")
+	env = append(env, sandbox.AgentUserEnv+"="+strconv.Itoa(plan.HostUID)+":"+strconv.Itoa(plan.HostGID))
 	if err := plan.WriteOCIBundle(bundle, argv, env); err != nil {
 		return nil, err
 	}

@@ -36,6 +36,9 @@ type AgentCommand struct {
 	// Seccomp holds the filter for the child at descriptor 3; the caller
 	// passes it as the first extra file and closes it once the child runs.
 	Seccomp *os.File
+	// Cloneflags are the namespaces the child is created in (the gVisor
+	// init's); 0 for bwrap, which makes its own.
+	Cloneflags uintptr
 }
 
 // NewAgentCommand wraps argv (the agent's program and arguments) for the

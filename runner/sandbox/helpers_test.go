@@ -17,6 +17,9 @@ import (
 const helperEnv = "AGENTBOT_SANDBOX_TEST_HELPER"
 
 func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == AgentInitCommand {
+		os.Exit(RunAgentInit(os.Args[2:], os.Stderr))
+	}
 	switch os.Getenv(helperEnv) {
 	case "":
 		os.Exit(m.Run())
@@ -28,6 +31,10 @@ func TestMain(m *testing.M) {
 		os.Exit(probeRunner())
 	case "peek":
 		os.Exit(probePeek())
+	case "initrunner":
+		os.Exit(probeInitRunner())
+	case "initpeek":
+		os.Exit(probeInitPeek())
 	default:
 		fmt.Fprintf(os.Stderr, "unknown helper %q\n", os.Getenv(helperEnv))
 		os.Exit(2)
@@ -195,6 +202,13 @@ func probeRunner() int {
 // probePeek is the hostile agent: it tries its parent's memory and
 // standard output, and counts the processes it sees.
 func probePeek() int {
+	if err := json.NewEncoder(os.Stdout).Encode(peek()); err != nil {
+		return 1
+	}
+	return 0
+}
+
+func peek() map[string]string {
 	res := map[string]string{}
 	parent := os.Getenv("AGENTBOT_PROBE_PARENT")
 	for _, p := range []string{"mem", "environ"} {
@@ -226,10 +240,7 @@ func probePeek() int {
 			}
 		}
 	}
-	if err := json.NewEncoder(os.Stdout).Encode(res); err != nil {
-		return 1
-	}
-	return 0
+	return res
 }
 
 func errString(err error) string {

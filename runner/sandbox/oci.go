@@ -93,6 +93,9 @@ type ociPids struct {
 // gVisor shows the host's file owners as they are, without a user
 // namespace, so the sandbox user is the plan's host uid there (the
 // workspace belongs to it) and passwd and group name that uid "agent".
+// With p.RunnerRoot the container's process (agent-runner) is the guest's
+// root with RunnerCapabilities instead, and starts the agent as that uid
+// (AgentInitCommand).
 func (p *Plan) WriteOCIBundle(dir string, argv, env []string) error {
 	rootfs := filepath.Join(dir, "rootfs")
 	files := filepath.Join(dir, "files")
@@ -134,6 +137,15 @@ func (p *Plan) WriteOCIBundle(dir string, argv, env []string) error {
 		if om != nil {
 			spec.Mounts = append(spec.Mounts, *om)
 		}
+	}
+	if p.RunnerRoot {
+		// The guest's root, not the host's: no user namespace, but the
+		// Sentry holds no host capability for it, and what it may touch
+		// is what the mounts show. no_new_privs stays: setuid(2) still
+		// works with CAP_SETUID, only setuid binaries stop.
+		spec.Process.User = ociUser{}
+		caps := append([]string(nil), RunnerCapabilities...)
+		spec.Process.Capabilities = ociCaps{Bounding: caps, Effective: caps, Permitted: caps, Inheritable: []string{}, Ambient: []string{}}
 	}
 	b, err := json.MarshalIndent(spec, "", "  ")
 	if err != nil {

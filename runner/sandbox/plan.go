@@ -78,6 +78,10 @@ type PlanOptions struct {
 	// read-only /proc/sys moves to the nested layer; /proc/sys is not
 	// writable here anyway, since the host uid is not 0.
 	NestedAgent bool
+	// RunnerRoot says agent-runner runs as the guest's root under gVisor,
+	// with RunnerCapabilities, and starts the agent as the sandbox user in
+	// namespaces of its own (AgentInitCommand).
+	RunnerRoot bool
 	// Root is the filesystem root to take system directories from; empty
 	// means "/". Tests point it elsewhere.
 	Root string
@@ -92,6 +96,7 @@ type Plan struct {
 	Workdir          string
 	ShareNet         bool
 	ReadOnlyProcSys  bool
+	RunnerRoot       bool
 	Limits           Limits
 }
 
@@ -134,6 +139,7 @@ func NewPlan(o PlanOptions) (*Plan, error) {
 		Workdir:         WorkspaceTarget,
 		ShareNet:        o.ShareNet,
 		ReadOnlyProcSys: !o.NestedAgent,
+		RunnerRoot:      o.RunnerRoot,
 		Limits:          o.Limits,
 	}
 	for _, d := range systemDirs {
