@@ -12,6 +12,7 @@
 //	write PATH TEXT            create or overwrite PATH (directories made)
 //	append PATH TEXT           append to PATH
 //	delete PATH                remove PATH
+//	delete-tree PATH           remove PATH and everything under it
 //	stdout TEXT / stderr TEXT  print TEXT
 //	stdout-lines N             print "line 1" … "line N"
 //	stdout-env NAME            print NAME=value of an environment variable

@@ -15,6 +15,9 @@ import (
 // head == base means the agent changed nothing.
 func (r *run) commit(ctx context.Context, base string) (string, []runner.FileChange, error) {
 	r.startPhase(runner.PhaseCommitting)
+	if err := r.reclaimGitDir(); err != nil {
+		return "", nil, err
+	}
 	repo := r.ws.RepoDir()
 	g := r.git
 	g.baseEnv = append(append([]string(nil), g.baseEnv...),

@@ -22,10 +22,13 @@ type gitRunner struct {
 	user *syscall.Credential
 }
 
-// gitOpts are the -c options of every git command after the agent ran: the
-// agent could have written hooks or an fsmonitor command into .git, and
-// agent-runner's own commit must not run them.
-var afterAgentOpts = []string{"-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false"}
+// afterAgentOpts are the -c options of every git command after the agent
+// ran: the agent could have written hooks or an fsmonitor command into .git
+// or into a nested repository, and agent-runner's own commit must not run
+// them (git passes -c options on to the gits it starts; submodules are not
+// recursed into at all). The repository's configuration itself is put back
+// first (reclaimGitDir).
+var afterAgentOpts = []string{"-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "-c", "diff.ignoreSubmodules=all"}
 
 // run runs git in dir and returns its standard output. Its standard error
 // is not logged line by line (git chatters about progress); a failure

@@ -119,6 +119,9 @@ type run struct {
 	job     runner.Job
 	git     gitRunner
 	nested  *nestedSandbox // nil: init and the agent are plain children
+	// gitConfig is the repository's .git/config as the clone left it,
+	// restored before agent-runner's own git runs after the agent.
+	gitConfig []byte
 
 	phase        string
 	phaseStart   time.Time
@@ -161,6 +164,9 @@ func (r *run) do(ctx context.Context, stdin io.Reader) int {
 
 	base, err := r.clone(jobCtx)
 	if err != nil {
+		return r.failed(jobCtx, ctx, err)
+	}
+	if err := r.keepGitConfig(); err != nil {
 		return r.failed(jobCtx, ctx, err)
 	}
 	if err := r.init(jobCtx); err != nil {

@@ -692,3 +692,47 @@ func TestRunRepeatedInOneWorkspaceStartsAfresh(t *testing.T) {
 		t.Error("the first run's bundle survived")
 	}
 }
+
+// TestAgentGitConfigRunsNothingAfterTheAgent: a filter driver, a diff
+// textconv and a commondir written into .git by the agent are not run or
+// followed by agent-runner's own git, which commits the agent's files
+// unfiltered.
+func TestAgentGitConfigRunsNothingAfterTheAgent(t *testing.T) {
+	f := newFixture(t)
+	marker := filepath.Join(t.TempDir(), "pwned")
+	job := f.job(strings.Join([]string{
+		`scripted: append .git/config [filter "x"]\n clean = touch ` + marker + ` && cat\n smudge = touch ` + marker + ` && cat\n[diff "x"]\n textconv = touch ` + marker + ` && cat\n[gpg]\n program = touch ` + marker,
+		`scripted: write .gitattributes * filter=x diff=x`,
+		`scripted: write hello.txt hello`,
+		`scripted: write .git/config.worktree [filter "x"]\n clean = touch ` + marker,
+	}, "\n"))
+	o := runJob(t, t.Context(), job)
+	if o.code != runner.ExitOK {
+		t.Fatalf("exit %d, want 0:\n%s", o.code, o.logs())
+	}
+	res := o.result(t)
+	bot := applyBundle(t, f, o.ws.BundleFile(), job.Branch)
+	if got := mustGit(t, bot, "show", res.Commit+":hello.txt"); got != "hello" {
+		t.Errorf("hello.txt = %q", got)
+	}
+	if cfg, err := os.ReadFile(filepath.Join(o.ws.RepoDir(), ".git", "config")); err != nil || strings.Contains(string(cfg), "touch") {
+		t.Errorf("the agent's .git/config survived (%v):\n%s", err, cfg)
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatal("a program the agent named in .git/config ran")
+	}
+}
+
+// TestAgentReplacingDotGitFailsTheCommit: .git turned into a gitdir: file
+// pointing at a repository of the agent's is refused, not followed.
+func TestAgentReplacingDotGitFailsTheCommit(t *testing.T) {
+	f := newFixture(t)
+	job := f.job("scripted: git init -q ../elsewhere\nscripted: write hello.txt hello\nscripted: delete-tree .git\nscripted: write .git gitdir: ../elsewhere/.git")
+	o := runJob(t, t.Context(), job)
+	if o.code != runner.ExitCommit {
+		t.Fatalf("exit %d, want %d (commit refused):\n%s", o.code, runner.ExitCommit, o.logs())
+	}
+	if ev := o.errorEvent(t); !strings.Contains(ev.Message, "replaced the repository's .git") {
+		t.Errorf("error = %q", ev.Message)
+	}
+}

@@ -79,6 +79,7 @@ var actions = map[string]func(verb string, args []string, prompt string, need fu
 	"write":         actWrite,
 	"append":        actWrite,
 	"delete":        actDelete,
+	"delete-tree":   actDelete,
 	"stdout":        actStdout,
 	"stderr":        actStderr,
 	"stdout-env":    actStdoutEnv,
@@ -135,6 +136,9 @@ func actWrite(verb string, args []string, prompt string, need func(int) error) e
 func actDelete(verb string, args []string, prompt string, need func(int) error) error {
 	if err := need(1); err != nil {
 		return err
+	}
+	if verb == "delete-tree" {
+		return os.RemoveAll(args[0])
 	}
 	return os.Remove(args[0])
 }
