@@ -86,9 +86,14 @@ func upgradeTo(c, up net.Conn, hello []byte) bool {
 	if err != nil {
 		return false
 	}
-	// Tell the client why, in HTTP, whatever it sent; then hang up.
+	// Tell the client why, in HTTP, whatever it sent; then hang up, after
+	// reading what it sent (a close with unread bytes resets the
+	// connection, and the client may lose the answer).
 	resp.Close = true
-	_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	_ = resp.Write(c)
+	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	if resp.Write(c) == nil {
+		closeWrite(c)
+		_, _ = io.Copy(io.Discard, io.LimitReader(c, 1<<20))
+	}
 	return false
 }

@@ -105,6 +105,13 @@ func runCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 	}()
 
+	stdin, stopGateway, err := startGateway(ctx, stdin)
+	if err != nil {
+		fmt.Fprintf(stderr, "agent-runner: %v\n", err)
+		return runner.ExitInternal
+	}
+	defer stopGateway()
+
 	return agentrun.Run(ctx, agentrun.Options{
 		Workspace:  agentrun.ResolveWorkspace(*workspace),
 		Stdin:      stdin,
