@@ -102,6 +102,13 @@ func TestTaskThroughGateway(t *testing.T) {
 		t.Errorf("the task's egress record = %+v; want one allowed request to allowed.test", evs)
 	}
 	checkNotStored(ctx, t, f, job.TaskID, first.Key())
+	// agent-sandbox made the template's policy a NetworkPolicy for the
+	// sandbox pods: DNS and the gateway port only.
+	np, err := f.env.Client.NetworkingV1().NetworkPolicies(f.ns).Get(ctx, "agentbot-runner-network-policy", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("the sandboxes' NetworkPolicy: %v", err)
+	}
+	checkSandboxEgress(t, np.Spec.Egress)
 	if err := l.Cleanup(ctx, job.TaskID, false); err != nil {
 		t.Fatal(err)
 	}
