@@ -38,6 +38,7 @@ func BenchmarkDownload(b *testing.B) {
 	p := port(b, srv)
 	g := newGateway(b, Options{Resolver: hosts{"dl.test": "127.0.0.1"}, AllowCIDRs: loopback})
 	_, proxy := openTask(b, g, TaskSpec{Allow: AllowList{{Host: "dl.test", Port: p}}})
+	_, tcpProxy := openTCPTask(b, g, TaskSpec{Allow: AllowList{{Host: "dl.test", Port: p}}})
 	run := func(b *testing.B, c *http.Client, u string) {
 		b.SetBytes(downloadSize)
 		for b.Loop() {
@@ -59,6 +60,22 @@ func BenchmarkDownload(b *testing.B) {
 	b.Run("gateway", func(b *testing.B) {
 		run(b, proxyClient(b, proxy, srv), fmt.Sprintf("https://dl.test:%d/", p))
 	})
+	b.Run("gateway-tcp", func(b *testing.B) {
+		run(b, proxyClient(b, tcpProxy, srv), fmt.Sprintf("https://dl.test:%d/", p))
+	})
+}
+
+// openTCPTask opens a task as a Kubernetes pod reaches it: the gateway's
+// shared TCP listener, and ForwardTCP with the task's capability on a
+// loopback port (agent-runner's 127.0.0.1:3128 in the pod). It returns the
+// proxy URL.
+func openTCPTask(b testing.TB, g *Gateway, spec TaskSpec) (*Task, string) {
+	b.Helper()
+	if spec.TaskID == "" {
+		spec.TaskID = "tcp1"
+	}
+	task := openShared(b, g, spec)
+	return task, forwardTCP(b, serveTCP(b, g), task.Key())
 }
 
 // BenchmarkConnectLatency: 1,000 small exchanges on fresh connections,
@@ -86,8 +103,8 @@ func BenchmarkConnectLatency(b *testing.B) {
 	}()
 	p := echo.Addr().(*net.TCPAddr).Port
 	g := newGateway(b, Options{Resolver: hosts{"echo.test": "127.0.0.1"}, AllowCIDRs: loopback})
-	_, proxy := openTask(b, g, TaskSpec{Allow: AllowList{{Host: "echo.test", Port: p}}})
-	proxyAddr := strings.TrimPrefix(proxy, "http://")
+	_, socketProxy := openTask(b, g, TaskSpec{Allow: AllowList{{Host: "echo.test", Port: p}}})
+	_, tcpProxy := openTCPTask(b, g, TaskSpec{Allow: AllowList{{Host: "echo.test", Port: p}}})
 	exchange := func(c io.ReadWriter) {
 		if _, err := c.Write([]byte("ping")); err != nil {
 			b.Fatal(err)
@@ -105,7 +122,7 @@ func BenchmarkConnectLatency(b *testing.B) {
 		defer c.Close()
 		exchange(c)
 	}
-	tunnel := func() {
+	tunnel := func(proxyAddr string) {
 		c, err := net.Dial("tcp", proxyAddr)
 		if err != nil {
 			b.Fatal(err)
@@ -122,7 +139,12 @@ func BenchmarkConnectLatency(b *testing.B) {
 			io.Writer
 		}{br, c})
 	}
-	compare(b, 1000, timed(direct), timed(tunnel))
+	for _, path := range []struct{ name, proxy string }{{"socket", socketProxy}, {"tcp", tcpProxy}} {
+		addr := strings.TrimPrefix(path.proxy, "http://")
+		b.Run(path.name, func(b *testing.B) {
+			compare(b, 1000, timed(direct), timed(func() { tunnel(addr) }))
+		})
+	}
 }
 
 func timed(f func()) func() time.Duration {
@@ -172,6 +194,7 @@ func BenchmarkModelFirstByte(b *testing.B) {
 	u, _ := url.Parse(api.URL)
 	g := newGateway(b, Options{Model: ModelOptions{AnthropicURL: u, AnthropicKey: "k"}})
 	task, proxy := openTask(b, g, TaskSpec{})
+	tcpTask, tcpProxy := openTCPTask(b, g, TaskSpec{})
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
 	const body = `{"model":"m","stream":true,"max_tokens":1,"messages":[]}`
 	firstByte := func(u, key string) time.Duration {
@@ -192,7 +215,11 @@ func BenchmarkModelFirstByte(b *testing.B) {
 		}
 		return took
 	}
-	compare(b, 1000,
-		func() time.Duration { return firstByte(api.URL+"/v1/messages", "k") },
-		func() time.Duration { return firstByte(proxy+"/anthropic/v1/messages", task.Key()) })
+	for _, path := range []struct{ name, proxy, key string }{{"socket", proxy, task.Key()}, {"tcp", tcpProxy, tcpTask.Key()}} {
+		b.Run(path.name, func(b *testing.B) {
+			compare(b, 1000,
+				func() time.Duration { return firstByte(api.URL+"/v1/messages", "k") },
+				func() time.Duration { return firstByte(path.proxy+"/anthropic/v1/messages", path.key) })
+		})
+	}
 }

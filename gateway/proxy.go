@@ -216,6 +216,7 @@ func (t *Task) relay(w http.ResponseWriter, r *http.Request, ev *runner.Egress, 
 	}
 	cw := &countingWriter{ResponseWriter: w}
 	rp.ErrorLog = t.g.errLog
+	rp.BufferPool = relayBuffers
 	rp.ErrorHandler = func(w http.ResponseWriter, _ *http.Request, err error) {
 		var b *blockedError
 		code := http.StatusBadGateway

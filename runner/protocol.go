@@ -58,6 +58,27 @@ type Job struct {
 	// (the model API key, for instance). Values are secrets: they are
 	// redacted from every event.
 	Env map[string]string `json:"env,omitempty"`
+
+	// Gateway, when set, is agentbot's egress gateway reached over TCP (a
+	// Kubernetes pod's only way out): agent-runner listens on its Listen
+	// address and joins every connection to Addr, authenticated with
+	// Capability. Env points the agent's proxy and model clients at Listen.
+	Gateway *JobGateway `json:"gateway,omitempty"`
+}
+
+// JobGateway says how agent-runner reaches agentbot's gateway over TCP.
+// Capability is the task's secret for its lifetime: it travels only in the
+// job on stdin, never in an object the cluster stores, and is redacted like
+// a token.
+type JobGateway struct {
+	// Listen is the loopback address inside the sandbox that the agent's
+	// HTTPS_PROXY and model base URLs name (127.0.0.1:3128).
+	Listen string `json:"listen"`
+	// Addr is the gateway's host:port (the agentbot Service's gateway
+	// port).
+	Addr string `json:"addr"`
+	// Capability is the task's 256-bit key (gateway Task.Key).
+	Capability string `json:"capability"`
 }
 
 // JobPrompt is what the agent is asked to do.

@@ -118,6 +118,14 @@ func runCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 		agentUser = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}
 	}
+
+	stdin, stopGateway, err := startGateway(ctx, stdin)
+	if err != nil {
+		fmt.Fprintf(stderr, "agent-runner: %v\n", err)
+		return runner.ExitInternal
+	}
+	defer stopGateway()
+
 	return agentrun.Run(ctx, agentrun.Options{
 		Workspace:  agentrun.ResolveWorkspace(*workspace),
 		Stdin:      stdin,

@@ -61,6 +61,11 @@ type Config struct {
 	Workspace string
 	// AgentRunner is the path of the agent-runner binary in the image.
 	AgentRunner string
+	// GatewayAddr is agentbot's egress gateway as the sandbox pods reach
+	// it, host:port of the Service's gateway port
+	// (AGENTBOT_GATEWAY_ADDR). A job with a Gateway but no address gets
+	// this one; empty leaves jobs as they come.
+	GatewayAddr string
 }
 
 // withDefaults fills the zero fields.
@@ -113,6 +118,11 @@ func (c Config) Validate() error {
 	}
 	if !path.IsAbs(c.AgentRunner) {
 		errs = append(errs, fmt.Errorf("kubernetes launcher: agent-runner path %q must be an absolute path in the container", c.AgentRunner))
+	}
+	if c.GatewayAddr != "" {
+		if err := checkGatewayAddr(c.GatewayAddr); err != nil {
+			errs = append(errs, fmt.Errorf("kubernetes launcher: gateway address (AGENTBOT_GATEWAY_ADDR): %w", err))
+		}
 	}
 	return errors.Join(errs...)
 }

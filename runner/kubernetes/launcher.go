@@ -150,6 +150,10 @@ func (l *Launcher) Start(ctx context.Context, job runner.Job) (runner.Run, error
 	if l.isClosed() {
 		return nil, fmt.Errorf("kubernetes launcher: task %s: %w", job.TaskID, errClosed)
 	}
+	job, err := l.withGateway(job)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes launcher: task %s: %w", job.TaskID, err)
+	}
 	payload, err := json.Marshal(job)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes launcher: task %s: encode job: %w", job.TaskID, err)

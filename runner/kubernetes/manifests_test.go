@@ -3,10 +3,12 @@ package kubernetes_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -65,12 +67,13 @@ func TestManifestsApply(t *testing.T) {
 					t.Errorf("%s %s/%s: %v", o.GetKind(), o.GetNamespace(), o.GetName(), err)
 				}
 			}
-			for _, k := range []string{"Namespace", "ServiceAccount", "Role", "RoleBinding", "PersistentVolumeClaim", "Deployment", "Service", "SandboxTemplate", "SandboxWarmPool"} {
+			for _, k := range []string{"Namespace", "ServiceAccount", "Role", "RoleBinding", "PersistentVolumeClaim", "Deployment", "Service", "NetworkPolicy", "SandboxTemplate", "SandboxWarmPool"} {
 				if kinds[k] != 1 {
 					t.Errorf("%d objects of kind %s; want 1", kinds[k], k)
 				}
 			}
 			checkDeployment(t, find[appsv1.Deployment](t, objs, "Deployment"))
+			checkGatewayPort(t, find[corev1.Service](t, objs, "Service"), find[networkingv1.NetworkPolicy](t, objs, "NetworkPolicy"))
 			checkTemplate(t, find[extv1beta1.SandboxTemplate](t, objs, "SandboxTemplate"), c.runtimeClass)
 			pool := find[extv1beta1.SandboxWarmPool](t, objs, "SandboxWarmPool")
 			if pool.Spec.Replicas == nil || *pool.Spec.Replicas != 2 || pool.Spec.TemplateRef.Name != "agentbot-runner" || pool.Name != "agentbot-runner" {
@@ -117,6 +120,8 @@ func checkDeployment(t *testing.T, d *appsv1.Deployment) {
 		problems["no privilege escalation"] = c.SecurityContext != nil && c.SecurityContext.AllowPrivilegeEscalation != nil && !*c.SecurityContext.AllowPrivilegeEscalation
 		problems["requests and limits"] = len(c.Resources.Requests) > 0 && len(c.Resources.Limits) > 0
 		problems["kubernetes launcher"] = envValue(c, "AGENTBOT_LAUNCHER") == "kubernetes" && envValue(c, "AGENTBOT_WARM_POOL") == "agentbot-runner"
+		problems["gateway listener on the gateway port"] = envValue(c, "AGENTBOT_GATEWAY_LISTEN") == ":8444" &&
+			envValue(c, "AGENTBOT_GATEWAY_ADDR") == "agentbot.$(AGENTBOT_NAMESPACE).svc:8444" && containerPort(c, "gateway") == 8444
 	}
 	for what, ok := range problems {
 		if !ok {
@@ -141,10 +146,19 @@ func checkTemplate(t *testing.T, tpl *extv1beta1.SandboxTemplate, runtimeClass s
 	if len(spec.Containers) == 1 {
 		c := spec.Containers[0]
 		checks["limits"] = len(c.Resources.Limits) > 0
-		checks["model key from a Secret"] = false
+		// The sandbox holds no credential: the gateway adds them.
+		checks["no credential in the pod"] = len(c.EnvFrom) == 0
 		for _, e := range c.Env {
-			if e.Name == "ANTHROPIC_API_KEY" && e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil && e.Value == "" {
-				checks["model key from a Secret"] = true
+			name := strings.ToUpper(e.Name)
+			if e.ValueFrom != nil || strings.Contains(name, "KEY") || strings.Contains(name, "TOKEN") || strings.Contains(name, "SECRET") {
+				checks["no credential in the pod"] = false
+				t.Errorf("SandboxTemplate: env %s would put a credential in the sandbox", e.Name)
+			}
+		}
+		for _, v := range spec.Volumes {
+			if v.Secret != nil || v.Projected != nil {
+				checks["no credential in the pod"] = false
+				t.Errorf("SandboxTemplate: volume %s mounts a secret", v.Name)
 			}
 		}
 	}
@@ -156,17 +170,82 @@ func checkTemplate(t *testing.T, tpl *extv1beta1.SandboxTemplate, runtimeClass s
 	if tpl.Spec.NetworkPolicy == nil {
 		return
 	}
-	// Egress: DNS (53) and HTTPS (443), nothing else.
-	for _, rule := range tpl.Spec.NetworkPolicy.Egress {
-		if len(rule.Ports) == 0 {
-			t.Errorf("egress rule without ports allows every port: %+v", rule)
+	checkSandboxEgress(t, tpl.Spec.NetworkPolicy.Egress)
+}
+
+// checkSandboxEgress: a sandbox may reach the cluster DNS on 53 and the
+// agentbot pod's gateway port, and no other address or port.
+func checkSandboxEgress(t *testing.T, egress []networkingv1.NetworkPolicyEgressRule) {
+	t.Helper()
+	gateway := false
+	for _, rule := range egress {
+		if len(rule.Ports) == 0 || len(rule.To) == 0 {
+			t.Errorf("egress rule without ports or peers allows too much: %+v", rule)
+		}
+		for _, to := range rule.To {
+			if to.IPBlock != nil || to.PodSelector == nil {
+				t.Errorf("egress to %+v; want only selected pods (kube-dns, agentbot)", to)
+			}
 		}
 		for _, p := range rule.Ports {
-			if p.Port == nil || (p.Port.IntValue() != 53 && p.Port.IntValue() != 443) {
-				t.Errorf("egress port %s; want only 53 and 443", fmt.Sprint(p.Port))
+			switch {
+			case p.Port == nil || p.EndPort != nil:
+				t.Errorf("egress port range %+v; want single ports", p)
+			case p.Port.IntValue() == 53:
+				if len(rule.To) != 1 || rule.To[0].PodSelector.MatchLabels["k8s-app"] != "kube-dns" || rule.To[0].NamespaceSelector == nil {
+					t.Errorf("port 53 to %+v; want only kube-dns in kube-system", rule.To)
+				}
+			case p.Port.IntValue() == 8444 && p.Protocol != nil && *p.Protocol == corev1.ProtocolTCP:
+				gateway = len(rule.To) == 1 && rule.To[0].NamespaceSelector == nil &&
+					rule.To[0].PodSelector.MatchLabels["app.kubernetes.io/name"] == "agentbot"
+				if !gateway {
+					t.Errorf("port 8444 to %+v; want only the agentbot pod of the namespace", rule.To)
+				}
+			default:
+				t.Errorf("egress port %s; want only 53 and the gateway's 8444", fmt.Sprint(p.Port))
 			}
 		}
 	}
+	if !gateway {
+		t.Error("SandboxTemplate: want egress to the agentbot pod's gateway port 8444")
+	}
+}
+
+// checkGatewayPort: the Service carries the gateway port, and the agentbot
+// pod takes it only from sandbox pods.
+func checkGatewayPort(t *testing.T, svc *corev1.Service, np *networkingv1.NetworkPolicy) {
+	t.Helper()
+	found := false
+	for _, p := range svc.Spec.Ports {
+		if p.Name == "gateway" {
+			found = p.Port == 8444 && p.TargetPort.String() == "gateway" && p.Protocol == corev1.ProtocolTCP
+		}
+	}
+	if !found || svc.Spec.Type != "" && svc.Spec.Type != corev1.ServiceTypeClusterIP {
+		t.Errorf("Service: want a ClusterIP port gateway 8444 -> gateway; got %s %+v", svc.Spec.Type, svc.Spec.Ports)
+	}
+	if np.Spec.PodSelector.MatchLabels["app.kubernetes.io/name"] != "agentbot" || len(np.Spec.PolicyTypes) != 1 || np.Spec.PolicyTypes[0] != networkingv1.PolicyTypeIngress {
+		t.Errorf("NetworkPolicy %s selects %+v for %v; want the agentbot pod's ingress", np.Name, np.Spec.PodSelector, np.Spec.PolicyTypes)
+	}
+	for _, rule := range np.Spec.Ingress {
+		for _, p := range rule.Ports {
+			if p.Port != nil && p.Port.IntValue() == 8444 {
+				if len(rule.From) != 1 || rule.From[0].PodSelector == nil || rule.From[0].NamespaceSelector != nil ||
+					rule.From[0].PodSelector.MatchLabels["app.kubernetes.io/name"] != "agentbot-runner" {
+					t.Errorf("gateway port open to %+v; want only the sandbox pods", rule.From)
+				}
+			}
+		}
+	}
+}
+
+func containerPort(c corev1.Container, name string) int32 {
+	for _, p := range c.Ports {
+		if p.Name == name {
+			return p.ContainerPort
+		}
+	}
+	return 0
 }
 
 func hasVolume(spec corev1.PodSpec, match func(corev1.Volume) bool) bool {

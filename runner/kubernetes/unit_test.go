@@ -83,6 +83,9 @@ func TestConfigValidate(t *testing.T) {
 		{"bad names", Config{Namespace: "Agent_Bot", WarmPool: "Pool!", Container: "x/y"}, []string{`namespace "Agent_Bot"`, `warm pool "Pool!"`, `container "x/y"`}},
 		{"relative paths", Config{Namespace: "a", Workspace: "workspace", AgentRunner: "agent-runner"}, []string{"workspace", "agent-runner path"}},
 		{"negative durations", Config{Namespace: "a", GracePeriod: -time.Second, ReadyTimeout: -time.Second}, []string{"grace period", "ready timeout"}},
+		{"a gateway address", Config{Namespace: "a", GatewayAddr: "agentbot.a.svc:8444"}, nil},
+		{"a gateway address without a port", Config{Namespace: "a", GatewayAddr: "agentbot.a.svc"}, []string{"AGENTBOT_GATEWAY_ADDR"}},
+		{"a gateway port out of range", Config{Namespace: "a", GatewayAddr: "agentbot:84440"}, []string{"AGENTBOT_GATEWAY_ADDR"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -221,4 +224,46 @@ func FuzzClaimName(f *testing.F) {
 			t.Fatalf("labelValue(%q) = %q is not a label value", taskID, v)
 		}
 	})
+}
+
+// TestWithGateway: the launcher completes a job's gateway with its own
+// address and refuses one it cannot complete; a job without a gateway is
+// left alone.
+func TestWithGateway(t *testing.T) {
+	l := &Launcher{cfg: Config{GatewayAddr: "agentbot.ns.svc:8444"}}
+	bare := &Launcher{}
+	cases := []struct {
+		name     string
+		l        *Launcher
+		gw       *runner.JobGateway
+		wantAddr string
+		wantErr  string
+	}{
+		{"no gateway", l, nil, "", ""},
+		{"the launcher's address", l, &runner.JobGateway{Capability: "k"}, "agentbot.ns.svc:8444", ""},
+		{"the job's own address", l, &runner.JobGateway{Addr: "gw:1", Capability: "k"}, "gw:1", ""},
+		{"no address anywhere", bare, &runner.JobGateway{Capability: "k"}, "", "AGENTBOT_GATEWAY_ADDR"},
+		{"no capability", l, &runner.JobGateway{}, "", "capability"},
+		{"a bad address", l, &runner.JobGateway{Addr: "gw", Capability: "k"}, "", "not host:port"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			job, err := c.l.withGateway(runner.Job{TaskID: "t", Gateway: c.gw})
+			switch {
+			case c.wantErr != "":
+				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+					t.Fatalf("err = %v; want it to say %q", err, c.wantErr)
+				}
+			case err != nil:
+				t.Fatal(err)
+			case c.gw == nil && job.Gateway != nil:
+				t.Errorf("gateway = %+v; want none", job.Gateway)
+			case c.gw != nil && (job.Gateway.Addr != c.wantAddr || job.Gateway.Capability != c.gw.Capability):
+				t.Errorf("gateway = %+v; want addr %s", job.Gateway, c.wantAddr)
+			}
+			if c.wantAddr != "" && c.wantAddr != c.gw.Addr && c.gw.Addr != "" {
+				t.Errorf("the caller's gateway was changed to %+v", c.gw)
+			}
+		})
+	}
 }
