@@ -54,10 +54,25 @@ type Job struct {
 	// IssueNumber is named in the commit message.
 	IssueNumber int `json:"issue_number,omitempty"`
 
+	// Mirror, when set, is agentbot's read-only mirror of the repository
+	// (package mirror), which the clone borrows objects from; agent-runner
+	// falls back to a plain clone when it is missing or unusable.
+	Mirror *JobMirror `json:"mirror,omitempty"`
+
 	// Env is extra environment the operator allows into the agent's process
 	// (the model API key, for instance). Values are secrets: they are
 	// redacted from every event.
 	Env map[string]string `json:"env,omitempty"`
+}
+
+// JobMirror is a bare mirror of the job's repository, visible read-only
+// at Path inside the sandbox.
+type JobMirror struct {
+	Path string `json:"path"`
+	// Heads are the mirror's commits of the branches the job starts from
+	// (refs/heads/<name> → commit), so the fetch from the origin tells it
+	// what the clone has already and receives only the rest.
+	Heads map[string]string `json:"heads,omitempty"`
 }
 
 // JobPrompt is what the agent is asked to do.
