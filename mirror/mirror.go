@@ -44,6 +44,10 @@ type Options struct {
 	// MaxBytes bounds their total size (AGENTBOT_MIRROR_MAX); the least
 	// recently used mirrors no task holds are removed past it.
 	MaxBytes int64
+	// GID is the sandboxes' host group: mirrors are readable by it and
+	// their owner only, not by every local user (0 leaves the group as
+	// created).
+	GID int
 	// Git runs git; its zero value is git on PATH.
 	Git    gitenv.Git
 	Logger *slog.Logger
@@ -120,11 +124,12 @@ func New(o Options) (*Manager, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	// 0755: the sandbox's uid reads the mirrors through it.
-	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+	// 0711: the sandbox's uid passes through to the one mirror it is
+	// shown, and lists none.
+	if err := os.MkdirAll(o.Dir, 0o711); err != nil {
 		return nil, fmt.Errorf("mirror: %w", err)
 	}
-	if err := os.Chmod(o.Dir, 0o755); err != nil {
+	if err := os.Chmod(o.Dir, 0o711); err != nil {
 		return nil, fmt.Errorf("mirror: %w", err)
 	}
 	m := &Manager{opts: o, log: o.Logger, repos: map[string]*entry{}}
@@ -233,11 +238,17 @@ func (m *Manager) update(ctx context.Context, e *entry, remote, token string) (m
 	if err := removeDir(tmp); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(filepath.Dir(e.dir), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(e.dir), 0o711); err != nil {
 		return nil, err
 	}
-	// --shared=0644: the sandbox's uid reads what agentbot writes here.
-	if _, err := m.opts.Git.Run(ctx, nil, "init", "-q", "--bare", "--shared=0644", tmp); err != nil {
+	// --shared=0640 with the sandboxes' group: they read what agentbot
+	// writes here (git makes the directories setgid, so what later
+	// fetches add keeps the group); other local users do not.
+	if _, err := m.opts.Git.Run(ctx, nil, "init", "-q", "--bare", "--shared=0640", tmp); err != nil {
+		return nil, err
+	}
+	if err := m.giveGroup(tmp); err != nil {
+		_ = os.RemoveAll(tmp)
 		return nil, err
 	}
 	heads, err := m.fetch(ctx, tmp, remote, token)
@@ -280,7 +291,7 @@ func (m *Manager) fetch(ctx context.Context, dir, remote, token string) (map[str
 		}
 	}
 	now := m.now()
-	f, err := os.OpenFile(filepath.Join(dir, usedFile), os.O_CREATE|os.O_WRONLY, 0o644)
+	f, err := os.OpenFile(filepath.Join(dir, usedFile), os.O_CREATE|os.O_WRONLY, 0o640)
 	if err == nil {
 		f.Close()
 		_ = os.Chtimes(f.Name(), now, now)
@@ -374,6 +385,19 @@ func (m *Manager) Size() int64 {
 		total += e.size
 	}
 	return total
+}
+
+// giveGroup gives dir's tree to Options.GID.
+func (m *Manager) giveGroup(dir string) error {
+	if m.opts.GID <= 0 {
+		return nil
+	}
+	return filepath.WalkDir(dir, func(p string, _ os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(p, -1, m.opts.GID)
+	})
 }
 
 func removeDir(dir string) error {

@@ -115,7 +115,7 @@ func TestFetchRunsNoHooks(t *testing.T) {
 	l.Release()
 	marker := filepath.Join(t.TempDir(), "hook-ran")
 	hook := filepath.Join(l.Path, "hooks", "reference-transaction")
-	if err := os.WriteFile(hook, []byte("#!/bin/sh\ntouch "+marker+"\n"), 0o755); err != nil {
+	if err := os.WriteFile(hook, []byte("#!/bin/sh\ntouch "+marker+"\n"), 0o750); err != nil {
 		t.Fatal(err)
 	}
 	// The hook is live: git itself runs it on a ref update.
@@ -136,6 +136,12 @@ func TestFetchRunsNoHooks(t *testing.T) {
 	if _, ok := l2.Heads["refs/heads/probe"]; ok {
 		t.Error("a branch the origin does not have stayed in the mirror")
 	}
+	_ = filepath.WalkDir(l2.Path, func(p string, d os.DirEntry, err error) error {
+		if fi, err := os.Lstat(p); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o004 != 0 {
+			t.Errorf("%s is readable by every local user (%v)", p, fi.Mode().Perm())
+		}
+		return nil
+	})
 	cfg, _ := os.ReadFile(filepath.Join(l2.Path, "config"))
 	if strings.Contains(string(cfg), token) {
 		t.Error("the token was written into the mirror's config")

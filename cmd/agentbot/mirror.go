@@ -47,5 +47,5 @@ func newMirrors(dataDir string, c DispatchConfig) (*mirror.Manager, error) {
 		}
 		dir = abs
 	}
-	return mirror.New(mirror.Options{Dir: dir, MaxBytes: c.MirrorMax})
+	return mirror.New(mirror.Options{Dir: dir, MaxBytes: c.MirrorMax, GID: c.SandboxUID})
 }
