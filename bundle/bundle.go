@@ -51,8 +51,9 @@ type Check struct {
 	// MaxBytes bounds the bundle file (0 = DefaultMaxBytes).
 	MaxBytes int64
 	// ObjectsFrom is a local git directory holding BaseSHA and
-	// ExpectedOldSHA, for Verify on a thin bundle. github.PushBundle fetches
-	// them from GitHub itself and ignores this.
+	// ExpectedOldSHA, for Verify on a thin bundle. github.PushBundle uses
+	// it (agentbot's mirror of the repository) for the commits it holds
+	// and fetches the others from GitHub.
 	ObjectsFrom string
 }
 

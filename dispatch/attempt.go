@@ -98,6 +98,7 @@ func (a *attempt) run(ctx context.Context, attached runner.Run) {
 		if p, ok = a.prepare(ctx); !ok {
 			return
 		}
+		defer p.mirror.Release() // the task's clone borrows its objects until the end
 	} else {
 		p, fail = a.replan(ctx)
 		if fail != nil {

@@ -98,6 +98,7 @@ func (a *attempt) push(ctx context.Context, p *plan, run runner.Run, rr *runner.
 		ExpectedOldSHA: p.expectedOld,
 		ProtectedPaths: a.d.protectedPaths(p.settings),
 		MaxBytes:       d.opts.MaxBundleBytes,
+		ObjectsFrom:    p.mirrorPath(),
 	}, a.readToken())
 	var rej *bundle.Rejected
 	switch {

@@ -26,6 +26,7 @@ import (
 	"github.com/agentbot/agentbot"
 	"github.com/agentbot/agentbot/bundle"
 	"github.com/agentbot/agentbot/github"
+	"github.com/agentbot/agentbot/mirror"
 	"github.com/agentbot/agentbot/runner"
 	"github.com/agentbot/agentbot/tasklog"
 )
@@ -120,6 +121,10 @@ type Options struct {
 	// a graceful stop began (default 20s); only runs still in the agent's
 	// phases are stopped and re-queued at once.
 	ShutdownGrace time.Duration
+	// Mirrors keeps the repositories' mirrors the sandboxes clone from and
+	// bundles are verified against (nil: plain clones, base fetched from
+	// GitHub).
+	Mirrors *mirror.Manager
 	// RescanInterval is how often the store is scanned without a wake-up
 	// (default 15s), to retry acknowledgements GitHub refused.
 	RescanInterval time.Duration

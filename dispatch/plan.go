@@ -10,6 +10,7 @@ import (
 
 	"github.com/agentbot/agentbot"
 	"github.com/agentbot/agentbot/github"
+	"github.com/agentbot/agentbot/mirror"
 	"github.com/agentbot/agentbot/runner"
 )
 
@@ -22,6 +23,8 @@ type plan struct {
 	// expectedOld is the branch head the push must replace ("" for a new
 	// branch).
 	expectedOld string
+	// mirror is the run's lease on the repository's mirror (nil: none).
+	mirror *mirror.Lease
 }
 
 // lookups are what an attempt reads from GitHub before it plans, each once:
@@ -253,6 +256,7 @@ func (a *attempt) plan(ctx context.Context, l *lookups) (*plan, *failure) {
 	}
 	p.job.Token = tok.Value
 	a.setToken(tok.Value)
+	a.attachMirror(ctx, p)
 	return p, nil
 }
 

@@ -88,10 +88,20 @@ func BenchmarkEndToEnd(b *testing.B) {
 	var files int
 	var size int64
 	w := newWorldWith(b, func(g *gitserver.Server) { files, size = benchRepo(b, g) })
+	// The sandbox's uid passes through the test's temporary directory to
+	// the data directory's agent-runner and repository mirrors, as it
+	// would through /var/lib.
+	must(b, os.Chmod(filepath.Dir(w.dataDir), 0o711))
+	must(b, os.Chmod(filepath.Dir(bins.scripted), 0o711))
 	bot := w.start("AGENTBOT_LOG_LEVEL=info", "AGENTBOT_LOCAL_ISOLATION="+orDefault(os.Getenv("BENCH_ISOLATION"), "auto"))
 
-	var starts, totals, plains []time.Duration
+	var starts, totals, plains, plainClones []time.Duration
 	phases := map[string][]time.Duration{}
+	// The first task fills the repository mirror; the later ones clone
+	// from it (repeat tasks).
+	var firstPhases map[string]time.Duration
+	repeatPhases := map[string][]time.Duration{}
+	fallbacks := 0 // tasks that found the mirror unusable
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		// Each iteration is a pair, agentbot's task and plain git's, taken
@@ -100,7 +110,8 @@ func BenchmarkEndToEnd(b *testing.B) {
 		plainFirst := i%2 == 1
 		if plainFirst {
 			b.StopTimer()
-			plains = append(plains, plainGit(b, w, i))
+			total, clone := plainGit(b, w, i)
+			plains, plainClones = append(plains, total), append(plainClones, clone)
 			b.StartTimer()
 		}
 		num := 10000 + 10*i // PR numbers share the issues' sequence
@@ -115,8 +126,23 @@ func BenchmarkEndToEnd(b *testing.B) {
 		if len(page.Timeline) == 0 {
 			b.Fatal("no timeline")
 		}
+		for _, ev := range page.Log {
+			if strings.Contains(ev.Message, "mirror is not usable") {
+				fallbacks++
+				fmt.Printf("BENCH-E2E-FALLBACK %s\n", ev.Message)
+			}
+		}
+		if i == 0 {
+			firstPhases = map[string]time.Duration{}
+		}
 		for _, ph := range page.Timeline {
-			phases[ph.Name] = append(phases[ph.Name], time.Duration(ph.Seconds*float64(time.Second)))
+			d := time.Duration(ph.Seconds * float64(time.Second))
+			phases[ph.Name] = append(phases[ph.Name], d)
+			if i == 0 {
+				firstPhases[ph.Name] = d
+			} else {
+				repeatPhases[ph.Name] = append(repeatPhases[ph.Name], d)
+			}
 		}
 		first, end := startEnd(page.Timeline)
 		starts = append(starts, first.Sub(sent))
@@ -124,7 +150,8 @@ func BenchmarkEndToEnd(b *testing.B) {
 
 		if !plainFirst {
 			b.StopTimer()
-			plains = append(plains, plainGit(b, w, i))
+			total, clone := plainGit(b, w, i)
+			plains, plainClones = append(plains, total), append(plainClones, clone)
 			b.StartTimer()
 		}
 		order := "agentbot"
@@ -158,6 +185,12 @@ func BenchmarkEndToEnd(b *testing.B) {
 		parts = append(parts, fmt.Sprintf("%s:%.3f", strings.ReplaceAll(name, " ", "_"), median(phases[name]).Seconds()))
 	}
 	fmt.Printf("BENCH-E2E-PHASES %s\n", strings.Join(parts, ","))
+	printMirrorFigures(totals, plains, plainClones, firstPhases, repeatPhases)
+	unavailable := strings.Count(bot.log(), "no repository mirror for this run")
+	fmt.Printf("BENCH-E2E-MIRROR-USE fallbacks=%d unavailable=%d\n", fallbacks, unavailable)
+	if fallbacks+unavailable > 0 {
+		fmt.Println(bot.log())
+	}
 	// One line for scripts/bench-e2e.sh.
 	// ratio is the median of the pairs' ratios (each pair ran under the
 	// same conditions), with their min and max.
@@ -179,9 +212,38 @@ func median(ds []time.Duration) time.Duration {
 	return s[len(s)/2]
 }
 
+// printMirrorFigures prints the repository mirror's figures: the first
+// task (which fills the mirror) against its pair's plain git, and the
+// clone and push phases of the first and of the repeat tasks against plain
+// git's clone (medians).
+func printMirrorFigures(totals, plains, plainClones []time.Duration, first map[string]time.Duration, repeat map[string][]time.Duration) {
+	med := func(ds []time.Duration) float64 {
+		if len(ds) == 0 {
+			return 0
+		}
+		return median(ds).Seconds()
+	}
+	plainClone := med(plainClones)
+	repeatClone, repeatPush := med(repeat[runnerPhaseCloning]), med(repeat[phasePushing])
+	speedup := 0.0
+	if repeatClone > 0 {
+		speedup = plainClone / repeatClone
+	}
+	fmt.Printf("BENCH-E2E-MIRROR first_task_s=%.3f first_plain_git_s=%.3f first_ratio=%.2f first_clone_s=%.3f first_push_s=%.3f repeat_clone_s=%.3f repeat_push_s=%.3f plain_clone_s=%.3f clone_speedup=%.1f repeats=%d\n",
+		totals[0].Seconds(), plains[0].Seconds(), totals[0].Seconds()/plains[0].Seconds(),
+		first[runnerPhaseCloning].Seconds(), first[phasePushing].Seconds(), repeatClone, repeatPush, plainClone, speedup, len(repeat[runnerPhaseCloning]))
+}
+
+// The timeline's names of the clone and push phases.
+const (
+	runnerPhaseCloning = "cloning"
+	phasePushing       = "pushing"
+)
+
 // plainGit does the git work of a task by hand, with a token minted the
-// same way: clone over HTTP, branch, commit one file, bundle, push.
-func plainGit(tb testing.TB, w *world, i int) time.Duration {
+// same way: clone over HTTP, branch, commit one file, bundle, push. It
+// returns the whole and the clone's share.
+func plainGit(tb testing.TB, w *world, i int) (total, clone time.Duration) {
 	tb.Helper()
 	client, err := github.New(github.Config{BaseURL: w.gh.URL, AppID: w.gh.AppID, PrivateKey: w.gh.PrivateKeyPEM})
 	if err != nil {
@@ -209,6 +271,7 @@ func plainGit(tb testing.TB, w *world, i int) time.Duration {
 		}
 	}
 	run(dir, "clone", "--quiet", "--no-tags", "--single-branch", "--filter=blob:none", "--branch", "main", u.String(), work)
+	clone = time.Since(start)
 	run(work, "checkout", "--quiet", "-b", branch)
 	if err := os.WriteFile(filepath.Join(work, "bench.txt"), []byte(fmt.Sprintf("plain %d\n", i)), 0o644); err != nil {
 		tb.Fatal(err)
@@ -217,7 +280,7 @@ func plainGit(tb testing.TB, w *world, i int) time.Duration {
 	run(work, "commit", "--quiet", "-m", "bench")
 	run(work, "bundle", "create", "--quiet", filepath.Join(dir, "result.bundle"), "main.."+branch)
 	run(work, "push", "--quiet", "origin", branch)
-	return time.Since(start)
+	return time.Since(start), clone
 }
 
 // metricMean reads a histogram's mean from agentbot's /metrics.

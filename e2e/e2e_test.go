@@ -277,6 +277,21 @@ func TestConcurrency(t *testing.T) {
 	if len(prs) != n || len(heads) != n {
 		t.Errorf("%d pull requests on %d branches, want %d each", len(prs), len(heads), n)
 	}
+	// All on one repository at once: every task cloned from its mirror,
+	// none fell back to a plain clone.
+	if strings.Contains(b.log(), "no repository mirror for this run") {
+		t.Error("a task ran without the repository mirror")
+	}
+	for _, s := range b.tasks() {
+		for _, ev := range b.task(s.ID).Log {
+			if strings.Contains(ev.Message, "mirror is not usable") {
+				t.Errorf("task %s: %s", s.ID, ev.Message)
+			}
+		}
+	}
+	if m, _ := filepath.Glob(filepath.Join(w.dataDir, "mirrors", "*", "*", "*.git")); len(m) != 1 {
+		t.Errorf("mirrors = %v, want the one repository's", m)
+	}
 	t.Logf("peak concurrency %d of %d", peak, max)
 }
 

@@ -133,7 +133,7 @@ func (p *pusher) push(ctx context.Context, bundlePath string) (string, error) {
 		}
 	}
 	for _, sha := range []string{check.BaseSHA, check.ExpectedOldSHA} {
-		if sha == "" {
+		if sha == "" || p.fromMirror(ctx, sha) {
 			continue
 		}
 		if _, err := p.git(ctx, p.read, "--git-dir", p.gitDir, "fetch", "-q", "--no-tags", "--depth=1", p.url, sha+":refs/agentbot/base-"+sha); err != nil {

@@ -54,6 +54,11 @@ type Job struct {
 	// IssueNumber is named in the commit message.
 	IssueNumber int `json:"issue_number,omitempty"`
 
+	// Mirror, when set, is agentbot's read-only mirror of the repository
+	// (package mirror), which the clone borrows objects from; agent-runner
+	// falls back to a plain clone when it is missing or unusable.
+	Mirror *JobMirror `json:"mirror,omitempty"`
+
 	// Env is extra environment the operator allows into the agent's process
 	// (the model API key, for instance). Values are secrets: they are
 	// redacted from every event.
@@ -79,6 +84,16 @@ type JobGateway struct {
 	Addr string `json:"addr"`
 	// Capability is the task's 256-bit key (gateway Task.Key).
 	Capability string `json:"capability"`
+}
+
+// JobMirror is a bare mirror of the job's repository, visible read-only
+// at Path inside the sandbox.
+type JobMirror struct {
+	Path string `json:"path"`
+	// Heads are the mirror's commits of the branches the job starts from
+	// (refs/heads/<name> → commit), so the fetch from the origin tells it
+	// what the clone has already and receives only the rest.
+	Heads map[string]string `json:"heads,omitempty"`
 }
 
 // JobPrompt is what the agent is asked to do.

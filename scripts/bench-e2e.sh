@@ -44,6 +44,15 @@ ratio_min=$(val ratio_min); ratio_max=$(val ratio_max)
 pairs="$(grep -o 'BENCH-E2E-PAIR .*' "$out" | tail -n "$runs" |
   awk '{ for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
          printf "| %s | %s first | %s s | %s s | %.2f× |\n", v["pair"], v["first"], v["task_s"], v["plain_git_s"], v["ratio"] }')"
+mline="$(grep -o 'BENCH-E2E-MIRROR .*' "$out" | tail -1 || true)"
+mval() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$mline"; }
+first_task=$(mval first_task_s); first_plain=$(mval first_plain_git_s); first_ratio=$(mval first_ratio)
+first_clone=$(mval first_clone_s); first_push=$(mval first_push_s)
+repeat_clone=$(mval repeat_clone_s); repeat_push=$(mval repeat_push_s)
+plain_clone=$(mval plain_clone_s); speedup=$(mval clone_speedup); repeats=$(mval repeats)
+verdict_first=$(awk -v r="$first_ratio" 'BEGIN { print (r <= 1.1) ? "within" : "OVER" }')
+verdict_speedup=$(awk -v r="$speedup" 'BEGIN { print (r >= 5) ? "met" : "MISSED" }')
+verdict_push=$(awk -v r="$repeat_push" 'BEGIN { print (r <= 0.3) ? "within" : "OVER" }')
 verdict_ratio=$(awk -v r="$ratio" 'BEGIN { print (r <= 1.3) ? "within" : "OVER" }')
 verdict_start=$(awk -v s="$start_ms" 'BEGIN { print (s < 100) ? "under" : "OVER" }')
 
@@ -77,6 +86,18 @@ at the end ${loadavg}.
 ${pairs}
 
 Phases of the task (medians, seconds): ${phases}.
+
+The repository mirror (AGENTBOT_MIRROR, on by default with the local launcher): the
+first task of the run fills agentbot's mirror of the repository; the ${repeats} later
+ones clone with it as an alternate object store and fetch only the delta, and their
+pushes verify against it instead of fetching the base from the server.
+
+| measure | value | target |
+|---|---|---|
+| first task (mirror filled on the way) / its pair's plain git | ${first_task} s / ${first_plain} s = ${first_ratio}× | ≤ 1.1× (${verdict_first}) |
+| clone phase: first task / repeat tasks (median) | ${first_clone} s / ${repeat_clone} s | |
+| plain \`git clone\` (median) / repeat tasks' clone phase | ${plain_clone} s / ${repeat_clone} s = ${speedup}× | ≥ 5× (${verdict_speedup}) |
+| push phase (fetch the bundle, verify, push): first / repeat tasks (median) | ${first_push} s / ${repeat_push} s | ≤ 0.3 s (${verdict_push}) |
 
 The plain-git baseline clones the same way agent-runner does (\`--single-branch
 --no-tags --filter=blob:none\`) with a token minted by the same fake GitHub. What

@@ -168,8 +168,13 @@ func newDispatchParts(m *Main) (_ *dispatchParts, err error) {
 	if err := os.MkdirAll(tmp, 0o700); err != nil {
 		return nil, fmt.Errorf("create %s: %w", tmp, err)
 	}
+	mirrors, err := newMirrors(cfg.DataDir, dc)
+	if err != nil {
+		return nil, err
+	}
 	if p.d, err = dispatch.New(dispatch.Options{
-		Store: m.Store, GitHub: p.gh, Launcher: p.launcher, Logs: logs,
+		Mirrors: mirrors,
+		Store:   m.Store, GitHub: p.gh, Launcher: p.launcher, Logs: logs,
 		MaxConcurrent: dc.MaxConcurrent, PublicURL: dc.PublicURL,
 		TimeLimit: dc.TimeLimit, MaxTimeLimit: dc.MaxTimeLimit,
 		// A run past its agent may finish delivering within most of the

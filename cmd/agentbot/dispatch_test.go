@@ -26,6 +26,17 @@ func TestDispatchOptions(t *testing.T) {
 				t.Errorf("defaults: %+v", c)
 			}
 		}},
+		{"mirror on by default", nil, nil, func(t *testing.T, c DispatchConfig) {
+			if !c.Mirror || c.MirrorDir != "" || c.MirrorMax != 20<<30 {
+				t.Errorf("mirror %v %q %d", c.Mirror, c.MirrorDir, c.MirrorMax)
+			}
+		}},
+		{"mirror settings", map[string]string{"AGENTBOT_MIRROR": "off", "AGENTBOT_MIRROR_DIR": "/srv/mirrors", "AGENTBOT_MIRROR_MAX": "500MiB"}, nil, func(t *testing.T, c DispatchConfig) {
+			if c.Mirror || c.MirrorDir != "/srv/mirrors" || c.MirrorMax != 500<<20 {
+				t.Errorf("mirror %v %q %d", c.Mirror, c.MirrorDir, c.MirrorMax)
+			}
+		}},
+		{"bad mirror settings", map[string]string{"AGENTBOT_MIRROR": "maybe", "AGENTBOT_MIRROR_MAX": "-1"}, []string{"AGENTBOT_MIRROR)", "AGENTBOT_MIRROR_MAX"}, nil},
 		{"agent env picks only set variables", map[string]string{"ANTHROPIC_API_KEY": "k", "AGENTBOT_AGENT_ENV": "ANTHROPIC_API_KEY,UNSET_ONE"}, nil, func(t *testing.T, c DispatchConfig) {
 			if len(c.AgentEnv) != 1 || c.AgentEnv["ANTHROPIC_API_KEY"] != "k" {
 				t.Errorf("agent env %v", c.AgentEnv)

@@ -36,8 +36,10 @@ func (r *run) clone(ctx context.Context) (string, error) {
 		args = append(args, "--branch", from)
 	}
 	args = append(args, "--", job.CloneURL, r.ws.RepoDir())
-	if _, err := r.git.run(ctx, r.ws.Dir, true, args...); err != nil {
-		return "", r.gitFail(runner.ExitClone, "clone "+redactURL(job.CloneURL), err)
+	if !r.cloneFromMirror(ctx, from) {
+		if _, err := r.git.run(ctx, r.ws.Dir, true, args...); err != nil {
+			return "", r.gitFail(runner.ExitClone, "clone "+redactURL(job.CloneURL), err)
+		}
 	}
 	repo := r.ws.RepoDir()
 	head, err := r.git.run(ctx, repo, false, "rev-parse", "--verify", "HEAD^{commit}")

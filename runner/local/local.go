@@ -269,6 +269,7 @@ func (l *Launcher) Start(ctx context.Context, job runner.Job) (runner.Run, error
 			return nil, fmt.Errorf("local launcher: task %s: create workspace: %w", job.TaskID, err)
 		}
 	}
+	job = l.showMirror(job)
 	input, err := json.Marshal(job)
 	if err != nil {
 		return nil, fmt.Errorf("local launcher: task %s: encode job: %w", job.TaskID, err)

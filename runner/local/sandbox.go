@@ -187,6 +187,9 @@ func (l *Launcher) readOnlyPaths(job runner.Job) []string {
 	for _, p := range l.opts.ReadOnlyPaths {
 		add(p)
 	}
+	if job.Mirror != nil {
+		add(job.Mirror.Path) // the repository mirror the clone borrows from
+	}
 	return out
 }
 
