@@ -168,7 +168,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 	}
 	sort.Float64s(ratios)
 	start, total, plain := median(starts), median(totals), median(plains)
-	histStart := metricMean(b, bot.base, "agentbot_dispatch_time_to_start_seconds")
+	histStart := metricMean(b, bot, "agentbot_dispatch_time_to_start_seconds")
 	b.ReportMetric(float64(start.Microseconds())/1000, "ms-to-first-event")
 	b.ReportMetric(histStart*1000, "ms-to-runner-start")
 	b.ReportMetric(total.Seconds(), "s-task")
@@ -284,9 +284,11 @@ func plainGit(tb testing.TB, w *world, i int) (total, clone time.Duration) {
 }
 
 // metricMean reads a histogram's mean from agentbot's /metrics.
-func metricMean(tb testing.TB, base, name string) float64 {
+func metricMean(tb testing.TB, bot *bot, name string) float64 {
 	tb.Helper()
-	resp, err := http.Get(base + "/metrics")
+	req, _ := http.NewRequest(http.MethodGet, bot.base+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+bot.token)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -52,7 +52,7 @@ func TestTaskPageInBrowser(t *testing.T) {
 		t.Fatalf("task ended %s: %+v", page.Task.State, page.Result)
 	}
 
-	dom := dumpDOM(t, bin, b.base+"/tasks/"+task.ID)
+	dom := dumpDOM(t, bin, b.browserURL("/tasks/"+task.ID))
 	for _, want := range []string{
 		`id="state" class="state succeeded"`,
 		"Add &lt;docs&gt;", // the title, escaped
@@ -69,7 +69,7 @@ func TestTaskPageInBrowser(t *testing.T) {
 	if t.Failed() {
 		t.Logf("DOM:\n%s", dom)
 	}
-	list := dumpDOM(t, bin, b.base+"/tasks")
+	list := dumpDOM(t, bin, b.browserURL("/tasks"))
 	if !strings.Contains(list, `data-task="`+task.ID+`"`) || !strings.Contains(list, "octo/widgets#9") {
 		t.Errorf("task list lacks the task:\n%s", list)
 	}
@@ -85,7 +85,7 @@ func TestLiveLogInBrowser(t *testing.T) {
 	b.deliver("issues", w.issue(10, "Slow docs", "scripted: stdout early line; sleep 2; stdout late line; write docs.md x"))
 	task := b.taskFor(10, agentbot.KindNew)
 	eventually(t, 30*time.Second, "the agent phase", func() bool { return b.task(task.ID).Task.Phase == "agent" })
-	dom := dumpDOMBudget(t, bin, b.base+"/tasks/"+task.ID, 15000)
+	dom := dumpDOMBudget(t, bin, b.browserURL("/tasks/"+task.ID), 15000)
 	for _, want := range []string{"early line", "late line", "(finished"} {
 		if !strings.Contains(dom, want) {
 			t.Errorf("live page lacks %q", want)

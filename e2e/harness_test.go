@@ -160,6 +160,9 @@ type bot struct {
 	t    testing.TB
 	cmd  *exec.Cmd
 	base string
+	// token is the pages' token serve made in the data dir (the world
+	// configures none, as an operator who sets nothing would).
+	token string
 
 	mu    sync.Mutex
 	lines []string
@@ -208,6 +211,9 @@ func (w *world) start(extra ...string) *bot {
 	case <-time.After(60 * time.Second):
 		w.t.Fatalf("agentbot serve did not listen:\n%s", b.log())
 	}
+	tok, err := os.ReadFile(filepath.Join(w.dataDir, "pages-token"))
+	must(w.t, err)
+	b.token = strings.TrimSpace(string(tok))
 	return b
 }
 
@@ -351,10 +357,17 @@ func (b *bot) task(id string) web.TaskPage {
 	return out
 }
 
+// browserURL is path on agentbot with the pages' basic-auth credentials
+// in it, as a browser takes them.
+func (b *bot) browserURL(path string) string {
+	return strings.Replace(b.base, "http://", "http://agentbot:"+b.token+"@", 1) + path
+}
+
 func (b *bot) getJSON(path string, v any) {
 	b.t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, b.base+path, nil)
 	req.Header.Set("Accept", "application/json")
+	req.Header.Set("Authorization", "Bearer "+b.token)
 	resp, err := http.DefaultClient.Do(req)
 	must(b.t, err)
 	defer resp.Body.Close()

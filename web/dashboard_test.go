@@ -164,14 +164,17 @@ func chromium(t *testing.T, bin, url string, flags ...string) string {
 // without a reload; a screenshot goes to the test's artifact directory.
 func TestDashboardInBrowser(t *testing.T) {
 	bin := testtool.Chromium(t)
-	w := newDashboardWorld(t, Auth{})
+	// The pages always take credentials; a browser sends basic auth
+	// from the URL, and its script's requests carry them too.
+	w := newDashboardWorld(t, Auth{BasicUser: "ops", BasicPassword: "pw"})
+	base := strings.Replace(w.srv.URL, "http://", "http://ops:pw@", 1)
 
-	dom := chromium(t, bin, w.srv.URL+"/?state=failed", "--virtual-time-budget=1000", "--dump-dom")
+	dom := chromium(t, bin, base+"/?state=failed", "--virtual-time-budget=1000", "--dump-dom")
 	if !strings.Contains(dom, "Break things") || strings.Contains(dom, "Still going") {
 		t.Errorf("filtered DOM:\n%s", dom)
 	}
 
-	dom = chromium(t, bin, w.srv.URL+"/", "--virtual-time-budget=10000", "--dump-dom")
+	dom = chromium(t, bin, base+"/", "--virtual-time-budget=10000", "--dump-dom")
 	select {
 	case <-w.polled:
 	default:
@@ -189,7 +192,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 
 	shot := filepath.Join(t.ArtifactDir(), "dashboard.png")
-	chromium(t, bin, w.srv.URL+"/", "--window-size=1280,720", "--screenshot="+shot)
+	chromium(t, bin, base+"/", "--window-size=1280,720", "--screenshot="+shot)
 	if fi, err := os.Stat(shot); err != nil || fi.Size() < 1000 {
 		t.Errorf("screenshot %s: %v", shot, err)
 	}

@@ -3,8 +3,10 @@
 // Accept) with its state, the timeline of its phases, its result links and
 // a live tail of its log, streamed as server-sent events from
 // GET /tasks/{id}/events or polled from GET /tasks/{id}/log. The pages hold
-// no secrets (agent-runner redacts them from every event) and can be
-// protected with a bearer token or basic auth.
+// no secrets (agent-runner redacts them from every event) and are always
+// protected, with a bearer token or basic auth: a page open to whoever
+// reaches the port (another local process, a sandbox that can reach the
+// host's loopback) would list every repository's tasks and logs.
 package web
 
 import (
@@ -36,8 +38,8 @@ type Logs interface {
 	Watch(taskID string) (<-chan struct{}, func())
 }
 
-// Auth protects the pages. With neither a token nor a user set, the pages
-// are open — which Options.RequireAuth refuses.
+// Auth protects the pages. With neither a token nor a user set it lets no
+// request through: there is no open mode.
 type Auth struct {
 	// BearerToken is accepted as "Authorization: Bearer <token>".
 	BearerToken string
@@ -46,7 +48,38 @@ type Auth struct {
 	BasicUser, BasicPassword string
 }
 
-func (a Auth) configured() bool { return a.BearerToken != "" || a.BasicUser != "" }
+// Configured reports whether a token or a user is set.
+func (a Auth) Configured() bool { return a.BearerToken != "" || a.BasicUser != "" }
+
+// Protect serves next only to requests that carry a.'s credentials
+// (compared in constant time); others get 401, or 403 when a holds none.
+func (a Auth) Protect(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if a.authorized(w, r) {
+			next.ServeHTTP(w, r)
+		}
+	})
+}
+
+func (a Auth) authorized(w http.ResponseWriter, r *http.Request) bool {
+	if !a.Configured() {
+		http.Error(w, "forbidden: no credentials are configured for this page (AGENTBOT_PAGES_TOKEN_FILE or AGENTBOT_PAGES_BASIC_AUTH_FILE)", http.StatusForbidden)
+		return false
+	}
+	if a.BearerToken != "" {
+		if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && equal(tok, a.BearerToken) {
+			return true
+		}
+	}
+	if a.BasicUser != "" {
+		if u, p, ok := r.BasicAuth(); ok && equal(u, a.BasicUser) && equal(p, a.BasicPassword) {
+			return true
+		}
+		w.Header().Set("WWW-Authenticate", `Basic realm="agentbot", charset="UTF-8"`)
+	}
+	http.Error(w, "unauthorized", http.StatusUnauthorized)
+	return false
+}
 
 // Options configures the pages.
 type Options struct {
@@ -54,10 +87,9 @@ type Options struct {
 	Logs  Logs
 	// Counter, when set, gives the dashboard its counts per state.
 	Counter Counter
-	Auth    Auth
-	// RequireAuth makes the pages answer 403 when no Auth is configured;
-	// agentbot sets it unless it listens on loopback only.
-	RequireAuth bool
+	// Auth is required of every request; without credentials in it every
+	// page answers 403.
+	Auth Auth
 	// MaxStreams bounds concurrent live-log streams (default 64).
 	MaxStreams int
 	// Heartbeat is the interval of keep-alive comments on a stream and of
@@ -107,34 +139,10 @@ func New(opts Options) (*Handler, error) {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.Header().Set("Referrer-Policy", "no-referrer")
-	if !h.authorized(w, r) {
+	if !h.opts.Auth.authorized(w, r) {
 		return
 	}
 	h.mux.ServeHTTP(w, r)
-}
-
-func (h *Handler) authorized(w http.ResponseWriter, r *http.Request) bool {
-	a := h.opts.Auth
-	if !a.configured() {
-		if h.opts.RequireAuth {
-			http.Error(w, "task pages are disabled: agentbot listens beyond loopback and no AGENTBOT_PAGES_TOKEN or AGENTBOT_PAGES_BASIC_AUTH is set", http.StatusForbidden)
-			return false
-		}
-		return true
-	}
-	if a.BearerToken != "" {
-		if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && equal(tok, a.BearerToken) {
-			return true
-		}
-	}
-	if a.BasicUser != "" {
-		if u, p, ok := r.BasicAuth(); ok && equal(u, a.BasicUser) && equal(p, a.BasicPassword) {
-			return true
-		}
-		w.Header().Set("WWW-Authenticate", `Basic realm="agentbot", charset="UTF-8"`)
-	}
-	http.Error(w, "unauthorized", http.StatusUnauthorized)
-	return false
 }
 
 func equal(a, b string) bool { return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1 }

@@ -73,7 +73,20 @@ func newFixture(t *testing.T) *fixture {
 	return f
 }
 
+// testToken is the bearer token f.server's pages take unless a test sets
+// its own Auth; get sends it.
+const testToken = "test-pages-token"
+
 func (f *fixture) server(t *testing.T, opts Options) *httptest.Server {
+	t.Helper()
+	if !opts.Auth.Configured() {
+		opts.Auth = Auth{BearerToken: testToken}
+	}
+	return f.serverAs(t, opts)
+}
+
+// serverAs serves opts' Auth as it is, none included.
+func (f *fixture) serverAs(t *testing.T, opts Options) *httptest.Server {
 	t.Helper()
 	opts.Store, opts.Logs = f.store, f.logs
 	if opts.Heartbeat == 0 {
@@ -91,6 +104,7 @@ func (f *fixture) server(t *testing.T, opts Options) *httptest.Server {
 func get(t *testing.T, url string, hdr map[string]string) (*http.Response, string) {
 	t.Helper()
 	req, _ := http.NewRequest("GET", url, nil)
+	req.Header.Set("Authorization", "Bearer "+testToken)
 	for k, v := range hdr {
 		req.Header.Set(k, v)
 	}
@@ -161,17 +175,18 @@ func TestAuth(t *testing.T) {
 		basic  [2]string
 		status int
 	}{
-		{"open on loopback", Options{}, nil, [2]string{}, 200},
-		{"refused beyond loopback without auth", Options{RequireAuth: true}, nil, [2]string{}, 403},
+		{"refused without credentials configured", Options{}, nil, [2]string{}, 403},
+		{"refused without credentials configured, whatever is sent", Options{}, map[string]string{"Authorization": "Bearer "}, [2]string{"", ""}, 403},
 		{"bearer accepted", Options{Auth: Auth{BearerToken: "tok"}}, map[string]string{"Authorization": "Bearer tok"}, [2]string{}, 200},
 		{"bearer wrong", Options{Auth: Auth{BearerToken: "tok"}}, map[string]string{"Authorization": "Bearer nope"}, [2]string{}, 401},
-		{"bearer missing", Options{Auth: Auth{BearerToken: "tok"}, RequireAuth: true}, nil, [2]string{}, 401},
+		{"bearer missing", Options{Auth: Auth{BearerToken: "tok"}}, nil, [2]string{}, 401},
+		{"bearer is not basic", Options{Auth: Auth{BearerToken: "tok"}}, nil, [2]string{"tok", "tok"}, 401},
 		{"basic accepted", Options{Auth: Auth{BasicUser: "ops", BasicPassword: "pw"}}, nil, [2]string{"ops", "pw"}, 200},
 		{"basic wrong", Options{Auth: Auth{BasicUser: "ops", BasicPassword: "pw"}}, nil, [2]string{"ops", "x"}, 401},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			srv := f.server(t, tc.opts)
+			srv := f.serverAs(t, tc.opts)
 			req, _ := http.NewRequest("GET", srv.URL+"/tasks", nil)
 			for k, v := range tc.hdr {
 				req.Header.Set(k, v)
@@ -208,7 +223,9 @@ func TestLiveLog(t *testing.T) {
 
 	// The stream of a running task delivers events as they are appended
 	// and ends when the task does.
-	resp, err := http.Get(srv.URL + "/tasks/" + f.live.ID + "/events")
+	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/tasks/"+f.live.ID+"/events", nil)
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,18 +2,14 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/subtle"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -44,21 +40,8 @@ var backupSettings = []setting[BackupOptions]{
 
 // adminToken reads the data dir's admin token, making it on first use.
 func adminToken(dataDir string, create bool) (string, error) {
-	path := filepath.Join(dataDir, adminTokenFile)
-	b, err := os.ReadFile(path)
-	if err == nil && len(strings.TrimSpace(string(b))) >= 32 {
-		return strings.TrimSpace(string(b)), nil
-	}
-	if err != nil && !errors.Is(err, fs.ErrNotExist) || !create {
-		return "", fmt.Errorf("admin token %s: %w", path, errors.Join(err, fs.ErrNotExist))
-	}
-	raw := make([]byte, 32)
-	rand.Read(raw)
-	tok := hex.EncodeToString(raw)
-	if err := os.WriteFile(path, []byte(tok+"\n"), 0o600); err != nil {
-		return "", fmt.Errorf("write admin token: %w", err)
-	}
-	return tok, nil
+	tok, _, err := dataDirToken(dataDir, adminTokenFile, create)
+	return tok, err
 }
 
 // adminHook serves GET /admin/backup.

@@ -25,6 +25,7 @@ import (
 // wins). Validate checks them all and turns them into a Config.
 type Options struct {
 	Listen            string
+	MetricsListen     string
 	DataDir           string
 	AppID             string
 	PrivateKeyFile    string
@@ -93,6 +94,7 @@ func bind[T any](fs *flag.FlagSet, getenv func(string) string, o *T, settings []
 // settings lists every setting; subcommands pick theirs by flag name.
 var settings = []setting[Options]{
 	{"listen", "AGENTBOT_LISTEN", ":8080", "address to serve HTTP on", func(o *Options) any { return &o.Listen }},
+	{"metrics-listen", "AGENTBOT_METRICS_LISTEN", "", "address to serve /metrics on, without auth (say 127.0.0.1:9090); unset: /metrics is on --listen, behind the pages' auth", func(o *Options) any { return &o.MetricsListen }},
 	{"data-dir", "AGENTBOT_DATA_DIR", "./data", "directory of the bbolt state file", func(o *Options) any { return &o.DataDir }},
 	{"app-id", "AGENTBOT_APP_ID", "", "GitHub App id", func(o *Options) any { return &o.AppID }},
 	{"private-key-file", "AGENTBOT_PRIVATE_KEY_FILE", "", "file holding the GitHub App's RSA private key (PEM)", func(o *Options) any { return &o.PrivateKeyFile }},
@@ -110,6 +112,7 @@ var settings = []setting[Options]{
 // secrets: Config is never logged whole (see LogValue).
 type Config struct {
 	Listen            string
+	MetricsListen     string
 	DataDir           string
 	AppID             int64
 	PrivateKeyFile    string
@@ -132,6 +135,7 @@ func (c Config) LogValue() slog.Value {
 	}
 	return slog.GroupValue(
 		slog.String("listen", c.Listen),
+		slog.String("metrics_listen", c.MetricsListen),
 		slog.String("data_dir", c.DataDir),
 		slog.Int64("app_id", c.AppID),
 		slog.String("github_url", gh),
@@ -172,6 +176,14 @@ func (o Options) validateListen(c *Config, p *problems) {
 	c.Listen = o.Listen
 	if _, _, err := net.SplitHostPort(o.Listen); err != nil {
 		p.add(lookup("listen"), "%q is not host:port", o.Listen)
+	}
+	c.MetricsListen = o.MetricsListen
+	if o.MetricsListen != "" {
+		if _, port, err := net.SplitHostPort(o.MetricsListen); err != nil {
+			p.add(lookup("metrics-listen"), "%q is not host:port", o.MetricsListen)
+		} else if o.MetricsListen == o.Listen && port != "0" {
+			p.add(lookup("metrics-listen"), "%q is --listen's address too; give /metrics its own port", o.MetricsListen)
+		}
 	}
 	c.DataDir = o.DataDir
 	if o.DataDir == "" {

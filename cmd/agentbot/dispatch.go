@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -189,8 +188,7 @@ func newDispatchParts(m *Main) (_ *dispatchParts, err error) {
 		return nil, err
 	}
 	if p.pages, err = web.New(web.Options{
-		Store: m.Store, Logs: logs, Counter: m.Store, Auth: dc.Pages,
-		RequireAuth: !loopbackOnly(cfg.Listen), Logger: log,
+		Store: m.Store, Logs: logs, Counter: m.Store, Auth: m.pages, Logger: log,
 	}); err != nil {
 		return nil, err
 	}
@@ -209,7 +207,7 @@ func (p *dispatchParts) start(ctx context.Context, m *Main) Plugin {
 	done := make(chan error, 1)
 	go func() { done <- p.d.Run(runCtx) }()
 	log.Info("dispatcher started", "launcher", p.launcher.Name(), "max_concurrent", dc.MaxConcurrent,
-		"agent", dc.Agent.Name, "public_url", dc.PublicURL, "pages_auth", dc.Pages.BearerToken != "" || dc.Pages.BasicUser != "")
+		"agent", dc.Agent.Name, "public_url", dc.PublicURL)
 	stop := func(ctx context.Context) error {
 		cancel()
 		// The dispatcher stops the runs it owns and re-queues their tasks
@@ -236,18 +234,4 @@ func (p *dispatchParts) start(ctx context.Context, m *Main) Plugin {
 		}
 	}
 	return Plugin{Enqueued: p.d.Notify, Routes: routes, Stop: stop, Readiness: p.readiness}
-}
-
-// loopbackOnly reports whether a listen address accepts only local
-// connections, where the task pages may go without authentication.
-func loopbackOnly(listen string) bool {
-	host, _, err := net.SplitHostPort(listen)
-	if err != nil || host == "" {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }

@@ -92,14 +92,3 @@ func TestDispatchOptions(t *testing.T) {
 		})
 	}
 }
-
-func TestLoopbackOnly(t *testing.T) {
-	for addr, want := range map[string]bool{
-		"127.0.0.1:8080": true, "[::1]:8080": true, "localhost:80": true,
-		":8080": false, "0.0.0.0:8080": false, "10.1.2.3:8080": false, "example.com:80": false,
-	} {
-		if got := loopbackOnly(addr); got != want {
-			t.Errorf("loopbackOnly(%q) = %v, want %v", addr, got, want)
-		}
-	}
-}

@@ -33,6 +33,7 @@ import (
 	"github.com/agentbot/agentbot"
 	"github.com/agentbot/agentbot/github"
 	"github.com/agentbot/agentbot/state"
+	"github.com/agentbot/agentbot/web"
 	"github.com/agentbot/agentbot/webhook"
 )
 
@@ -152,12 +153,17 @@ type Main struct {
 
 	server   *http.Server
 	listener net.Listener
-	ready    atomic.Bool
-	serveErr chan error
-	stops    []func(context.Context) error
-	stopBG   context.CancelFunc
-	bg       sync.WaitGroup
-	closed   bool
+	// pages is what the task pages and /metrics require (pagesAuth).
+	pages web.Auth
+	// metricsServer serves /metrics alone on Config.MetricsListen.
+	metricsServer   *http.Server
+	metricsListener net.Listener
+	ready           atomic.Bool
+	serveErr        chan error
+	stops           []func(context.Context) error
+	stopBG          context.CancelFunc
+	bg              sync.WaitGroup
+	closed          bool
 }
 
 // NewMain returns a Main writing to the process's stdout and stderr.
@@ -198,7 +204,7 @@ func (m *Main) ParseFlags(args []string, getenv func(string) string) error {
 	switch m.Command {
 	case "serve", "doctor":
 		envErr = errors.Join(
-			bind(fs, getenv, &m.Options, settings, "listen", "data-dir", "app-id", "private-key-file", "webhook-secret-file",
+			bind(fs, getenv, &m.Options, settings, "listen", "metrics-listen", "data-dir", "app-id", "private-key-file", "webhook-secret-file",
 				"github-url", "log-level", "trigger-labels", "max-body", "delivery-retention", "shutdown-timeout", "store-timeout"),
 			bind(fs, getenv, &m.Dispatch, dispatchSettings),
 			bind(fs, getenv, &m.Ops, opsSettings))
@@ -311,6 +317,14 @@ func (m *Main) Addr() string {
 	return m.listener.Addr().String()
 }
 
+// MetricsAddr is the address of the /metrics listener ("" without one).
+func (m *Main) MetricsAddr() string {
+	if m.metricsListener == nil {
+		return ""
+	}
+	return m.metricsListener.Addr().String()
+}
+
 // Close shuts serve down gracefully: readiness off, stop accepting and
 // finish in-flight requests, stop hooks and background work, close the store.
 // It is safe to call more than once and after a failed Run.
@@ -330,6 +344,11 @@ func (m *Main) Close() error {
 	if m.server != nil {
 		if err := m.server.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("shut down http server: %w", err))
+		}
+	}
+	if m.metricsServer != nil {
+		if err := m.metricsServer.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("shut down the metrics server: %w", err))
 		}
 	}
 	if m.stopBG != nil {

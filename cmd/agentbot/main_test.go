@@ -114,6 +114,8 @@ func TestParseFlags(t *testing.T) {
 				}
 			},
 		},
+		{name: "metrics listen not host:port", args: []string{"serve"}, env: with("AGENTBOT_METRICS_LISTEN", "9090"), wantErr: []string{`--metrics-listen ($AGENTBOT_METRICS_LISTEN): "9090" is not host:port`}},
+		{name: "metrics listen on the main address", args: []string{"serve", "--listen", "127.0.0.1:9000"}, env: with("AGENTBOT_METRICS_LISTEN", "127.0.0.1:9000"), wantErr: []string{"give /metrics its own port"}},
 		{name: "missing secret", args: []string{"serve"}, env: map[string]string{}, wantErr: []string{"AGENTBOT_WEBHOOK_SECRET_FILE): required"}},
 		{name: "empty secret", args: []string{"serve"}, env: with("AGENTBOT_WEBHOOK_SECRET_FILE", empty), wantErr: []string{"is empty: an empty secret would accept unsigned deliveries"}},
 		{name: "secret file missing", args: []string{"serve"}, env: with("AGENTBOT_WEBHOOK_SECRET_FILE", filepath.Join(dir, "nope")), wantErr: []string{"nope does not exist"}},
@@ -304,7 +306,14 @@ func TestServeInProcess(t *testing.T) {
 	}
 	mu.Unlock()
 
-	_, metrics := get(t, base+"/metrics")
+	if status, _ := get(t, base+"/metrics"); status != http.StatusUnauthorized {
+		t.Errorf("/metrics without auth: %d, want 401", status)
+	}
+	tok, _, err := dataDirToken(dataDir, pagesTokenFile, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, metrics := getAs(t, base+"/metrics", "Bearer "+tok)
 	for _, want := range []string{
 		`agentbot_webhook_deliveries_total{event="issues",outcome="queued"} 1`,
 		`agentbot_tasks{state="queued"} 1`,

@@ -130,7 +130,11 @@ func TestServeRecoversMissedDeliveries(t *testing.T) {
 	if len(tasks) != len(missed) {
 		t.Errorf("%d tasks, want %d", len(tasks), len(missed))
 	}
-	_, metrics := get(t, "http://"+m.Addr()+"/metrics")
+	tok, _, err := dataDirToken(dataDir, pagesTokenFile, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, metrics := getAs(t, "http://"+m.Addr()+"/metrics", "Bearer "+tok)
 	if !strings.Contains(metrics, `agentbot_redeliveries_total{outcome="requested"} 3`) {
 		t.Errorf("metrics do not count redeliveries:\n%s", metrics)
 	}

@@ -45,6 +45,10 @@ func (m *Main) serve(ctx context.Context) error {
 		return err
 	}
 	m.Store = store
+	// After the store's lock: a second serve on this data dir has stopped.
+	if m.pages, err = pagesAuth(cfg.DataDir, m.DispatchConfig.Pages, m.Logger); err != nil {
+		return err
+	}
 
 	for _, hook := range m.hooks {
 		p, err := hook(ctx, m)
@@ -85,24 +89,24 @@ func (m *Main) listen(ctx context.Context) error {
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
 	m.listener = ln
-	m.server = &http.Server{
-		Handler:           m.Router,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(m.Logger.Handler(), slog.LevelWarn),
+	m.server = m.httpServer(m.Router)
+	if cfg.MetricsListen != "" {
+		if m.metricsListener, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
+			ln.Close()
+			return fmt.Errorf("listen on %s for /metrics: %w", cfg.MetricsListen, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", m.metricsHandler())
+		m.metricsServer = m.httpServer(mux)
 	}
 	bgCtx, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	m.stopBG = stopBG
-	m.bg.Add(2)
-	go func() {
-		defer m.bg.Done()
-		if err := m.server.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			m.serveErr <- err
-		}
-	}()
+	m.serveOn(m.server, ln)
+	if m.metricsServer != nil {
+		m.serveOn(m.metricsServer, m.metricsListener)
+		m.Logger.Info("serving /metrics without auth", slog.String("addr", m.metricsListener.Addr().String()))
+	}
+	m.bg.Add(1)
 	go func() {
 		defer m.bg.Done()
 		m.pruneLoop(bgCtx)
@@ -119,6 +123,36 @@ func (m *Main) listen(ctx context.Context) error {
 	m.ready.Store(true)
 	m.Logger.Info("listening", slog.String("addr", ln.Addr().String()), slog.String("db", m.DBPath()), slog.Any("config", cfg))
 	return nil
+}
+
+func (m *Main) httpServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(m.Logger.Handler(), slog.LevelWarn),
+	}
+}
+
+// serveOn serves srv on ln in a goroutine serve owns; a failure ends Wait.
+func (m *Main) serveOn(srv *http.Server, ln net.Listener) {
+	m.bg.Add(1)
+	go func() {
+		defer m.bg.Done()
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			select {
+			case m.serveErr <- err:
+			default: // the other server's failure is being reported
+			}
+		}
+	}()
+}
+
+func (m *Main) metricsHandler() http.Handler {
+	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry})
 }
 
 // router is the HTTP surface: the webhook, probes, metrics, then any
@@ -146,7 +180,12 @@ func (m *Main) router(hook http.Handler) chi.Router {
 			}
 		}
 	})
-	r.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry}))
+	// /metrics names repositories' task counts and the host's process
+	// figures: behind the pages' auth, unless the operator gave it a
+	// listener of its own (where it is only).
+	if m.Config.MetricsListen == "" {
+		r.Handle("/metrics", m.pages.Protect(m.metricsHandler()))
+	}
 	for _, p := range m.plugins {
 		if p.Routes != nil {
 			p.Routes(r)

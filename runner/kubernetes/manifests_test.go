@@ -3,6 +3,7 @@ package kubernetes_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -119,6 +120,10 @@ func checkDeployment(t *testing.T, d *appsv1.Deployment) {
 		problems["read-only root"] = c.SecurityContext != nil && c.SecurityContext.ReadOnlyRootFilesystem != nil && *c.SecurityContext.ReadOnlyRootFilesystem
 		problems["no privilege escalation"] = c.SecurityContext != nil && c.SecurityContext.AllowPrivilegeEscalation != nil && !*c.SecurityContext.AllowPrivilegeEscalation
 		problems["requests and limits"] = len(c.Resources.Requests) > 0 && len(c.Resources.Limits) > 0
+		problems["prometheus scrapes the metrics listener"] = envValue(c, "AGENTBOT_METRICS_LISTEN") == ":"+d.Spec.Template.Annotations["prometheus.io/port"] &&
+			slices.ContainsFunc(c.Ports, func(p corev1.ContainerPort) bool {
+				return fmt.Sprint(p.ContainerPort) == d.Spec.Template.Annotations["prometheus.io/port"]
+			})
 		problems["kubernetes launcher"] = envValue(c, "AGENTBOT_LAUNCHER") == "kubernetes" && envValue(c, "AGENTBOT_WARM_POOL") == "agentbot-runner"
 		problems["gateway listener on the gateway port"] = envValue(c, "AGENTBOT_GATEWAY_LISTEN") == ":8444" &&
 			envValue(c, "AGENTBOT_GATEWAY_ADDR") == "agentbot.$(AGENTBOT_NAMESPACE).svc:8444" && containerPort(c, "gateway") == 8444
