@@ -33,7 +33,7 @@ func TestReviewThreadFollowUpAnsweredInItsThread(t *testing.T) {
 	_ = elsewhere
 	fu := h.enqueue(agentbot.Trigger{Kind: agentbot.KindFollowUp, Issue: prRef, IsPullRequest: true,
 		Review: &agentbot.ReviewRef{CommentID: ask, ThreadRoot: root, Path: "greeting.txt", Line: 1, Side: "RIGHT", DiffHunk: hunk},
-		Prompt: agentbot.Prompt{Instructions: "scripted: copy-prompt prompt.txt"}})
+		Prompt: agentbot.Prompt{Instructions: "scripted: copy-prompt prompt.txt; summary Done for @alice, fixes #1"}})
 	done := h.waitState(fu.ID, agentbot.StateSucceeded)
 	if done.Result.Commit == "" || done.Result.Commit == first.Result.Commit || h.git.RevParse("octo", "demo", first.Result.Branch) != done.Result.Commit {
 		t.Fatalf("the follow-up's commit %q is not the branch's head %q", done.Result.Commit, h.git.RevParse("octo", "demo", first.Result.Branch))
@@ -58,11 +58,11 @@ func TestReviewThreadFollowUpAnsweredInItsThread(t *testing.T) {
 			replies = append(replies, c)
 		}
 	}
-	if len(replies) != 1 || replies[0].InReplyTo != root || !strings.Contains(replies[0].Body, done.Result.Commit) {
+	if len(replies) != 1 || replies[0].InReplyTo != root || !strings.Contains(replies[0].Body, done.Result.Commit) || !strings.Contains(replies[0].Body, "Done for") {
 		t.Fatalf("replies in the thread %+v; want one in reply to %d naming %s", replies, root, done.Result.Commit)
 	}
-	if strings.Contains(replies[0].Body, "@alice") {
-		t.Errorf("the reply pings: %s", replies[0].Body)
+	if strings.Contains(replies[0].Body, "@alice") || strings.Contains(replies[0].Body, "fixes #1") {
+		t.Errorf("the agent's summary is not inert in the reply: %s", replies[0].Body)
 	}
 }
 
