@@ -149,9 +149,12 @@ type Trigger struct {
 	CommentID int64 `json:"comment_id,omitempty"`
 	// API is set for a task created through the task API: who (which
 	// token) asked, and what it chose beyond the repository's settings.
-	API    *APIRequest `json:"api,omitempty"`
-	Prompt Prompt      `json:"prompt"`
-	Sender Sender      `json:"sender"`
+	API *APIRequest `json:"api,omitempty"`
+	// Review is set for a follow-up (or control) asked in a review thread
+	// or in a submitted review's body.
+	Review *ReviewRef `json:"review,omitempty"`
+	Prompt Prompt     `json:"prompt"`
+	Sender Sender     `json:"sender"`
 	// Reason says, for logs, why an event was ignored or what it matched.
 	Reason string `json:"reason,omitempty"`
 }
@@ -169,6 +172,26 @@ type APIRequest struct {
 	// NoPR asks for a branch only (open_pr: false).
 	NoPR bool `json:"no_pr,omitempty"`
 }
+
+// ReviewRef is where on a pull request's review a command was given: a
+// review comment (CommentID, in the thread whose first comment is
+// ThreadRoot) or a review's body (ReviewID, CommentID 0). The location
+// fields are what the delivery said of the comment.
+type ReviewRef struct {
+	CommentID  int64  `json:"comment_id,omitempty"`
+	ThreadRoot int64  `json:"thread_root,omitempty"`
+	ReviewID   int64  `json:"review_id,omitempty"`
+	Path       string `json:"path,omitempty"`
+	Line       int    `json:"line,omitempty"`
+	StartLine  int    `json:"start_line,omitempty"`
+	Side       string `json:"side,omitempty"`
+	StartSide  string `json:"start_side,omitempty"`
+	DiffHunk   string `json:"diff_hunk,omitempty"`
+}
+
+// InThread reports whether the command was a review comment, answered in
+// its thread.
+func (r *ReviewRef) InThread() bool { return r != nil && r.CommentID != 0 }
 
 // RepoFacts are a repository's coordinates as a webhook delivery gives
 // them.

@@ -199,6 +199,7 @@ func (d *Dispatcher) refuse(ctx context.Context, t *agentbot.Task, outcome, phas
 			log.Warn("cannot post refusal", "err", err)
 		}
 		commentID = id
+		d.refuseInThread(ctx, t, reason)
 	}
 	defer d.forgetConversation(t.ID)
 	_, err := d.store.Transition(ctx, t.ID, agentbot.StateQueued, to, func(s *agentbot.Task) error {

@@ -196,7 +196,9 @@ func (d *Dispatcher) finish(ctx context.Context, t *agentbot.Task, from, to agen
 // finalReport writes a terminal task's result through its conversation,
 // which is then done.
 func (d *Dispatcher) finalReport(ctx context.Context, t *agentbot.Task, logTail []string) {
-	d.conversationOf(t).Finish(ctx, t, d.view(t, logTail, ""), d.finalHead(ctx, t))
+	v := d.view(t, logTail, "")
+	d.conversationOf(t).Finish(ctx, t, v, d.finalHead(ctx, t))
+	d.replyInThread(ctx, t, v)
 	d.forgetConversation(t.ID)
 }
 

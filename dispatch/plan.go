@@ -38,6 +38,10 @@ type lookups struct {
 	body     string
 	branch   string
 	head     string // the branch's head, "" when it does not exist yet
+	// review is a review follow-up's thread (or review) material;
+	// reviewed says it replaces the pull request's review feedback.
+	review   []string
+	reviewed bool
 	err      *failure
 }
 
@@ -102,6 +106,10 @@ func (l *lookups) pullRequest(ctx context.Context, d *Dispatcher, t *agentbot.Ta
 		return fail
 	}
 	l.pr, l.branch, l.head = pr, pr.HeadBranch, pr.HeadSHA
+	var fail *failure
+	if l.review, l.reviewed, fail = d.reviewPrompt(ctx, t); fail != nil {
+		return fail
+	}
 	l.title, l.body = t.Trigger.Prompt.Title, t.Trigger.Prompt.Body
 	if l.title == "" {
 		l.title, l.body = pr.Title, pr.Body
@@ -241,7 +249,9 @@ func (a *attempt) plan(ctx context.Context, l *lookups) (*plan, *failure) {
 	}
 	if t.Trigger.Kind == agentbot.KindFollowUp {
 		p.job.BaseBranch = l.pr.BaseBranch
-		if rc, err := d.gh.ReviewComments(ctx, inst, ref); err == nil {
+		if l.reviewed {
+			p.job.Prompt.ReviewComments = l.review
+		} else if rc, err := d.gh.ReviewComments(ctx, inst, ref); err == nil {
 			p.job.Prompt.ReviewComments = rc
 		} else {
 			logFrom(ctx).Warn("cannot read review comments", "err", err)

@@ -409,7 +409,7 @@ func clip(s string) string {
 // eventLabel keeps the metric's event label to a fixed set.
 func eventLabel(event string) string {
 	switch event {
-	case "issues", "issue_comment", "check_run", "ping":
+	case "issues", "issue_comment", "check_run", "ping", "pull_request_review_comment", "pull_request_review":
 		return event
 	case "":
 		return "none"

@@ -6,9 +6,11 @@ package webhook
 // in step with parse: TestHandlesMatchesParse checks every other action is
 // ignored.
 var acted = map[string][]string{
-	"issues":        {"labeled", "unlabeled", "assigned", "unassigned"},
-	"issue_comment": {"created"},
-	"check_run":     {"requested_action", "rerequested"},
+	"issues":                      {"labeled", "unlabeled", "assigned", "unassigned"},
+	"issue_comment":               {"created"},
+	"check_run":                   {"requested_action", "rerequested"},
+	"pull_request_review_comment": {"created"},
+	"pull_request_review":         {"submitted"},
 }
 
 // Handles reports whether a delivery of event with action may be acted on

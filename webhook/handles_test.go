@@ -17,8 +17,10 @@ func TestHandlesMatchesParse(t *testing.T) {
 		{"comment command", "issue_comment", "issue_comment.created.issue.json", []func(map[string]any){set("comment.body", "/agent fix it")}},
 		{"check run button", "check_run", "check_run.requested_action.json", nil},
 		{"check run re-run", "check_run", "check_run.rerequested.json", nil},
+		{"review thread command", "pull_request_review_comment", "pull_request_review_comment.created.json", nil},
+		{"review body command", "pull_request_review", "pull_request_review.submitted.json", nil},
 	}
-	others := []string{"opened", "edited", "deleted", "closed", "unlabeled", "completed", "created", "labeled", "requested_action", "rerequested"}
+	others := []string{"opened", "edited", "deleted", "closed", "unlabeled", "completed", "created", "labeled", "requested_action", "rerequested", "submitted", "dismissed"}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			body := payload(t, tt.file, tt.edits...)

@@ -39,7 +39,10 @@ type ParseOptions struct {
 // Handled: issues.labeled with a trigger label (new task);
 // issue_comment.created with an /agent command (new task on an issue,
 // follow-up on a pull request, or a control command); check_run
-// requested_action "cancel"/"retry" and check_run.rerequested (controls).
+// requested_action "cancel"/"retry" and check_run.rerequested (controls);
+// pull_request_review_comment.created and pull_request_review.submitted
+// with an /agent command (follow-up in a review thread or on a review's
+// body, or a control command; see review.go).
 // Bots, edits, deletions and every other event are ignored.
 func Parse(event string, payload []byte, opts ParseOptions) (agentbot.Trigger, error) {
 	d, err := parse(event, payload, opts)
@@ -81,6 +84,10 @@ func parse(event string, payload []byte, opts ParseOptions) (decision, error) {
 		return parseCheckRun(&e), nil
 	case "push":
 		return parsePush(payload)
+	case "pull_request_review_comment":
+		return parseReviewComment(payload, opts)
+	case "pull_request_review":
+		return parseReview(payload, opts)
 	default:
 		if !valid(payload) {
 			return decision{}, fmt.Errorf("%s event: %w: not JSON", event, ErrMalformed)

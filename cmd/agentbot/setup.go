@@ -95,7 +95,7 @@ func (o *SetupOptions) manifest(redirect string) map[string]any {
 		"default_permissions": map[string]string{
 			"contents": "write", "issues": "write", "pull_requests": "write", "checks": "write", "metadata": "read",
 		},
-		"default_events": []string{"issues", "issue_comment", "check_run", "pull_request"},
+		"default_events": []string{"issues", "issue_comment", "check_run", "pull_request", "pull_request_review", "pull_request_review_comment"},
 	}
 }
 

@@ -99,6 +99,7 @@ type repo struct {
 	checkRuns     []*CheckRun
 	reviews       map[int][]Review
 	reviewCmts    map[int][]ReviewComment
+	resolved      map[int64]bool // review threads by their first comment
 }
 
 type issue struct {
@@ -193,17 +194,24 @@ type Action struct {
 	Identifier  string `json:"identifier"`
 }
 
-// Review is a pull request review (for follow-up prompts).
+// Review is a pull request review (for follow-up prompts). ID is set by
+// AddReview.
 type Review struct {
+	ID                int64
 	User, State, Body string
 	Bot               bool
 }
 
-// ReviewComment is an inline review comment.
+// ReviewComment is an inline review comment. ID is set by
+// AddReviewComment (and the replies endpoint); InReplyTo is the thread's
+// first comment, 0 for that first comment itself; ReviewID the review it
+// belongs to.
 type ReviewComment struct {
-	User, Path, Body string
-	Line             int
-	Bot              bool
+	ID, InReplyTo, ReviewID int64
+	User, Path, Body        string
+	Line, StartLine         int
+	Side, DiffHunk          string
+	Bot                     bool
 }
 
 type failure struct {
@@ -283,7 +291,7 @@ func (s *Server) AddRepo(r agentbot.Repo, git *gitserver.Server, defaultBranch s
 	s.repos[r.FullName()] = &repo{
 		ref: r, id: s.nextID, git: git, defaultBranch: defaultBranch,
 		perms: map[string]string{}, issues: map[int]*issue{}, prs: map[int]*PullRequest{},
-		reviews: map[int][]Review{}, reviewCmts: map[int][]ReviewComment{},
+		reviews: map[int][]Review{}, reviewCmts: map[int][]ReviewComment{}, resolved: map[int64]bool{},
 	}
 }
 
@@ -386,20 +394,25 @@ func (s *Server) AddPullRequest(r agentbot.Repo, head, base, title, body, author
 	return rp.addPR(&PullRequest{Title: title, Body: body, Head: head, Base: base, HeadSHA: sha, State: "open", Author: author})
 }
 
-// AddReview records a review on pull request ref.
-func (s *Server) AddReview(ref agentbot.IssueRef, rv Review) {
+// AddReview records a review on pull request ref and returns its id.
+func (s *Server) AddReview(ref agentbot.IssueRef, rv Review) int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	rp := s.mustRepo(ref.Repo)
+	rv.ID = s.newID()
 	rp.reviews[ref.Number] = append(rp.reviews[ref.Number], rv)
+	return rv.ID
 }
 
-// AddReviewComment records an inline review comment on pull request ref.
-func (s *Server) AddReviewComment(ref agentbot.IssueRef, c ReviewComment) {
+// AddReviewComment records an inline review comment on pull request ref
+// and returns its id.
+func (s *Server) AddReviewComment(ref agentbot.IssueRef, c ReviewComment) int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	rp := s.mustRepo(ref.Repo)
+	c.ID = s.newID()
 	rp.reviewCmts[ref.Number] = append(rp.reviewCmts[ref.Number], c)
+	return c.ID
 }
 
 // SetTokenLifetime sets the lifetime of tokens minted from now on.

@@ -178,7 +178,11 @@ func (s *Server) listReviews(q *req) {
 		if rv.Bot {
 			u["type"] = "Bot"
 		}
-		out = append(out, map[string]any{"id": i + 1, "user": u, "state": rv.State, "body": rv.Body})
+		id := rv.ID
+		if id == 0 {
+			id = int64(i + 1)
+		}
+		out = append(out, map[string]any{"id": id, "user": u, "state": rv.State, "body": rv.Body})
 	}
 	writeJSON(q.w, http.StatusOK, out)
 }
@@ -190,11 +194,10 @@ func (s *Server) listReviewComments(q *req) {
 	}
 	out := []any{}
 	for i, c := range q.repo.reviewCmts[pr.Number] {
-		u := userJSON(c.User)
-		if c.Bot {
-			u["type"] = "Bot"
+		if c.ID == 0 {
+			c.ID = int64(i + 1)
 		}
-		out = append(out, map[string]any{"id": i + 1, "user": u, "path": c.Path, "line": c.Line, "body": c.Body})
+		out = append(out, reviewCommentJSON(c))
 	}
 	writeJSON(q.w, http.StatusOK, out)
 }
