@@ -54,10 +54,27 @@ type Job struct {
 	// IssueNumber is named in the commit message.
 	IssueNumber int `json:"issue_number,omitempty"`
 
+	// Gateway, when set, is the sandbox's only way out: agent-runner
+	// forwards Gateway.Listen to the gateway's unix socket before it
+	// clones, and the job's Env names the proxy there (gateway.Task.Env).
+	Gateway *JobGateway `json:"gateway,omitempty"`
+
 	// Env is extra environment the operator allows into the agent's process
 	// (the model API key, for instance). Values are secrets: they are
 	// redacted from every event.
 	Env map[string]string `json:"env,omitempty"`
+}
+
+// JobGateway is where agent-runner finds agentbot's egress gateway.
+type JobGateway struct {
+	// Socket is the gateway's unix socket as the sandbox sees it.
+	Socket string `json:"socket"`
+	// Listen is the loopback address agent-runner forwards to Socket
+	// ("127.0.0.1:3128"), the proxy address in the job's Env.
+	Listen string `json:"listen"`
+	// HostSocket is the socket on agentbot's side, for the local launcher
+	// to bind in; it never travels in the job.
+	HostSocket string `json:"-"`
 }
 
 // JobPrompt is what the agent is asked to do.

@@ -54,7 +54,8 @@ func (l *Launcher) command(job runner.Job, ws string, args ...string) (*exec.Cmd
 	plan, err := sandbox.NewPlan(sandbox.PlanOptions{
 		Workspace: ws, ReadOnly: l.readOnlyPaths(job),
 		HostUID: l.uid, HostGID: l.gid, Limits: l.opts.Limits,
-		ShareNet: !l.opts.PrivateNetwork, NestedAgent: l.isolation == IsolationBwrap,
+		ShareNet: l.opts.ShareNetwork, NestedAgent: l.isolation == IsolationBwrap,
+		GatewaySocket: gatewaySocket(job),
 	})
 	if err != nil {
 		return nil, nil, err
@@ -90,6 +91,13 @@ func (l *Launcher) command(job runner.Job, ws string, args ...string) (*exec.Cmd
 		return nil, nil, err
 	}
 	return cmd, box, nil
+}
+
+func gatewaySocket(job runner.Job) string {
+	if job.Gateway == nil {
+		return ""
+	}
+	return job.Gateway.HostSocket
 }
 
 // gvisorThreads is what gVisor's own processes take of the task's pids
