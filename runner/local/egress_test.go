@@ -149,11 +149,11 @@ func TestSandboxEgress(t *testing.T) {
 			r, err := l.Start(ctx, runner.Job{
 				Version: runner.ProtocolVersion, TaskID: task.ID, Repo: "octo/app", CloneURL: task.CloneURL(),
 				BaseBranch: "main", Branch: "agentbot/issue-1-net",
-				Gateway:    &runner.JobGateway{Listen: "127.0.0.1:3128", HostSocket: task.Socket},
-				Prompt:     runner.JobPrompt{Title: "net", Body: "net"},
-				Agent:      runner.AgentSpec{Name: "command", Command: "/bin/sh " + script},
-				Env:        env,
-				TimeLimit:  runner.Duration(2 * time.Minute), AuthorName: "bot", AuthorEmail: "bot@example.com",
+				Gateway:   &runner.JobGateway{Listen: "127.0.0.1:3128", HostSocket: task.Socket},
+				Prompt:    runner.JobPrompt{Title: "net", Body: "net"},
+				Agent:     runner.AgentSpec{Name: "command", Command: "/bin/sh " + script},
+				Env:       env,
+				TimeLimit: runner.Duration(2 * time.Minute), AuthorName: "bot", AuthorEmail: "bot@example.com",
 			})
 			if err != nil {
 				t.Fatal(err)
