@@ -6,6 +6,7 @@ import (
 	"maps"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -189,7 +190,7 @@ func (a *attempt) budgetMessage() string {
 	task := a.gw
 	a.mu.Unlock()
 	spent, _ := task.Spent()
-	return fmt.Sprintf("the agent was stopped: the task's model budget of $%.2f is spent ($%.4f measured by agentbot's model relay)", task.Budget(), spent)
+	return fmt.Sprintf("the agent was stopped: the task's model budget of $%s is spent ($%.4f measured by agentbot's model relay)", strconv.FormatFloat(task.Budget(), 'f', -1, 64), spent)
 }
 
 // gatewayKey is the attempt's placeholder model key, a secret to redact.
