@@ -9,8 +9,8 @@ import (
 	"github.com/agentbot/agentbot"
 	"github.com/agentbot/agentbot/gateway"
 	"github.com/agentbot/agentbot/internal/fakeanthropic"
-	"github.com/agentbot/agentbot/runner"
 	"github.com/agentbot/agentbot/internal/testtool"
+	"github.com/agentbot/agentbot/runner"
 )
 
 // TestClaudeCodeEndToEnd is the main path once more with the real Claude
