@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/agentbot/agentbot"
+	"github.com/agentbot/agentbot/gateway"
 	"github.com/agentbot/agentbot/runner"
 )
 
@@ -32,6 +33,10 @@ type attempt struct {
 	delivering string
 	token      string // the run's read token, for redaction
 	note       string // a sentence every report of this run adds
+	// gw is the run's gateway task (nil without Options.Egress, or for a
+	// run re-attached after a restart).
+	gw     *gateway.Task
+	egress egressLog
 }
 
 func (d *Dispatcher) newAttempt(t *agentbot.Task) *attempt {
@@ -258,6 +263,8 @@ func (a *attempt) conclude(ctx context.Context, p *plan, run runner.Run, out fol
 		a.end(ctx, agentbot.StateCancelled, "cancelled", agentbot.Result{
 			Error: "cancelled by " + byWhom(out.cancelledBy), FailedPhase: t.Phase,
 		}, nil, false)
+	case out.budgetSpent:
+		a.failed(ctx, &failure{phase: t.Phase, msg: a.budgetMessage(), tail: out.tail, permanent: true})
 	case out.timedOut:
 		a.failed(ctx, &failure{phase: t.Phase, msg: fmt.Sprintf("the task ran out of its time limit of %s", time.Duration(p.job.TimeLimit)), tail: out.tail})
 	case errors.Is(out.waitErr, runner.ErrGone):

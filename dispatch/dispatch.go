@@ -87,6 +87,9 @@ type Options struct {
 	// settings name none, and Command is the only source of a "command"
 	// agent's command line (a repository file never names a command).
 	Agent runner.AgentSpec
+	// Egress, when set, is the sandboxes' only way out (see Egress); nil
+	// hands the sandbox a read token and AgentEnv's model key.
+	Egress *Egress
 	// AgentEnv goes into every job's environment (the model API key, for
 	// instance); the values are secrets.
 	AgentEnv map[string]string

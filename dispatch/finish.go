@@ -3,6 +3,7 @@ package dispatch
 import (
 	"context"
 	"fmt"
+	"maps"
 	"strings"
 	"time"
 
@@ -125,7 +126,15 @@ func (d *Dispatcher) render(id string, v github.ProgressView) github.ProgressVie
 // agent environment.
 func (a *attempt) redactor() redactor {
 	token, _ := a.secrets()
-	return newRedactor(token, a.d.opts.AgentEnv)
+	env := a.d.opts.AgentEnv
+	if key := a.gatewayKey(); key != "" {
+		env = maps.Clone(env)
+		if env == nil {
+			env = map[string]string{}
+		}
+		env["AGENTBOT_GATEWAY_KEY"] = key
+	}
+	return newRedactor(token, env)
 }
 
 // failed ends the attempt's task as failed with its phase and log tail.
@@ -141,8 +150,15 @@ func (a *attempt) end(ctx context.Context, to agentbot.TaskState, outcome string
 		res.Summary = t.Result.Summary
 	}
 	// The run is over: its read token goes first, so a task reported
-	// finished holds no live token.
-	a.revokeToken(ctx)
+	// finished holds no live token. The cost is the model relay's measure
+	// where there is one, not the agent's own report.
+	if cost, ok := a.revokeToken(ctx); ok {
+		res.CostUSD = cost
+		d.metrics.modelCost.Add(cost)
+	}
+	if note := a.egress.note(); note != "" {
+		a.addNote(note)
+	}
 	if _, err := d.finish(ctx, t, agentbot.StateRunning, to, outcome, res, tail); err != nil {
 		logFrom(ctx).Error("cannot finish task", "err", err)
 	}
@@ -159,10 +175,16 @@ func (a *attempt) readToken() string {
 // revokeToken revokes the read token the attempt gave its sandbox, once
 // the sandbox is done with it (the task ended, or its run was stopped).
 // The token stays known for redaction.
-func (a *attempt) revokeToken(ctx context.Context) {
+//
+// The gateway task closes first, so that nothing uses the token any more;
+// it returns the model cost the relay measured (ok false without a
+// gateway).
+func (a *attempt) revokeToken(ctx context.Context) (costUSD float64, ok bool) {
+	costUSD, ok = a.closeGateway()
 	if token, _ := a.secrets(); token != "" {
 		a.d.gh.RevokeToken(ctx, a.task.Ref().Repo, token)
 	}
+	return costUSD, ok
 }
 
 // finish moves a task from one state to a terminal one with its result,

@@ -34,6 +34,9 @@ type followed struct {
 	tail        []string
 	cancelledBy string
 	timedOut    bool
+	// budgetSpent: the model relay measured the task's budget spent, and
+	// the run was stopped.
+	budgetSpent bool
 	shutdown    bool
 }
 
@@ -62,6 +65,7 @@ func (a *attempt) follow(ctx context.Context, run runner.Run, limit runner.Durat
 	flush := time.NewTimer(time.Hour)
 	defer flush.Stop()
 	events := run.Events()
+	budget := a.budgetSpent()
 	for events != nil {
 		flush.Reset(untilFlush(a.conv.FlushAt(), a.d.now()))
 		select {
@@ -76,6 +80,11 @@ func (a *attempt) follow(ctx context.Context, run runner.Run, limit runner.Durat
 		case by := <-a.cancel:
 			f.out.cancelledBy = by
 			log.Info("cancelling run", "by", by)
+			f.stop(ctx, run)
+		case <-budget:
+			budget = nil
+			f.out.budgetSpent = true
+			log.Warn("the task's model budget is spent; stopping the run")
 			f.stop(ctx, run)
 		case <-deadline.C:
 			f.out.timedOut = true
@@ -189,7 +198,7 @@ func (f *follower) end(ctx context.Context, run runner.Run) followed {
 		default:
 		}
 	}
-	if code == runner.ExitCancelled && f.out.cancelledBy == "" && !f.out.timedOut {
+	if code == runner.ExitCancelled && f.out.cancelledBy == "" && !f.out.timedOut && !f.out.budgetSpent {
 		f.out.cancelledBy = "agentbot"
 	}
 	return f.out

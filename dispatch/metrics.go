@@ -18,6 +18,8 @@ type metrics struct {
 	launcherErrors *prometheus.CounterVec
 	requeued       prometheus.Counter
 	panics         prometheus.Counter
+	egressBlocked  prometheus.Counter
+	modelCost      prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -60,6 +62,14 @@ func newMetrics() *metrics {
 			Name: "agentbot_dispatch_panics_total",
 			Help: "Panics recovered while handling a task (each is a bug; the task is left for the next scan or restart).",
 		}),
+		egressBlocked: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "agentbot_egress_blocked_total",
+			Help: "Connections and requests from sandboxes that the egress gateway refused.",
+		}),
+		modelCost: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "agentbot_model_cost_usd_total",
+			Help: "Model API cost of finished attempts in US dollars, as the model relay measured it.",
+		}),
 	}
 }
 
@@ -67,7 +77,7 @@ func (m *metrics) register(reg *prometheus.Registry) error {
 	if reg == nil {
 		return nil
 	}
-	for _, c := range []prometheus.Collector{m.started, m.finished, m.queueDepth, m.running, m.duration, m.timeToStart, m.launcherErrors, m.requeued, m.panics} {
+	for _, c := range []prometheus.Collector{m.started, m.finished, m.queueDepth, m.running, m.duration, m.timeToStart, m.launcherErrors, m.requeued, m.panics, m.egressBlocked, m.modelCost} {
 		if err := reg.Register(c); err != nil {
 			return fmt.Errorf("dispatch: register metrics: %w", err)
 		}

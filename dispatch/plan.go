@@ -264,9 +264,11 @@ func (a *attempt) plan(ctx context.Context, l *lookups) (*plan, *failure) {
 	if err != nil {
 		return nil, failf("preparing", "cannot mint a read-only token for %s: %v", ref.Repo, err)
 	}
-	p.job.Token = tok.Value
 	a.setToken(tok.Value)
 	a.attachMirror(ctx, p)
+	if fail := a.openGateway(ctx, p, tok.Value); fail != nil {
+		return nil, fail
+	}
 	return p, nil
 }
 

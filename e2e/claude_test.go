@@ -1,13 +1,16 @@
 package e2e
 
 import (
+	"math"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/agentbot/agentbot"
+	"github.com/agentbot/agentbot/gateway"
 	"github.com/agentbot/agentbot/internal/fakeanthropic"
 	"github.com/agentbot/agentbot/internal/testtool"
+	"github.com/agentbot/agentbot/runner"
 )
 
 // TestClaudeCodeEndToEnd is the main path once more with the real Claude
@@ -48,8 +51,20 @@ func TestClaudeCodeEndToEnd(t *testing.T) {
 	if got, err := w.git.Show(repo.Owner, repo.Name, page.Result.Branch, "NOTES.md"); err != nil || got != "hello from claude\n" {
 		t.Fatalf("NOTES.md on %s = %q, %v", page.Result.Branch, got, err)
 	}
-	if page.Result.CostUSD <= 0 {
-		t.Errorf("no cost recorded: %+v", page.Result)
+	// Through the model relay: the fake saw the operator's key on every
+	// request, never the sandbox's placeholder, and the cost is the fake's
+	// usage at the price table, measured by agentbot.
+	var want float64
+	for _, r := range api.Requests() {
+		if r.APIKey != apiKey {
+			t.Errorf("the fake API got key %q on %s, not the operator's", r.APIKey, r.Path)
+		}
+		if r.Path == "/v1/messages" && r.Answer != "404" {
+			want += gateway.DefaultPrices.For(r.Model).Cost(runner.Usage{InputTokens: fakeanthropic.InputTokens, OutputTokens: fakeanthropic.OutputTokens})
+		}
+	}
+	if page.Result.CostUSD <= 0 || math.Abs(page.Result.CostUSD-want) > 1e-9 {
+		t.Errorf("cost %v, want the relay's measure %v", page.Result.CostUSD, want)
 	}
 	comments := w.gh.Comments(ref(8))
 	if len(comments) != 1 {
@@ -64,5 +79,49 @@ func TestClaudeCodeEndToEnd(t *testing.T) {
 	}
 	if prs := w.gh.PullRequests(repo); len(prs) != 1 || !strings.Contains(prs[0].Body, summary) {
 		t.Errorf("pull requests: %+v", prs)
+	}
+}
+
+// TestClaudeCodeBudget gives the real Claude Code CLI a budget smaller than
+// its scripted conversation: the model relay refuses the call past it and
+// the dispatcher stops the run, which fails with the budget message.
+func TestClaudeCodeBudget(t *testing.T) {
+	bin := testtool.Claude(t)
+	turns := make([]fakeanthropic.Turn, 6)
+	for i := range turns {
+		turns[i] = fakeanthropic.Turn{Text: "step", ToolUses: []fakeanthropic.ToolUse{{
+			Name: "Write", Input: map[string]string{"file_path": "N.md", "content": "x\n"}}}}
+	}
+	api := fakeanthropic.New(t, turns...)
+	w := newWorld(t)
+	w.settings("agent: claude\nmodel: claude-sonnet-4-5\nmax_turns: 10\nmax_cost_usd: 0.00001\n")
+	b := w.start(
+		"AGENTBOT_AGENT=claude",
+		"AGENTBOT_CLAUDE_BIN="+bin,
+		"ANTHROPIC_API_KEY=sk-ant-e2e-budget-key-5678",
+		"ANTHROPIC_BASE_URL="+api.URL,
+		"AGENTBOT_MAX_COST_USD=5",
+		"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1",
+		"DISABLE_AUTOUPDATER=1",
+		"AGENTBOT_AGENT_ENV=CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC,DISABLE_AUTOUPDATER",
+	)
+	b.deliver("issues", w.issue(9, "Spend", "Write N.md many times."))
+	task := b.taskFor(9, agentbot.KindNew)
+	page := b.waitDone(task.ID, 3*time.Minute)
+	if page.Task.State != agentbot.StateFailed || !strings.Contains(page.Result.Error, "model budget of $0.00001 is spent") {
+		t.Fatalf("task ended %s: %+v", page.Task.State, page.Result)
+	}
+	main := 0
+	for _, r := range api.Requests() {
+		if r.Main {
+			main++
+		}
+	}
+	if main >= len(turns) {
+		t.Errorf("the agent made %d main calls, all the script's %d: the budget did not stop it", main, len(turns))
+	}
+	comments := w.gh.Comments(ref(9))
+	if len(comments) != 1 || !strings.Contains(comments[0].Body, "model budget") {
+		t.Errorf("final comment lacks the budget message: %+v", comments)
 	}
 }

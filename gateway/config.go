@@ -16,8 +16,10 @@ import (
 type Config struct {
 	Options Options
 	// Allow is every task's allow-list before the repository's additions
-	// (AGENTBOT_EGRESS_ALLOW; default: the model API hosts and the git
-	// host).
+	// (AGENTBOT_EGRESS_ALLOW; default: none). Not the model API and git
+	// hosts: the relays reach those for the sandbox, and a direct tunnel
+	// to github.com would let an agent push, with a token planted in the
+	// issue, to a repository of the attacker's (docs/security.md).
 	Allow []Rule
 	// Ceiling bounds what a repository's egress: may add
 	// (AGENTBOT_EGRESS_CEILING; default "*:*", anything).
@@ -85,14 +87,7 @@ func isListSep(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '
 
 func (c *Config) readRules(getenv func(string) string) error {
 	var errs []error
-	allow, ok := lookup(getenv, "AGENTBOT_EGRESS_ALLOW")
-	if !ok {
-		git := "github.com"
-		if c.Options.GitURL != nil {
-			git = c.Options.GitURL.Hostname()
-		}
-		allow = strings.Join([]string{c.Options.Model.AnthropicURL.Hostname(), c.Options.Model.OpenAIURL.Hostname(), git}, ",")
-	}
+	allow, _ := lookup(getenv, "AGENTBOT_EGRESS_ALLOW")
 	rules, err := ParseRules(allow)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("AGENTBOT_EGRESS_ALLOW: %w", err))

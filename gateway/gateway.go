@@ -145,6 +145,9 @@ type TaskSpec struct {
 	Allow AllowList
 	// GitToken is the read-only token the git relay adds; nil serves no git.
 	GitToken TokenSource
+	// GitRemote is the repository's clone URL as the host reports it
+	// (GitHub's clone_url); nil means Options.GitURL/<Repo>.git.
+	GitRemote *url.URL
 	// MaxCostUSD is the task's model budget; 0 leaves the operator's
 	// (Model.MaxCostUSD), and a larger figure is lowered to it.
 	MaxCostUSD float64

@@ -31,6 +31,10 @@ func (t *Task) git(w http.ResponseWriter, r *http.Request) {
 	}
 	target := *t.g.opts.GitURL
 	target.Path = path.Join("/", target.Path, t.spec.Repo+".git", suffix)
+	if remote := t.spec.GitRemote; remote != nil {
+		target = *remote
+		target.Path = path.Join("/", remote.Path, suffix)
+	}
 	target.RawPath, target.RawQuery = "", r.URL.RawQuery
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {

@@ -75,6 +75,9 @@ func (t *Task) Env(proxy string) map[string]string {
 	return env
 }
 
+// Budget is the task's model budget in US dollars (0: none).
+func (t *Task) Budget() float64 { return t.budget }
+
 // Spent is the task's model cost so far, and the tokens behind it, as the
 // model relay measured them.
 func (t *Task) Spent() (costUSD float64, usage runner.Usage) {

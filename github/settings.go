@@ -16,6 +16,7 @@ import (
 
 	"github.com/agentbot/agentbot"
 	"github.com/agentbot/agentbot/bundle"
+	"github.com/agentbot/agentbot/gateway"
 )
 
 // SettingsPath is where a repository configures agentbot, read from the
@@ -41,6 +42,13 @@ type Settings struct {
 	// Assignee is the login (a machine user: Apps cannot be assignees)
 	// whose assignment to an issue starts a task; "" = assignment does not.
 	Assignee string
+	// Egress are hosts the sandbox may reach beyond the operator's
+	// allow-list ("registry.npmjs.org", "*.example.com:443"), within the
+	// operator's ceiling.
+	Egress []string
+	// MaxCostUSD lowers the operator's model budget for a task (0 = the
+	// operator's).
+	MaxCostUSD float64
 }
 
 // DefaultSettings are the settings of a repository without a settings file.
@@ -73,6 +81,7 @@ func (e *SettingsError) Error() string {
 var settingsKeys = []string{
 	"trigger_label", "branch_prefix", "template", "agent", "model", "time_limit",
 	"draft_pr", "allowed_users", "allowed_teams", "protected_paths", "max_turns", "assignee",
+	"egress", "max_cost_usd",
 }
 
 var (
@@ -195,6 +204,13 @@ func (p *settingsParser) fields(s *Settings) {
 	s.ProtectedPaths = MergePaths(s.ProtectedPaths, protected)
 	p.str("assignee", &s.Assignee, loginName, "a GitHub login", true)
 	s.Assignee = strings.TrimPrefix(s.Assignee, "@")
+	p.list("egress", &s.Egress, func(x string) bool { _, err := gateway.ParseRule(x); return err == nil }, "a host such as registry.npmjs.org, *.example.com or pypi.org:443")
+	if v, ok := p.raw["max_cost_usd"]; ok {
+		if err := json.Unmarshal(v, &s.MaxCostUSD); err != nil || s.MaxCostUSD <= 0 || s.MaxCostUSD > 1e6 {
+			p.problem("max_cost_usd must be a positive dollar figure such as 2.50")
+			s.MaxCostUSD = 0
+		}
+	}
 	if v, ok := p.raw["max_turns"]; ok {
 		if err := json.Unmarshal(v, &s.MaxTurns); err != nil || s.MaxTurns < 0 || s.MaxTurns > 10000 {
 			p.problem("max_turns must be a whole number between 0 and 10000")

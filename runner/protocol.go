@@ -64,14 +64,16 @@ type Job struct {
 	// redacted from every event.
 	Env map[string]string `json:"env,omitempty"`
 
-	// Gateway, when set, is agentbot's egress gateway reached over TCP (a
-	// Kubernetes pod's only way out): agent-runner listens on its Listen
-	// address and joins every connection to Addr, authenticated with
-	// Capability. Env points the agent's proxy and model clients at Listen.
+	// Gateway, when set, is the sandbox's only way out: agent-runner
+	// listens on Gateway.Listen and joins every connection to agentbot's
+	// egress gateway — its unix socket bound into a local sandbox, or its
+	// TCP address with the task's capability from a Kubernetes pod. The
+	// job's Env points the agent's proxy and model clients at Listen.
 	Gateway *JobGateway `json:"gateway,omitempty"`
 }
 
-// JobGateway says how agent-runner reaches agentbot's gateway over TCP.
+// JobGateway is where agent-runner finds agentbot's egress gateway: Socket
+// (the local launcher) or Addr with Capability (Kubernetes), never both.
 // Capability is the task's secret for its lifetime: it travels only in the
 // job on stdin, never in an object the cluster stores, and is redacted like
 // a token.
@@ -79,11 +81,16 @@ type JobGateway struct {
 	// Listen is the loopback address inside the sandbox that the agent's
 	// HTTPS_PROXY and model base URLs name (127.0.0.1:3128).
 	Listen string `json:"listen"`
+	// Socket is the gateway's unix socket as the sandbox sees it.
+	Socket string `json:"socket,omitempty"`
+	// HostSocket is the socket on agentbot's side, for the local launcher
+	// to bind in; it never travels in the job.
+	HostSocket string `json:"-"`
 	// Addr is the gateway's host:port (the agentbot Service's gateway
 	// port).
-	Addr string `json:"addr"`
+	Addr string `json:"addr,omitempty"`
 	// Capability is the task's 256-bit key (gateway Task.Key).
-	Capability string `json:"capability"`
+	Capability string `json:"capability,omitempty"`
 }
 
 // JobMirror is a bare mirror of the job's repository, visible read-only

@@ -72,7 +72,7 @@ func (l *Store) Append(taskID string, evs ...runner.Event) error {
 	size := fi.Size()
 	w := bufio.NewWriter(f)
 	for _, ev := range evs {
-		if size >= l.maxBytes && (ev.Type == runner.EventLog || ev.Type == runner.EventProgress) {
+		if size >= l.maxBytes && (ev.Type == runner.EventLog || ev.Type == runner.EventProgress || ev.Type == runner.EventEgress) {
 			continue
 		}
 		b, err := json.Marshal(ev)

@@ -35,7 +35,7 @@ func startGateway(ctx context.Context, stdin io.Reader) (io.Reader, func(), erro
 		Gateway *runner.JobGateway `json:"gateway"`
 	}
 	rest := io.MultiReader(bytes.NewReader(raw), dec.Buffered(), stdin)
-	if json.Unmarshal(raw, &job) != nil || job.Gateway == nil {
+	if json.Unmarshal(raw, &job) != nil || job.Gateway == nil || job.Gateway.Addr == "" {
 		return rest, func() {}, nil
 	}
 	gw := job.Gateway

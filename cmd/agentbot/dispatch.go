@@ -128,6 +128,8 @@ type dispatchParts struct {
 	gh            *github.Client
 	launcher      runner.Launcher
 	closeLauncher func() error
+	egress        *dispatch.Egress // the local launcher's gateway
+	closeEgress   func() error
 	readiness     string // the launcher's line for /readyz
 	d             *dispatch.Dispatcher
 	pages         http.Handler
@@ -138,6 +140,9 @@ func (p *dispatchParts) close() error {
 	var err error
 	if p.closeLauncher != nil {
 		err = p.closeLauncher()
+	}
+	if p.closeEgress != nil {
+		err = errors.Join(err, p.closeEgress())
 	}
 	if p.gh != nil {
 		p.gh.Close()
@@ -159,6 +164,11 @@ func newDispatchParts(m *Main) (_ *dispatchParts, err error) {
 	if p.launcher, p.closeLauncher, p.readiness, err = newLauncher(cfg.DataDir, dc, m.Registry, log); err != nil {
 		return nil, err
 	}
+	if dc.Launcher != "kubernetes" {
+		if p.egress, p.closeEgress, err = newEgress(cfg.DataDir, os.Getenv, log); err != nil {
+			return nil, err
+		}
+	}
 	logs, err := tasklog.Open(filepath.Join(cfg.DataDir, "logs"), 0)
 	if err != nil {
 		return nil, err
@@ -179,7 +189,7 @@ func newDispatchParts(m *Main) (_ *dispatchParts, err error) {
 		// A run past its agent may finish delivering within most of the
 		// shutdown timeout; the rest is for reporting and closing.
 		ShutdownGrace: cfg.ShutdownTimeout * 2 / 3,
-		Agent:         dc.Agent, AgentEnv: dc.AgentEnv, TempDir: tmp,
+		Agent:         dc.Agent, AgentEnv: dc.AgentEnv, TempDir: tmp, Egress: p.egress,
 		KeepFailedWorkspaces: dc.KeepFailed > 0,
 		ProtectedPaths:       dc.ProtectedPaths,
 		OnSettings:           func(r agentbot.Repo, s github.Settings) { m.labels.Learn(r, s.TriggerLabel) },

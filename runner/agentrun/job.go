@@ -57,6 +57,9 @@ func readJob(stdin io.Reader) (runner.Job, error) {
 	if u := job.CloneURL; strings.Contains(u, "@") && (strings.HasPrefix(u, "http://") || strings.HasPrefix(u, "https://")) {
 		problems = append(problems, "clone_url must not carry credentials (use token)")
 	}
+	if p := checkGateway(job.Gateway); p != "" {
+		problems = append(problems, p)
+	}
 	if len(problems) > 0 {
 		return job, fail(runner.ExitBadJob, "bad job: %s", strings.Join(problems, "; "))
 	}

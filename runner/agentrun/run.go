@@ -155,12 +155,17 @@ func (r *run) do(ctx context.Context, stdin io.Reader) int {
 	jobCtx, cancel := context.WithTimeoutCause(ctx, time.Duration(job.TimeLimit), errTimeLimit)
 	defer cancel()
 	r.git = gitRunner{
-		baseEnv: gitenv.Clean(r.environ),
+		baseEnv: gitenv.Clean(append(append([]string(nil), r.environ...), gitProxyEnv(job)...)),
 		authEnv: gitenv.Auth(job.CloneURL, job.Token),
 	}
 	if r.nested != nil {
 		r.git.user = r.nested.user
 	}
+	stopGateway, err := r.startGateway(jobCtx)
+	if err != nil {
+		return r.failed(jobCtx, ctx, err)
+	}
+	defer stopGateway()
 
 	base, err := r.clone(jobCtx)
 	if err != nil {

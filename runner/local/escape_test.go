@@ -134,7 +134,7 @@ func (e *escapeRig) start() {
 	t := e.t
 	t.Setenv("GORACE", "atexit_sleep_ms=0")
 	l, err := New(Options{DataDir: walkableTempDir(t), AgentRunner: e.agentRunner, Isolation: e.iso,
-		Limits: escapeLimits, StopGrace: time.Second, PrivateNetwork: true})
+		Limits: escapeLimits, StopGrace: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

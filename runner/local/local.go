@@ -8,8 +8,9 @@
 // the guest's root there and starts the agent as the sandbox uid in PID
 // and mount namespaces of its own) or under bubblewrap (new user, PID,
 // IPC, UTS and cgroup namespaces; agent-runner then starts the agent in a
-// nested sandbox of its own). The network stays the host's
-// until the egress gateway exists, unless Options.PrivateNetwork.
+// nested sandbox of its own). The sandbox has a network namespace of its
+// own with only a loopback: a job's gateway socket (runner.Job.Gateway) is
+// bound in, and agent-runner forwards a loopback port to it.
 // docs/security.md says what each protects against.
 //
 // The child dies with agentbot (PR_SET_PDEATHSIG, and bwrap's
@@ -66,10 +67,10 @@ type Options struct {
 	// Limits bound each task (memory, processes, CPU, disk, tmpfs); the
 	// zero value means sandbox.DefaultLimits().
 	Limits sandbox.Limits
-	// PrivateNetwork gives each sandbox only a loopback; false keeps the
-	// host's network, which the agent needs for its model API until the
-	// egress gateway exists.
-	PrivateNetwork bool
+	// ShareNetwork keeps the host's network namespace in the sandbox
+	// (every host service on 127.0.0.1 reachable); false, the default,
+	// gives each sandbox only a loopback and the job's egress gateway.
+	ShareNetwork bool
 	// KeepFailed is how long a workspace kept for debugging survives before
 	// a later Start or Cleanup sweeps it. Zero means 24 hours.
 	KeepFailed time.Duration
@@ -270,6 +271,9 @@ func (l *Launcher) Start(ctx context.Context, job runner.Job) (runner.Run, error
 		}
 	}
 	job = l.showMirror(job)
+	if err := l.gatewayFor(&job); err != nil {
+		return nil, fmt.Errorf("local launcher: task %s: %w", job.TaskID, err)
+	}
 	input, err := json.Marshal(job)
 	if err != nil {
 		return nil, fmt.Errorf("local launcher: task %s: encode job: %w", job.TaskID, err)
@@ -300,6 +304,36 @@ func (l *Launcher) Start(ctx context.Context, job runner.Job) (runner.Run, error
 	}
 	l.log.Debug("agent-runner started", "task_id", job.TaskID, "pid", r.pid, "isolation", l.Isolation())
 	return r, nil
+}
+
+// gatewayFor makes the job's gateway socket reachable by the sandbox's
+// host uid and names it as agent-runner will see it: bound in at
+// sandbox.GatewaySocketTarget, or the host's path without a sandbox.
+func (l *Launcher) gatewayFor(job *runner.Job) error {
+	if job.Gateway == nil {
+		return nil
+	}
+	gw := *job.Gateway
+	job.Gateway = &gw
+	if gw.HostSocket == "" || !filepath.IsAbs(gw.HostSocket) {
+		return fmt.Errorf("the gateway socket %q is not an absolute path", gw.HostSocket)
+	}
+	if l.isolation == IsolationNone {
+		gw.Socket = gw.HostSocket
+		return nil
+	}
+	gw.Socket = sandbox.GatewaySocketTarget
+	// Only this task's sandbox sees this socket (its mounts show no other),
+	// so giving it to the sandboxes' shared uid opens it to this task only.
+	if os.Geteuid() == 0 {
+		if err := os.Lchown(gw.HostSocket, l.uid, l.gid); err != nil {
+			return fmt.Errorf("give the gateway socket to uid %d: %w", l.uid, err)
+		}
+	}
+	if err := os.Chmod(gw.HostSocket, 0o600); err != nil {
+		return fmt.Errorf("gateway socket: %w", err)
+	}
+	return nil
 }
 
 // Attach implements runner.Launcher. A run started by this process is

@@ -55,8 +55,8 @@ func (l *Launcher) command(job runner.Job, ws string, args ...string) (*exec.Cmd
 	plan, err := sandbox.NewPlan(sandbox.PlanOptions{
 		Workspace: ws, ReadOnly: l.readOnlyPaths(job),
 		HostUID: l.uid, HostGID: l.gid, Limits: l.opts.Limits,
-		ShareNet: !l.opts.PrivateNetwork, NestedAgent: l.isolation == IsolationBwrap,
-		RunnerRoot: l.isolation == IsolationGVisor,
+		ShareNet: l.opts.ShareNetwork, NestedAgent: l.isolation == IsolationBwrap,
+		RunnerRoot: l.isolation == IsolationGVisor, GatewaySocket: gatewaySocket(job),
 	})
 	if err != nil {
 		return nil, nil, err
@@ -92,6 +92,13 @@ func (l *Launcher) command(job runner.Job, ws string, args ...string) (*exec.Cmd
 		return nil, nil, err
 	}
 	return cmd, box, nil
+}
+
+func gatewaySocket(job runner.Job) string {
+	if job.Gateway == nil {
+		return ""
+	}
+	return job.Gateway.HostSocket
 }
 
 // gvisorThreads is what gVisor's own processes take of the task's pids

@@ -26,6 +26,8 @@ const (
 	SandboxUser = "agent"
 	// WorkspaceTarget is where the task's workspace appears inside.
 	WorkspaceTarget = "/workspace"
+	// GatewaySocketTarget is where the egress gateway's socket appears.
+	GatewaySocketTarget = "/run/agentbot/gateway.sock"
 )
 
 // MountKind says how a Mount is made.
@@ -70,9 +72,13 @@ type PlanOptions struct {
 	// HostUID and HostGID are who the sandbox is on the host. 0 is refused.
 	HostUID, HostGID int
 	Limits           Limits
-	// ShareNet keeps the host's network namespace (the default until the
-	// egress gateway exists); false gives the sandbox only a loopback.
+	// ShareNet keeps the host's network namespace; false (the default)
+	// gives the sandbox only a loopback, and GatewaySocket as its way out.
 	ShareNet bool
+	// GatewaySocket is the task's egress gateway socket on the host,
+	// bound at GatewaySocketTarget; its directory must be searchable by
+	// the host uid, and the socket writable by it.
+	GatewaySocket string
 	// NestedAgent says the agent will run in its own nested sandbox
 	// (AgentCommand). That needs this sandbox's /proc fully visible, so the
 	// read-only /proc/sys moves to the nested layer; /proc/sys is not
@@ -181,6 +187,12 @@ func NewPlan(o PlanOptions) (*Plan, error) {
 		p.Mounts = append(p.Mounts, Mount{Kind: ROBind, Source: filepath.Clean(ro), Target: filepath.Clean(ro)})
 	}
 	p.Mounts = append(p.Mounts, Mount{Kind: Bind, Source: filepath.Clean(o.Workspace), Target: WorkspaceTarget})
+	if o.GatewaySocket != "" {
+		if err := checkSocket(o.GatewaySocket, o.HostUID, o.HostGID); err != nil {
+			return nil, err
+		}
+		p.Mounts = append(p.Mounts, Mount{Kind: Bind, Source: filepath.Clean(o.GatewaySocket), Target: GatewaySocketTarget})
+	}
 	for _, m := range p.Mounts {
 		if m.Kind != ROBind && m.Kind != Bind {
 			continue
@@ -220,6 +232,30 @@ func searchable(dir string, uid, gid int) error {
 			return nil
 		}
 	}
+}
+
+// checkSocket checks that path is a unix socket the host uid can reach and
+// connect to.
+func checkSocket(path string, uid, gid int) error {
+	if !filepath.IsAbs(path) {
+		return fmt.Errorf("sandbox: gateway socket %q is not an absolute path", path)
+	}
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return fmt.Errorf("sandbox: gateway socket: %w", err)
+	}
+	if fi.Mode().Type() != os.ModeSocket {
+		return fmt.Errorf("sandbox: gateway socket %s is not a socket", path)
+	}
+	if err := searchable(filepath.Dir(path), uid, gid); err != nil {
+		return fmt.Errorf("sandbox: gateway socket %s cannot be shown to the sandbox: %w", path, err)
+	}
+	st, _ := fi.Sys().(*syscall.Stat_t)
+	perm := fi.Mode().Perm()
+	if st == nil || !(perm&0o002 != 0 || int(st.Uid) == uid && perm&0o200 != 0 || int(st.Gid) == gid && perm&0o020 != 0) {
+		return fmt.Errorf("sandbox: host uid %d may not connect to the gateway socket %s (mode %v)", uid, path, perm)
+	}
+	return nil
 }
 
 // etcMounts binds the curated /etc entries that exist. A symbolic link

@@ -14,7 +14,10 @@ import (
 // work on a machine like agentbot's test VMs (root, cgroup v1, nested
 // virtualisation without a usable /dev/kvm): the ptrace platform, no
 // cgroup setup by runsc (agentbot puts runsc in the task's cgroup itself)
-// and no network until the egress gateway exists.
+// and no network but the sandbox's loopback: the egress gateway's unix
+// socket, bound in through the bundle, is its way out, which runsc lets the
+// sandbox connect to with --host-uds=open (open only: the sandbox cannot
+// create host sockets, and sees only the sockets its mounts show).
 type Runsc struct {
 	Path     string // runsc binary
 	StateDir string // runsc --root: container state, one per agentbot
@@ -41,7 +44,7 @@ func (r Runsc) global() []string {
 	if network == "" {
 		network = "none"
 	}
-	return []string{"--root", r.StateDir, "--ignore-cgroups", "--platform=" + platform, "--network=" + network}
+	return []string{"--root", r.StateDir, "--ignore-cgroups", "--platform=" + platform, "--network=" + network, "--host-uds=open"}
 }
 
 // Command returns `runsc run` of the bundle (written by WriteOCIBundle) as
