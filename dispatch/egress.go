@@ -30,6 +30,10 @@ type Egress struct {
 	// default: see docs/security.md), Ceiling what a repository's egress:
 	// may add to it (AGENTBOT_EGRESS_CEILING).
 	Allow, Ceiling []gateway.Rule
+	// Pods says the sandboxes are Kubernetes pods that reach the gateway
+	// over TCP (gateway.TCPServer): the job carries the task's capability
+	// and the launcher adds the gateway's address, instead of a socket.
+	Pods bool
 }
 
 // egressLog is what an attempt keeps of its sandbox's egress for its
@@ -131,7 +135,11 @@ func (a *attempt) openGateway(ctx context.Context, p *plan, token string) *failu
 	p.job.Env = env
 	p.job.CloneURL = task.CloneURL()
 	p.job.Token = ""
-	p.job.Gateway = &runner.JobGateway{Listen: GatewayListen, HostSocket: task.Socket}
+	if eg.Pods {
+		p.job.Gateway = task.JobGateway("")
+	} else {
+		p.job.Gateway = &runner.JobGateway{Listen: GatewayListen, HostSocket: task.Socket}
+	}
 	logFrom(ctx).Info("egress gateway open", "allow", len(allow))
 	return nil
 }

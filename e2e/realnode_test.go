@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 	"testing"
@@ -179,22 +180,39 @@ func (kw *kubeWorld) describePods() string {
 // TestRealNodeClaudeTask runs the main path on the real node, once with
 // runc and once with gVisor: the warm pool's pod (the runner image from
 // the Dockerfile: non-root, read-only root filesystem) is claimed, the real
-// Claude Code CLI in it writes a file as the fake Messages API says (both
-// reached through the bridge), the bot fetches the bundle over pods/exec,
-// pushes the branch and opens the draft pull request.
+// Claude Code CLI in it writes a file as the fake Messages API says, the
+// bot fetches the bundle over pods/exec, pushes the branch and opens the
+// draft pull request. The runc pod reaches the fake API and the git server
+// directly through the bridge, with the model key and a read token in its
+// job; the gVisor pod only through agentbot's gateway (its TCP port on the
+// bridge, the task's capability in the job): it clones through the git
+// relay and talks to the model relay, and holds neither credential.
 func TestRealNodeClaudeTask(t *testing.T) {
 	for _, c := range []struct {
-		name, overlay string
-		gvisor        bool
+		name, overlay      string
+		gvisor, viaGateway bool
 	}{
-		{"runc", "testdata/kube/runc", false},
-		{"gvisor", "testdata/kube/gvisor", true},
+		{"runc", "testdata/kube/runc", false, false},
+		{"gvisor-gateway", "testdata/kube/gvisor", true, true},
 	} {
-		t.Run(c.name, func(t *testing.T) { testRealNodeClaudeTask(t, c.overlay, c.gvisor) })
+		t.Run(c.name, func(t *testing.T) { testRealNodeClaudeTask(t, c.overlay, c.gvisor, c.viaGateway) })
 	}
 }
 
-func testRealNodeClaudeTask(t *testing.T, overlay string, gvisor bool) {
+// bridgePort is a free TCP port on the node's bridge address, for the
+// bot's gateway listener the pods reach.
+func bridgePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", net.JoinHostPort(kubetest.BridgeIP, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+func testRealNodeClaudeTask(t *testing.T, overlay string, gvisor, viaGateway bool) {
 	kw := newKubeWorld(t, overlay)
 	warm := kw.warmPod(t)
 	checkRunnerPod(t, kw, warm.Name, gvisor)
@@ -208,14 +226,19 @@ func testRealNodeClaudeTask(t *testing.T, overlay string, gvisor bool) {
 		fakeanthropic.Turn{Text: summary},
 	)
 	kw.settings("agent: claude\nmodel: claude-sonnet-4-5\nmax_turns: 5\n")
-	b := kw.start(
+	env := []string{
 		"AGENTBOT_AGENT=claude",
-		"ANTHROPIC_API_KEY="+modelKey,
-		"ANTHROPIC_BASE_URL="+api.URL,
+		"ANTHROPIC_API_KEY=" + modelKey,
+		"ANTHROPIC_BASE_URL=" + api.URL,
 		"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1",
 		"DISABLE_AUTOUPDATER=1",
 		"AGENTBOT_AGENT_ENV=ANTHROPIC_BASE_URL,CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC,DISABLE_AUTOUPDATER",
-	)
+	}
+	if viaGateway {
+		gw := bridgePort(t)
+		env = append(env, "AGENTBOT_GATEWAY_LISTEN="+gw, "AGENTBOT_GATEWAY_ADDR="+gw)
+	}
+	b := kw.start(env...)
 	b.deliver("issues", kw.issue(8, "Add notes", "Please add NOTES.md with a greeting."))
 	task := b.taskFor(8, agentbot.KindNew)
 	page := b.waitDone(task.ID, 4*time.Minute)
@@ -234,6 +257,18 @@ func testRealNodeClaudeTask(t *testing.T, overlay string, gvisor bool) {
 	}
 	if strings.Contains(b.log(), modelKey) {
 		t.Error("the model key leaked into the bot's log")
+	}
+	reqs := api.Requests()
+	if len(reqs) == 0 {
+		t.Fatal("the fake API saw no request")
+	}
+	for _, r := range reqs {
+		if r.APIKey != modelKey {
+			t.Errorf("the fake API got key %q on %s, not the operator's", r.APIKey, r.Path)
+		}
+	}
+	if viaGateway && !strings.Contains(b.log(), "egress gateway for sandbox pods") {
+		t.Errorf("the bot did not serve the gateway to pods:\n%s", b.log())
 	}
 }
 

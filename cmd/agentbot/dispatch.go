@@ -168,6 +168,10 @@ func newDispatchParts(m *Main) (_ *dispatchParts, err error) {
 		if p.egress, p.closeEgress, err = newEgress(cfg.DataDir, os.Getenv, log); err != nil {
 			return nil, err
 		}
+	} else if addr := os.Getenv("AGENTBOT_GATEWAY_LISTEN"); addr != "" {
+		if p.egress, p.closeEgress, err = newPodEgress(cfg.DataDir, addr, os.Getenv, log); err != nil {
+			return nil, err
+		}
 	}
 	logs, err := tasklog.Open(filepath.Join(cfg.DataDir, "logs"), 0)
 	if err != nil {

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 
@@ -53,4 +56,31 @@ func newEgress(dataDir string, getenv func(string) string, log *slog.Logger) (*d
 		return nil, nil, err
 	}
 	return &dispatch.Egress{Gateway: g, Allow: cfg.Allow, Ceiling: cfg.Ceiling}, g.Close, nil
+}
+
+// newPodEgress is newEgress for Kubernetes: the sandbox pods reach the
+// gateway on listen (AGENTBOT_GATEWAY_LISTEN, the Service's gateway port),
+// each connection proving its task with the capability its job carried.
+func newPodEgress(dataDir, listen string, getenv func(string) string, log *slog.Logger) (*dispatch.Egress, func() error, error) {
+	eg, closeGateway, err := newEgress(dataDir, getenv, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return nil, nil, errors.Join(fmt.Errorf("egress gateway: AGENTBOT_GATEWAY_LISTEN: %w", err), closeGateway())
+	}
+	g, ok := eg.Gateway.(*gateway.Gateway)
+	if !ok {
+		return nil, nil, errors.Join(errors.New("egress gateway: not a gateway"), ln.Close(), closeGateway())
+	}
+	srv := gateway.NewTCPServer(g)
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+			log.Error("egress gateway listener stopped", "listen", listen, "err", err)
+		}
+	}()
+	log.Info("egress gateway for sandbox pods", "listen", ln.Addr().String())
+	eg.Pods = true
+	return eg, func() error { return errors.Join(srv.Close(), closeGateway()) }, nil
 }

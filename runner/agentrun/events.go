@@ -17,11 +17,14 @@ import (
 // events file with a single line.
 const maxMessage = 8 << 10
 
-// newRedactor hides the job's token and every value of its Env (the model
+// newRedactor hides the job's token, its gateway capability and every value of its Env (the model
 // API key, for instance) in every event, as well as anything shaped like a
 // GitHub token.
 func newRedactor(job runner.Job) secret.Redactor {
 	secrets := []string{job.Token}
+	if job.Gateway != nil {
+		secrets = append(secrets, job.Gateway.Capability)
+	}
 	for _, v := range job.Env {
 		secrets = append(secrets, v)
 	}
