@@ -43,7 +43,8 @@ import (
 // on claims the API server holds for the bot, and the time from the last
 // agent's exit to the last PR. BENCH_KUBE_TASKS (default 100) and
 // BENCH_KUBE_WARM (the warm pool's replicas, default 0: cold starts) change
-// the load. scripts/bench-kube100.sh (make bench-kube100) runs it.
+// the load; BENCH_KUBE_BOT_LOG names a file for the bot's log (at
+// BENCH_KUBE_LOG_LEVEL, default info). scripts/bench-kube100.sh (make bench-kube100) runs it.
 func BenchmarkKube100(b *testing.B) {
 	tasks := envInt("BENCH_KUBE_TASKS", 100)
 	seconds := envInt("AGENTBOT_BENCH_AGENT_SECONDS", 60)
@@ -67,8 +68,11 @@ echo "done by $AGENTBOT_TASK_ID" > kube100-$$.txt
 		"KUBECONFIG="+env.Kubeconfig(),
 		"AGENTBOT_MAX_CONCURRENT="+strconv.Itoa(tasks),
 		"AGENTBOT_AGENT_COMMAND=/bin/sh "+script,
-		"AGENTBOT_LOG_LEVEL=info",
+		"AGENTBOT_LOG_LEVEL="+orDefault(os.Getenv("BENCH_KUBE_LOG_LEVEL"), "info"),
 	)
+	if path := os.Getenv("BENCH_KUBE_BOT_LOG"); path != "" {
+		b.Cleanup(func() { _ = os.WriteFile(path, []byte(bot.log()), 0o644) })
+	}
 	if warm > 0 {
 		waitWarm(b, env, ns, warm)
 	}
@@ -103,6 +107,8 @@ type kube100Result struct {
 	lastExitToPR        time.Duration
 	firstDeliveryToLast time.Duration
 	wall                time.Duration
+	// lastPhases is the timeline of the task that ended last.
+	lastPhases string
 }
 
 func (r kube100Result) print(tasks, seconds, warm int) {
@@ -112,6 +118,16 @@ func (r kube100Result) print(tasks, seconds, warm int) {
 		tasks, seconds, warm, r.failed, r.peakRSSMB, r.endRSSMB, r.cpuSeconds,
 		r.readyN, r.readyP50*1000, r.readyP99*1000, r.readyMax*1000, r.execErrors, r.reattaches, r.claimFailures,
 		r.peakGoroutines, r.peakWatches, r.lastExitToPR.Seconds(), r.firstDeliveryToLast.Seconds())
+	fmt.Printf("BENCH-KUBE100-LAST-TASK %s\n", r.lastPhases)
+}
+
+// phaseList is "name:seconds,..." of a timeline.
+func phaseList(tl []web.Phase) string {
+	var parts []string
+	for _, ph := range tl {
+		parts = append(parts, fmt.Sprintf("%s:%.2f", strings.ReplaceAll(ph.Name, " ", "_"), ph.Seconds))
+	}
+	return strings.Join(parts, ",")
 }
 
 // kube100Round delivers tasks issues at once and waits for every task to
@@ -165,7 +181,7 @@ func kube100Round(b *testing.B, env *kubetest.Env, w *world, bot *bot, round, ta
 		}
 		time.Sleep(time.Second)
 	}
-	var lastExit, lastPR time.Time
+	var lastExit, lastPR, lastEnd time.Time
 	for id := range ids {
 		page := bot.waitDone(id, time.Minute)
 		if page.Task.State != agentbot.StateSucceeded || page.Result.PRURL == "" {
@@ -175,6 +191,9 @@ func kube100Round(b *testing.B, env *kubetest.Env, w *world, bot *bot, round, ta
 		}
 		if t := agentExit(page.Timeline); t.After(lastExit) {
 			lastExit = t
+		}
+		if _, end := startEnd(page.Timeline); end.After(lastEnd) {
+			lastEnd, r.lastPhases = end, phaseList(page.Timeline)
 		}
 	}
 	for _, c := range w.gh.CallsTo("POST", "/repos/"+repo.FullName()+"/pulls") {
@@ -235,7 +254,7 @@ func sampleBot(env *kubetest.Env, bot *bot, stop <-chan struct{}, r *kube100Resu
 
 // claimWatches is the number of namespaced watches on SandboxClaims the
 // API server holds: the bot's (the agent-sandbox controller watches across
-// namespaces).
+// the cluster; a watch of one claim by name has scope "resource").
 func claimWatches(env *kubetest.Env) (float64, error) {
 	raw, err := env.Client.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(context.Background())
 	if err != nil {
@@ -244,7 +263,7 @@ func claimWatches(env *kubetest.Env) (float64, error) {
 	var n float64
 	for _, line := range strings.Split(string(raw), "\n") {
 		if strings.HasPrefix(line, "apiserver_longrunning_requests{") &&
-			strings.Contains(line, `resource="sandboxclaims"`) && strings.Contains(line, `scope="namespace"`) &&
+			strings.Contains(line, `resource="sandboxclaims"`) && !strings.Contains(line, `scope="cluster"`) &&
 			strings.Contains(line, `verb="WATCH"`) {
 			f := strings.Fields(line)
 			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
