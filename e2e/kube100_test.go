@@ -148,13 +148,15 @@ func kube100Round(b *testing.B, env *kubetest.Env, w *world, bot *bot, round, ta
 		sampleBot(env, bot, stop, &r)
 	}()
 
-	start := time.Now()
 	first := 100000 + 1000*round
+	start := time.Now()
+	// Every issue first: pull requests take the next free number.
+	for i := 0; i < tasks; i++ {
+		w.gh.AddIssue(repo, first+i, fmt.Sprintf("Kube100 %d", first+i), "", "alice")
+	}
 	for i := 0; i < tasks; i++ {
 		num := first + i
-		title := fmt.Sprintf("Kube100 %d", num)
-		w.gh.AddIssue(repo, num, title, "", "alice")
-		bot.deliver("issues", labeled(num, title, "print lines for a while, then write a file", "alice"))
+		bot.deliver("issues", labeled(num, fmt.Sprintf("Kube100 %d", num), "print lines for a while, then write a file", "alice"))
 	}
 	ids := map[string]bool{}
 	eventually(b, 30*time.Second, "every task stored", func() bool {
