@@ -83,6 +83,7 @@ func TestConfigValidate(t *testing.T) {
 		{"bad names", Config{Namespace: "Agent_Bot", WarmPool: "Pool!", Container: "x/y"}, []string{`namespace "Agent_Bot"`, `warm pool "Pool!"`, `container "x/y"`}},
 		{"relative paths", Config{Namespace: "a", Workspace: "workspace", AgentRunner: "agent-runner"}, []string{"workspace", "agent-runner path"}},
 		{"negative durations", Config{Namespace: "a", GracePeriod: -time.Second, ReadyTimeout: -time.Second}, []string{"grace period", "ready timeout"}},
+		{"negative rate limit", Config{Namespace: "a", QPS: -1, Burst: -1}, []string{"AGENTBOT_KUBE_QPS", "AGENTBOT_KUBE_BURST"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
