@@ -185,7 +185,7 @@ func kube100Round(b *testing.B, env *kubetest.Env, w *world, bot *bot, round, ta
 	}
 	var lastExit, lastPR, lastEnd time.Time
 	for id := range ids {
-		page := bot.waitDone(id, time.Minute)
+		page := bot.waitDone(id, 10*time.Minute)
 		if page.Task.State != agentbot.StateSucceeded || page.Result.PRURL == "" {
 			r.failed++
 			b.Logf("task %s ended %s: %s", id, page.Task.State, page.Result.Error)
