@@ -1,5 +1,5 @@
 # The README's two commands are `make demo` (the main job) and `make test`.
-.PHONY: build demo test bench bench-intake bench-peer bench-e2e bench-kube testenv
+.PHONY: build demo test bench bench-intake bench-peer bench-e2e bench-kube bench-kube100 testenv
 
 BIN ?= bin
 
@@ -25,6 +25,9 @@ bench-peer:
 
 bench-e2e:
 	scripts/bench-e2e.sh
+
+bench-kube100:
+	scripts/bench-kube100.sh
 
 testenv:
 	hack/testenv/build.sh

@@ -59,6 +59,12 @@ func TestDispatchOptions(t *testing.T) {
 			"AGENTBOT_AGENT": "command", "AGENTBOT_PUBLIC_URL": "ftp://x", "AGENTBOT_KEEP_FAILED": "soon",
 			"AGENTBOT_PAGES_BASIC_AUTH_FILE": badBasic, "AGENTBOT_PAGES_TOKEN_FILE": filepath.Join(dir, "missing"),
 		}, []string{"--launcher", "--max-concurrent", "--local-isolation", "--agent-command", "--public-url", "--keep-failed", "--pages-basic-auth-file", "--pages-token-file"}, nil},
+		{"kubernetes rate limit", map[string]string{"AGENTBOT_LAUNCHER": "kubernetes", "AGENTBOT_NAMESPACE": "bots", "AGENTBOT_KUBE_QPS": "20.5"}, nil, func(t *testing.T, c DispatchConfig) {
+			if c.Kubernetes.QPS != 20.5 || c.Kubernetes.Burst != 300 {
+				t.Errorf("qps %g, burst %d; want 20.5 and the default 300", c.Kubernetes.QPS, c.Kubernetes.Burst)
+			}
+		}},
+		{"bad kubernetes rate limit", map[string]string{"AGENTBOT_LAUNCHER": "kubernetes", "AGENTBOT_NAMESPACE": "bots", "AGENTBOT_KUBE_QPS": "0", "AGENTBOT_KUBE_BURST": "lots"}, []string{"--kube-qps", "--kube-burst"}, nil},
 		{"kubernetes needs a namespace outside a pod", map[string]string{"AGENTBOT_LAUNCHER": "kubernetes"}, []string{"namespace is required"}, nil},
 	}
 	for _, tc := range cases {

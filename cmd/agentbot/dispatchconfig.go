@@ -42,6 +42,8 @@ type DispatchOptions struct {
 	Namespace      string
 	WarmPool       string
 	Kubeconfig     string
+	KubeQPS        string
+	KubeBurst      string
 	SandboxMemory  string
 	SandboxPIDs    string
 	SandboxCPUs    string
@@ -83,6 +85,8 @@ var dispatchSettings = []setting[DispatchOptions]{
 	{"pages-token-file", "AGENTBOT_PAGES_TOKEN_FILE", "", "file holding a bearer token for the task pages", func(o *DispatchOptions) any { return &o.PagesTokenFile }},
 	{"namespace", "AGENTBOT_NAMESPACE", "", "kubernetes launcher: namespace of the sandboxes (default: the pod's own)", func(o *DispatchOptions) any { return &o.Namespace }},
 	{"warm-pool", "AGENTBOT_WARM_POOL", kubernetes.DefaultWarmPool, "kubernetes launcher: the SandboxWarmPool every claim names", func(o *DispatchOptions) any { return &o.WarmPool }},
+	{"kube-qps", "AGENTBOT_KUBE_QPS", strconv.Itoa(kubernetes.DefaultQPS), "kubernetes launcher: API requests per second, on average (exec streams not counted)", func(o *DispatchOptions) any { return &o.KubeQPS }},
+	{"kube-burst", "AGENTBOT_KUBE_BURST", strconv.Itoa(kubernetes.DefaultBurst), "kubernetes launcher: API requests at once above that rate", func(o *DispatchOptions) any { return &o.KubeBurst }},
 	{"kubeconfig", "KUBECONFIG", "", "kubernetes launcher: kubeconfig file when not running in a cluster", func(o *DispatchOptions) any { return &o.Kubeconfig }},
 	{"protected-paths", "AGENTBOT_PROTECTED_PATHS", ".github/**", "comma-separated path patterns no pushed bundle may touch, whatever a repository's protected_paths say (a repository can only add to them)", func(o *DispatchOptions) any { return &o.ProtectedPaths }},
 	{"mentions", "AGENTBOT_MENTIONS", "", "comma-separated names that, as @name at the start of a comment line, act like /agent (the App's own slug is always one)", func(o *DispatchOptions) any { return &o.Mentions }},
@@ -232,6 +236,16 @@ func (o DispatchOptions) validateLauncher(c *DispatchConfig, add func(error)) {
 	c.AgentRunner = o.AgentRunner
 	if c.Launcher == "kubernetes" {
 		c.Kubernetes = kubernetes.Config{Namespace: o.Namespace, WarmPool: o.WarmPool}
+		if v, err := strconv.ParseFloat(o.KubeQPS, 32); err != nil || v < 1 {
+			add(dispatchProblem("kube-qps", "%q is not a number of at least 1", o.KubeQPS))
+		} else {
+			c.Kubernetes.QPS = float32(v)
+		}
+		if n, err := strconv.Atoi(o.KubeBurst); err != nil || n < 1 {
+			add(dispatchProblem("kube-burst", "%q is not a whole number of at least 1", o.KubeBurst))
+		} else {
+			c.Kubernetes.Burst = n
+		}
 		if c.Kubernetes.Namespace == "" {
 			if b, err := os.ReadFile(serviceAccountNamespace); err == nil {
 				c.Kubernetes.Namespace = strings.TrimSpace(string(b))

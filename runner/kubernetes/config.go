@@ -36,6 +36,12 @@ const (
 	// DefaultTimeLimit is used for the lifecycle backstop when a job carries
 	// no time limit of its own.
 	DefaultTimeLimit = time.Hour
+	// DefaultQPS and DefaultBurst bound the launcher's requests to the API
+	// server (client-go's own defaults, 5 and 10, made a hundred tasks
+	// that start at once wait seconds for their claims: each start sends a
+	// create, a list and a watch, and each run a list and a watch more).
+	DefaultQPS   = 50
+	DefaultBurst = 300
 )
 
 // Config configures the Kubernetes launcher. The service fills it from
@@ -66,6 +72,11 @@ type Config struct {
 	// (AGENTBOT_GATEWAY_ADDR). A job with a Gateway but no address gets
 	// this one; empty leaves jobs as they come.
 	GatewayAddr string
+	// QPS and Burst are the client-side rate limit of the launcher's API
+	// requests (AGENTBOT_KUBE_QPS, AGENTBOT_KUBE_BURST); zero is the
+	// default. Exec streams are not counted.
+	QPS   float32
+	Burst int
 }
 
 // withDefaults fills the zero fields.
@@ -87,6 +98,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.AgentRunner == "" {
 		c.AgentRunner = DefaultAgentRunner
+	}
+	if c.QPS == 0 {
+		c.QPS = DefaultQPS
+	}
+	if c.Burst == 0 {
+		c.Burst = DefaultBurst
 	}
 	return c
 }
@@ -112,6 +129,12 @@ func (c Config) Validate() error {
 	}
 	if c.ReadyTimeout < 0 {
 		errs = append(errs, fmt.Errorf("kubernetes launcher: ready timeout %s is negative", c.ReadyTimeout))
+	}
+	if c.QPS < 0 {
+		errs = append(errs, fmt.Errorf("kubernetes launcher: API request rate %g per second is negative (AGENTBOT_KUBE_QPS)", c.QPS))
+	}
+	if c.Burst < 0 {
+		errs = append(errs, fmt.Errorf("kubernetes launcher: API request burst %d is negative (AGENTBOT_KUBE_BURST)", c.Burst))
 	}
 	if !path.IsAbs(c.Workspace) {
 		errs = append(errs, fmt.Errorf("kubernetes launcher: workspace %q must be an absolute path in the container", c.Workspace))

@@ -80,6 +80,10 @@ func New(cfg Config, restConfig *rest.Config, reg *prometheus.Registry, log *slo
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	// The launcher's own rate limit, whatever the kubeconfig (which has
+	// none) or the in-cluster configuration says.
+	restConfig = rest.CopyConfig(restConfig)
+	restConfig.QPS, restConfig.Burst = cfg.QPS, cfg.Burst
 	sc, err := sandboxclient.NewForConfig(restConfig)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes launcher: agent-sandbox client: %w", err)
@@ -183,10 +187,15 @@ func (l *Launcher) Start(ctx context.Context, job runner.Job) (runner.Run, error
 	if pod != claim.Name {
 		start = "warm"
 	}
+	attrs := []any{"pod", pod, "start", start}
 	if !createdAt.IsZero() {
-		l.metrics.timeToReady.WithLabelValues(start).Observe(time.Since(createdAt).Seconds())
+		// From before the create request (its wait for the rate limiter
+		// included) to the Ready condition.
+		ready := time.Since(createdAt).Seconds()
+		l.metrics.timeToReady.WithLabelValues(start).Observe(ready)
+		attrs = append(attrs, "ready_seconds", ready)
 	}
-	log.Info("sandbox ready", "pod", pod, "start", start)
+	log.Info("sandbox ready", attrs...)
 
 	r, err := l.follow(job.TaskID, name, pod, log, l.runCommand(), payload, 0)
 	if err != nil {

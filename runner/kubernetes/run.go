@@ -127,20 +127,40 @@ func (r *run) Detach() {
 	<-r.done
 }
 
+// bundleTries bounds the exec streams Bundle sets up: one that fails
+// before any byte of the bundle arrived (the API server timed out reaching
+// the node, as a hundred sandboxes on a busy control plane showed) is
+// tried again, since agent-runner bundle changes nothing.
+const bundleTries = 3
+
 // Bundle implements runner.Run.
 func (r *run) Bundle(ctx context.Context, w io.Writer) error {
 	stderr := &tailBuffer{max: 4096}
-	code, err := r.l.exec.Exec(ctx, ExecRequest{
-		Namespace: r.l.cfg.Namespace,
-		Pod:       r.pod,
-		Container: r.l.cfg.Container,
-		Command:   r.l.bundleCommand(),
-		Stdout:    w,
-		Stderr:    stderr,
-	})
-	if err != nil {
+	out := &countingWriter{w: w}
+	var code int
+	var err error
+	for try := 1; ; try++ {
+		code, err = r.l.exec.Exec(ctx, ExecRequest{
+			Namespace: r.l.cfg.Namespace,
+			Pod:       r.pod,
+			Container: r.l.cfg.Container,
+			Command:   r.l.bundleCommand(),
+			Stdout:    out,
+			Stderr:    stderr,
+		})
+		if err == nil {
+			break
+		}
 		r.l.metrics.execErrors.WithLabelValues("bundle").Inc()
-		return fmt.Errorf("bundle from claim %s: %w", r.l.claimRef(r.claim), err)
+		if out.n > 0 || try == bundleTries || ctx.Err() != nil {
+			return fmt.Errorf("bundle from claim %s: %w", r.l.claimRef(r.claim), err)
+		}
+		r.log.Warn("bundle exec failed before any output; trying again", "err", err, "try", try)
+		select {
+		case <-time.After(time.Duration(try) * 500 * time.Millisecond):
+		case <-ctx.Done():
+			return fmt.Errorf("bundle from claim %s: %w", r.l.claimRef(r.claim), ctx.Err())
+		}
 	}
 	if code != 0 {
 		return fmt.Errorf("bundle from claim %s: agent-runner bundle exited %d: %s", r.l.claimRef(r.claim), code, stderr.String())
@@ -380,6 +400,18 @@ func (w *eventWriter) line(b []byte) error {
 		w.lastSeq = ev.Seq
 	}
 	return nil
+}
+
+// countingWriter counts the bytes passed on to w.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // tailBuffer keeps the last max bytes written to it.

@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/agentbot/agentbot/runner"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func TestClaimName(t *testing.T) {
@@ -86,6 +87,7 @@ func TestConfigValidate(t *testing.T) {
 		{"a gateway address", Config{Namespace: "a", GatewayAddr: "agentbot.a.svc:8444"}, nil},
 		{"a gateway address without a port", Config{Namespace: "a", GatewayAddr: "agentbot.a.svc"}, []string{"AGENTBOT_GATEWAY_ADDR"}},
 		{"a gateway port out of range", Config{Namespace: "a", GatewayAddr: "agentbot:84440"}, []string{"AGENTBOT_GATEWAY_ADDR"}},
+		{"negative rate limit", Config{Namespace: "a", QPS: -1, Burst: -1}, []string{"AGENTBOT_KUBE_QPS", "AGENTBOT_KUBE_BURST"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -263,6 +265,58 @@ func TestWithGateway(t *testing.T) {
 			}
 			if c.wantAddr != "" && c.wantAddr != c.gw.Addr && c.gw.Addr != "" {
 				t.Errorf("the caller's gateway was changed to %+v", c.gw)
+			}
+		})
+	}
+}
+
+// flakyExecutor fails its first failures calls, writing written bytes of
+// output first, then writes "bundle" and exits 0.
+type flakyExecutor struct {
+	failures, written int
+	calls             int
+}
+
+func (f *flakyExecutor) Exec(_ context.Context, req ExecRequest) (int, error) {
+	f.calls++
+	if f.calls <= f.failures {
+		if f.written > 0 {
+			_, _ = req.Stdout.Write([]byte(strings.Repeat("x", f.written)))
+		}
+		return 0, errors.New("Internal error occurred: Timeout")
+	}
+	_, _ = req.Stdout.Write([]byte("bundle"))
+	return 0, nil
+}
+
+// TestBundleRetriesOnlyBeforeOutput: a bundle exec whose stream failed
+// before any output is tried again (up to three streams); one that failed
+// part-way is not, since the caller's writer holds a partial bundle.
+func TestBundleRetriesOnlyBeforeOutput(t *testing.T) {
+	cases := []struct {
+		name              string
+		failures, written int
+		wantErr           bool
+		wantCalls         int
+		wantOut           string
+	}{
+		{"transient setup failure", 2, 0, false, 3, "bundle"},
+		{"persistent failure", 5, 0, true, 3, ""},
+		{"failure after output", 1, 4, true, 1, "xxxx"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			m, err := newMetrics(prometheus.NewRegistry())
+			if err != nil {
+				t.Fatal(err)
+			}
+			x := &flakyExecutor{failures: c.failures, written: c.written}
+			l := &Launcher{cfg: Config{Namespace: "a"}.withDefaults(), exec: x, metrics: m, log: slog.New(slog.DiscardHandler)}
+			r := &run{l: l, claim: "c", pod: "p", log: l.log}
+			var out strings.Builder
+			err = r.Bundle(context.Background(), &out)
+			if (err != nil) != c.wantErr || x.calls != c.wantCalls || out.String() != c.wantOut {
+				t.Fatalf("Bundle = %v after %d execs, output %q; want error %v after %d, output %q", err, x.calls, out.String(), c.wantErr, c.wantCalls, c.wantOut)
 			}
 		})
 	}
