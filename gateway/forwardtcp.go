@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"sync"
 	"time"
 )
 
@@ -31,36 +30,9 @@ func ForwardTCP(ctx context.Context, ln net.Listener, addr, capability string) e
 	}
 	hello := []byte("GET / HTTP/1.1\r\nHost: " + addr + "\r\nConnection: Upgrade\r\nUpgrade: " + UpgradeProtocol +
 		"\r\nProxy-Authorization: Bearer " + capability + "\r\n\r\n")
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	stop := context.AfterFunc(ctx, func() { _ = ln.Close() })
-	defer stop()
 	d := net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-				return ctx.Err()
-			}
-			return fmt.Errorf("gateway: forward: accept: %w", err)
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			up, err := d.DialContext(ctx, "tcp", addr)
-			if err != nil {
-				_ = c.Close() // the client sees the gateway is not there
-				return
-			}
-			done := context.AfterFunc(ctx, func() { _, _ = c.Close(), up.Close() })
-			defer done()
-			if !upgradeTo(c, up, hello) {
-				_, _ = c.Close(), up.Close()
-				return
-			}
-			pipe(c, up)
-		}()
-	}
+	return forward(ctx, ln, func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) },
+		func(c, up net.Conn) bool { return upgradeTo(c, up, hello) })
 }
 
 // upgradeTo asks the gateway on up for the task's connection. On a refusal

@@ -117,15 +117,25 @@ func TestTCPServer(t *testing.T) {
 	t.Run("the capability in the proxy URL", func(t *testing.T) {
 		u, _ := url.Parse("http://" + addr)
 		u.User = url.UserPassword("agentbot", a.Key())
-		body := get(t, proxyClient(t, u.String(), srv), fmt.Sprintf("https://a.test:%d/", p), http.StatusOK)
+		before := len(recA.all())
+		c := proxyClient(t, u.String(), srv)
+		body := get(t, c, fmt.Sprintf("https://a.test:%d/", p), http.StatusOK)
 		if body != "hello from outside" {
 			t.Errorf("body = %q", body)
 		}
+		// The tunnel's event comes when it closes: wait for it, so the
+		// refusals below count only their own.
+		c.CloseIdleConnections()
+		waitEvents(t, &recA, before+1)
 	})
 	t.Run("one task's capability does not open another's allow-list", func(t *testing.T) {
+		before := len(recA.all())
 		c := proxyClient(t, forwardTCP(t, addr, a.Key()), srv)
 		if err := getErr(c, fmt.Sprintf("https://b.test:%d/", p)); err == nil || !strings.Contains(err.Error(), "Forbidden") {
 			t.Errorf("task a reaching b.test: %v; want 403", err)
+		}
+		if evs := waitEvents(t, &recA, before+1); evs[len(evs)-1].Allowed || evs[len(evs)-1].Host != "b.test" {
+			t.Errorf("task a's last event = %+v; want b.test blocked", evs[len(evs)-1])
 		}
 		if len(recB.all()) != 0 {
 			t.Errorf("task b recorded %+v", recB.all())

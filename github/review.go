@@ -39,33 +39,7 @@ func (c *Client) ReviewComments(ctx context.Context, installationID int64, ref a
 	if err != nil {
 		return nil, err
 	}
-	writers := map[string]bool{}
-	var out []string
-	for _, it := range items {
-		allowed, seen := writers[it.login]
-		if !seen {
-			if len(writers) >= maxReviewAuthors {
-				continue
-			}
-			acc, err := c.CheckPermission(ctx, installationID, ref.Repo, it.login)
-			if err != nil {
-				return nil, fmt.Errorf("github: review feedback of %s: %w", ref, err)
-			}
-			allowed = acc.Allowed
-			writers[it.login] = allowed
-		}
-		if !allowed {
-			continue
-		}
-		s := it.text
-		if len(s) > maxReviewItemBytes {
-			s = truncateUTF8(s, maxReviewItemBytes) + " …(truncated)"
-		}
-		if out = append(out, s); len(out) >= maxReviewItems {
-			break
-		}
-	}
-	return out, nil
+	return c.writersOnly(ctx, installationID, ref, items)
 }
 
 // reviewItems lists the reviews with a body, then the inline comments,
