@@ -12,7 +12,9 @@ import (
 	"time"
 
 	"github.com/agentbot/agentbot"
+	"github.com/agentbot/agentbot/github/githubtest"
 	"github.com/agentbot/agentbot/internal/testtool"
+	"github.com/agentbot/agentbot/runner"
 	"github.com/agentbot/agentbot/web"
 )
 
@@ -64,6 +66,7 @@ func TestIssueBecomesDraftPR(t *testing.T) {
 	if len(page.Timeline) < 4 {
 		t.Errorf("task page timeline: %+v", page.Timeline)
 	}
+	checkRelayTokenRevoked(t, w, page)
 
 	// 2. /agent on the PR: a follow-up commit on the same branch.
 	first := w.git.RevParse(repo.Owner, repo.Name, branch)
@@ -352,3 +355,36 @@ func TestBubblewrapConfinesAgent(t *testing.T) {
 }
 
 func lookBwrap() (string, error) { return exec.LookPath("bwrap") }
+
+// checkRelayTokenRevoked: the sandbox cloned through the git relay (the
+// task page's egress table has the relay's fetches), and the one read token
+// that fetched from the git server — the relay's, as the sandbox holds
+// none — was revoked by the time the task was reported, by a DELETE
+// /installation/token that came with that token (the fake marks the token
+// it was authenticated with).
+func checkRelayTokenRevoked(t *testing.T, w *world, page web.TaskPage) {
+	t.Helper()
+	var relayed bool
+	for _, r := range page.Egress {
+		relayed = relayed || (r.Kind == runner.EgressGit && r.Allowed && r.BytesIn > 0)
+	}
+	if !relayed {
+		t.Errorf("the task page shows no fetch through the git relay: %+v", page.Egress)
+	}
+	var readers []githubtest.Token
+	for _, tok := range w.gh.Tokens() {
+		if tok.GitReads > 0 {
+			readers = append(readers, tok)
+		}
+	}
+	if len(readers) != 1 {
+		t.Fatalf("%d tokens fetched from the git server, want the relay's one", len(readers))
+	}
+	tok := readers[0]
+	if tok.Permissions["contents"] != "read" || len(tok.Repos) != 1 || tok.Repos[0] != repo.FullName() {
+		t.Errorf("the relay's token is not read-only for %s alone: %v %v", repo.FullName(), tok.Permissions, tok.Repos)
+	}
+	if !tok.Revoked {
+		t.Errorf("the relay's read token is still live after the task ended (%d fetches with it)", tok.GitReads)
+	}
+}

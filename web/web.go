@@ -249,6 +249,10 @@ type TaskPage struct {
 	// Reported is set once the task's final state is on GitHub (its
 	// comment and check run).
 	Reported bool `json:"reported,omitempty"`
+	// Egress is the sandbox's attempts to leave, per host and outcome;
+	// EgressMore counts the rows left off.
+	Egress     []EgressRow `json:"egress"`
+	EgressMore int         `json:"egress_more,omitempty"`
 }
 
 const pageLogLines = 200
@@ -291,6 +295,7 @@ func (h *Handler) task(w http.ResponseWriter, r *http.Request) {
 		lines = lines[len(lines)-pageLogLines:]
 	}
 	page.Log = lines
+	page.Egress, page.EgressMore = egressRows(evs)
 	if page.Log == nil {
 		page.Log = []runner.Event{}
 	}

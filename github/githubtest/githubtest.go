@@ -139,7 +139,12 @@ type Token struct {
 	Repos        []string // full names
 	Permissions  map[string]string
 	ExpiresAt    time.Time
-	Revoked      bool
+	// Revoked is set by a DELETE /installation/token that came with this
+	// token.
+	Revoked bool
+	// GitReads counts the git fetch requests (upload-pack) the token
+	// authorized on GitAuthorize's server.
+	GitReads int
 	// Scoped is set when the request named repositories or permissions
 	// (a down-scoped token rather than the installation's own).
 	Scoped bool

@@ -136,6 +136,12 @@ func (s *Server) GitAuthorize() gitserver.Authorize {
 		if write {
 			need = "write"
 		}
-		return rank(tok.Permissions["contents"]) >= rank(need)
+		if rank(tok.Permissions["contents"]) < rank(need) {
+			return false
+		}
+		if !write {
+			tok.GitReads++
+		}
+		return true
 	}
 }
