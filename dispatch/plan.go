@@ -214,9 +214,13 @@ func (a *attempt) plan(ctx context.Context, l *lookups) (*plan, *failure) {
 		a.addNote(note)
 		d.note(ctx, t.ID, "agentbot: "+note)
 	}
-	agent, fail := d.agentSpec(l.settings)
+	agent, notes, fail := d.agentSpec(l.settings)
 	if fail != nil {
 		return nil, fail
+	}
+	for _, n := range notes {
+		a.addNote(n)
+		d.note(ctx, t.ID, "agentbot: "+n)
 	}
 	if t.Trigger.Kind == agentbot.KindNew && l.pr.Number != 0 {
 		a.addNote(continuingNote(l.pr.Number))
@@ -314,14 +318,25 @@ func (d *Dispatcher) timeLimit(s github.Settings) (limit time.Duration, note str
 // agentSpec picks the agent. An operator who configured the command agent
 // runs it for every repository (it is the operator's own wrapper, and a
 // repository file never names a command); otherwise the repository's choice
-// of claude or codex applies.
-func (d *Dispatcher) agentSpec(s github.Settings) (runner.AgentSpec, *failure) {
+// of claude or codex applies. The repository's permission_mode and
+// allowed_tools narrow the operator's, never widen them; notes say what
+// was refused.
+func (d *Dispatcher) agentSpec(s github.Settings) (runner.AgentSpec, []string, *failure) {
 	spec := d.opts.Agent
 	if spec.Name != "command" && s.Agent != "" && s.Agent != spec.Name {
 		// The operator's narrowing holds whichever agent the repository picks.
 		spec = runner.AgentSpec{Name: s.Agent, PermissionMode: spec.PermissionMode, AllowedTools: spec.AllowedTools}
 		if s.Agent == "command" {
 			spec.Command = d.opts.Agent.Command
+		}
+	}
+	var notes []string
+	var modeNote, toolsNote string
+	spec.PermissionMode, modeNote = narrowMode(spec.PermissionMode, s.PermissionMode)
+	spec.AllowedTools, toolsNote = narrowTools(spec.AllowedTools, s.AllowedTools)
+	for _, n := range []string{modeNote, toolsNote} {
+		if n != "" {
+			notes = append(notes, n)
 		}
 	}
 	if s.Model != "" {
@@ -331,7 +346,7 @@ func (d *Dispatcher) agentSpec(s github.Settings) (runner.AgentSpec, *failure) {
 		spec.MaxTurns = s.MaxTurns
 	}
 	if spec.Name == "command" && spec.Command == "" {
-		return spec, failf("preparing", "the repository asks for the command agent, but this agentbot has no AGENTBOT_AGENT_COMMAND").forGood()
+		return spec, nil, failf("preparing", "the repository asks for the command agent, but this agentbot has no AGENTBOT_AGENT_COMMAND").forGood()
 	}
-	return spec, nil
+	return spec, notes, nil
 }

@@ -49,6 +49,12 @@ type Settings struct {
 	// MaxCostUSD lowers the operator's model budget for a task (0 = the
 	// operator's).
 	MaxCostUSD float64
+	// PermissionMode narrows Claude Code's permission mode below the
+	// operator's ("" = the operator's); it never widens it.
+	PermissionMode string
+	// AllowedTools narrow the tools Claude Code may use to those of the
+	// operator's that are also here (nil = the operator's).
+	AllowedTools []string
 }
 
 // DefaultSettings are the settings of a repository without a settings file.
@@ -81,7 +87,7 @@ func (e *SettingsError) Error() string {
 var settingsKeys = []string{
 	"trigger_label", "branch_prefix", "template", "agent", "model", "time_limit",
 	"draft_pr", "allowed_users", "allowed_teams", "protected_paths", "max_turns", "assignee",
-	"egress", "max_cost_usd",
+	"egress", "max_cost_usd", "permission_mode", "allowed_tools",
 }
 
 var (
@@ -90,6 +96,9 @@ var (
 	modelName    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:/@\[\]-]*$`)
 	loginName    = regexp.MustCompile(`^@?[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\[bot\])?$`)
 	teamName     = regexp.MustCompile(`^@?(?:[A-Za-z0-9][A-Za-z0-9-]*/)?[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+	// toolName is a Claude Code tool, optionally with a specifier
+	// ("Bash(go test:*)"); no comma, since the list is passed comma-joined.
+	toolName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]*(?:\([^(),\n]+\))?$`)
 )
 
 // ParseSettings parses a settings file strictly: unknown keys, wrong types
@@ -211,11 +220,34 @@ func (p *settingsParser) fields(s *Settings) {
 			s.MaxCostUSD = 0
 		}
 	}
+	if v, ok := p.raw["permission_mode"]; ok {
+		if err := json.Unmarshal(v, &s.PermissionMode); err != nil || PermissionModeRank(s.PermissionMode) < 0 {
+			p.problem("permission_mode must be one of %s", strings.Join(PermissionModes, ", "))
+			s.PermissionMode = ""
+		}
+	}
+	p.list("allowed_tools", &s.AllowedTools, func(x string) bool { return len(x) <= 100 && toolName.MatchString(x) }, "a Claude Code tool such as Edit or Bash(go test:*)")
 	if v, ok := p.raw["max_turns"]; ok {
 		if err := json.Unmarshal(v, &s.MaxTurns); err != nil || s.MaxTurns < 0 || s.MaxTurns > 10000 {
 			p.problem("max_turns must be a whole number between 0 and 10000")
 		}
 	}
+}
+
+// PermissionModes are Claude Code's permission modes, widest first:
+// bypassPermissions runs every tool without asking, acceptEdits asks before
+// commands, default and dontAsk refuse what was not allowed (in print mode
+// nobody answers a prompt), plan only reads.
+var PermissionModes = []string{"bypassPermissions", "acceptEdits", "default", "dontAsk", "plan"}
+
+// PermissionModeRank is mode's place in PermissionModes (0 = widest), the
+// widest for "" (Claude Code's mode in agentbot when none is set), and -1
+// for a mode agentbot does not know.
+func PermissionModeRank(mode string) int {
+	if mode == "" {
+		return 0
+	}
+	return slices.Index(PermissionModes, mode)
 }
 
 // MergePaths is every pattern of the lists, each once, in first-seen order.

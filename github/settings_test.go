@@ -57,6 +57,16 @@ max_turns: 40
 		{name: "not a mapping", yaml: "- a\n- b\n", problems: []string{"must be a mapping"}},
 		{name: "duplicate key", yaml: "agent: a\nagent: b\n", problems: []string{"not valid YAML"}},
 		{name: "bad yaml", yaml: "agent: [\n", problems: []string{"not valid YAML"}},
+		{name: "narrowed Claude Code", yaml: "permission_mode: acceptEdits\nallowed_tools: [Edit, Read, 'Bash(go test:*)']\n",
+			want: func() Settings {
+				s := DefaultSettings()
+				s.PermissionMode, s.AllowedTools = "acceptEdits", []string{"Edit", "Read", "Bash(go test:*)"}
+				return s
+			}()},
+		{name: "unknown permission mode", yaml: "permission_mode: yolo\n", problems: []string{"permission_mode must be one of bypassPermissions, acceptEdits, default, dontAsk, plan"}},
+		{name: "permission mode as a list", yaml: "permission_mode: [plan]\n", problems: []string{"permission_mode must be one of"}},
+		{name: "tool with a comma", yaml: "allowed_tools: ['Bash(a,b)']\n", problems: []string{`allowed_tools: "Bash(a,b)" is not a Claude Code tool`}},
+		{name: "tools not a list", yaml: "allowed_tools: Edit\n", problems: []string{"allowed_tools must be a list"}},
 		{name: "an empty protected_paths keeps the defaults", yaml: "protected_paths: []\n", want: DefaultSettings()},
 		{name: "protected_paths add to the defaults", yaml: "protected_paths: ['secrets/**', '.github/workflows/**']\n",
 			want: func() Settings {

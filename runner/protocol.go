@@ -128,7 +128,11 @@ type AgentSpec struct {
 	// dependencies and uses git. For codex, any value but empty or
 	// "bypassPermissions" keeps codex's own workspace-write sandbox.
 	PermissionMode string `json:"permission_mode,omitempty"`
-	// AllowedTools, when set, are the only tools Claude Code may use.
+	// AllowedTools, when set, are passed as Claude Code's --allowedTools:
+	// the tools it may use without asking. Under bypassPermissions that
+	// fences nothing off; with a narrower mode, a tool the mode would ask
+	// about is refused unless listed (print mode has nobody to ask). A repository's list only
+	// narrows the operator's (dispatch.narrowTools).
 	AllowedTools []string `json:"allowed_tools,omitempty"`
 }
 
