@@ -138,9 +138,9 @@ func TestInvocations(t *testing.T) {
 		{
 			name:    "claude narrowed by the operator",
 			adapter: Claude{Bin: "claude"},
-			req:     Request{PromptFile: short, Spec: runner.AgentSpec{Name: "claude", PermissionMode: "plan", AllowedTools: []string{"Read", "Grep"}}},
+			req:     Request{PromptFile: short, Spec: runner.AgentSpec{Name: "claude", PermissionMode: "plan", AllowedTools: []string{"Read", "Grep", "Bash(go test:*)", "Bash(make:*)"}}},
 			want: Invocation{Path: "claude", Args: []string{"-p", "Fix the bug", "--output-format", "stream-json", "--verbose",
-				"--permission-mode", "plan", "--allowedTools", "Read,Grep"}},
+				"--permission-mode", "plan", "--tools", "Read,Grep,Bash", "--allowedTools", "Read,Grep,Bash(go test:*),Bash(make:*)"}},
 		},
 		{
 			name:    "claude with model and turns",

@@ -19,7 +19,7 @@ const maxArgPrompt = 100 << 10
 // Claude runs Claude Code in print mode:
 //
 //	claude -p PROMPT --output-format stream-json --verbose \
-//	    --permission-mode bypassPermissions [--allowedTools T,...] [--max-turns N] [--model M]
+//	    --permission-mode bypassPermissions [--tools T,... --allowedTools T,...] [--max-turns N] [--model M]
 //
 // bypassPermissions lets it use every tool, Bash included, without asking:
 // the sandbox, not Claude Code's prompts, is the boundary. Claude Code
@@ -60,7 +60,12 @@ func (c Claude) Invocation(req Request) (Invocation, error) {
 	}
 	inv.Args = append(inv.Args, "--output-format", "stream-json", "--verbose", "--permission-mode", mode)
 	if len(req.Spec.AllowedTools) > 0 {
-		inv.Args = append(inv.Args, "--allowedTools", strings.Join(req.Spec.AllowedTools, ","))
+		// --allowedTools only spares the listed tools a prompt; under
+		// bypassPermissions it removes nothing. --tools is the fence: the
+		// built-in tools the session has at all, by name (a specifier such
+		// as Bash(go test:*) narrows only the prompt-free part).
+		inv.Args = append(inv.Args, "--tools", strings.Join(toolNames(req.Spec.AllowedTools), ","),
+			"--allowedTools", strings.Join(req.Spec.AllowedTools, ","))
 	}
 	if req.Spec.MaxTurns > 0 {
 		inv.Args = append(inv.Args, "--max-turns", strconv.Itoa(req.Spec.MaxTurns))
@@ -280,4 +285,22 @@ func oneLine(s string, n int) string {
 		s = s[:n] + "…"
 	}
 	return s
+}
+
+// toolNames are the built-in tools of an allowed-tools list without their
+// specifiers ("Bash(go test:*)" is Bash), each once, in order; MCP tools
+// (mcp__…) are not built-in and --tools does not take them.
+func toolNames(allowed []string) []string {
+	var names []string
+	seen := map[string]bool{}
+	for _, t := range allowed {
+		if i := strings.IndexByte(t, '('); i >= 0 {
+			t = t[:i]
+		}
+		if t = strings.TrimSpace(t); t != "" && !strings.HasPrefix(t, "mcp__") && !seen[t] {
+			seen[t] = true
+			names = append(names, t)
+		}
+	}
+	return names
 }
