@@ -7,15 +7,17 @@ import (
 )
 
 // attachMirror brings the repository's mirror up to date and leases it for
-// the run, so the sandbox clones from it and the push verifies against it.
+// the run, so the sandbox clones from it and the push verifies against it;
+// agentbot fetches it with token (the read token, which the sandbox never
+// holds once the gateway is on).
 // A mirror that cannot be had only costs speed: the job clones plainly.
-func (a *attempt) attachMirror(ctx context.Context, p *plan) {
+func (a *attempt) attachMirror(ctx context.Context, p *plan, token string) {
 	m := a.d.opts.Mirrors
 	if m == nil {
 		return
 	}
 	t := a.task
-	lease, err := m.Acquire(ctx, t.Trigger.InstallationID, t.Ref().Repo, p.job.CloneURL, p.job.Token)
+	lease, err := m.Acquire(ctx, t.Trigger.InstallationID, t.Ref().Repo, p.job.CloneURL, token)
 	if err != nil {
 		logFrom(ctx).Warn("no repository mirror for this run; it clones from the origin", "err", a.redactor().String(err.Error()))
 		return

@@ -269,7 +269,7 @@ func (a *attempt) plan(ctx context.Context, l *lookups) (*plan, *failure) {
 		return nil, failf("preparing", "cannot mint a read-only token for %s: %v", ref.Repo, err)
 	}
 	a.setToken(tok.Value)
-	a.attachMirror(ctx, p)
+	a.attachMirror(ctx, p, tok.Value)
 	if fail := a.openGateway(ctx, p, tok.Value); fail != nil {
 		return nil, fail
 	}

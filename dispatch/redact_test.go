@@ -135,13 +135,15 @@ func TestSecretsAreRedactedByTheDispatcher(t *testing.T) {
 			places["task log"] = string(logFile)
 			stored, _ := json.Marshal(done)
 			places["stored task"] = string(stored)
-			pages, err := web.New(web.Options{Store: h.store, Logs: h.logs})
+			const pagesToken = "pages-token-for-the-redaction-test"
+			pages, err := web.New(web.Options{Store: h.store, Logs: h.logs, Auth: web.Auth{BearerToken: pagesToken}})
 			if err != nil {
 				t.Fatal(err)
 			}
 			for _, path := range []string{"/tasks/" + task.ID, "/tasks/" + task.ID + "/log", "/tasks"} {
 				req := httptest.NewRequest(http.MethodGet, path, nil)
 				req.Header.Set("Accept", "application/json")
+				req.Header.Set("Authorization", "Bearer "+pagesToken)
 				rec := httptest.NewRecorder()
 				pages.ServeHTTP(rec, req)
 				b, _ := io.ReadAll(rec.Result().Body)

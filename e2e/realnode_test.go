@@ -232,7 +232,10 @@ func testRealNodeClaudeTask(t *testing.T, overlay string, gvisor, viaGateway boo
 		"ANTHROPIC_BASE_URL=" + api.URL,
 		"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1",
 		"DISABLE_AUTOUPDATER=1",
-		"AGENTBOT_AGENT_ENV=ANTHROPIC_BASE_URL,CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC,DISABLE_AUTOUPDATER",
+		// Without the gateway the key goes to the pod in the job (the
+		// SandboxTemplate holds none); with it, the dispatcher keeps the
+		// key and the model's URL out of the job and the relay uses them.
+		"AGENTBOT_AGENT_ENV=ANTHROPIC_API_KEY,ANTHROPIC_BASE_URL,CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC,DISABLE_AUTOUPDATER",
 	}
 	if viaGateway {
 		gw := bridgePort(t)

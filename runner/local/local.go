@@ -27,6 +27,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -318,6 +319,11 @@ func (l *Launcher) gatewayFor(job *runner.Job) error {
 	if gw.HostSocket == "" || !filepath.IsAbs(gw.HostSocket) {
 		return fmt.Errorf("the gateway socket %q is not an absolute path", gw.HostSocket)
 	}
+	if l.isolation == IsolationNone || l.opts.ShareNetwork {
+		if err := ownLoopbackPort(job, &gw); err != nil {
+			return err
+		}
+	}
 	if l.isolation == IsolationNone {
 		gw.Socket = gw.HostSocket
 		return nil
@@ -333,6 +339,27 @@ func (l *Launcher) gatewayFor(job *runner.Job) error {
 	if err := os.Chmod(gw.HostSocket, 0o600); err != nil {
 		return fmt.Errorf("gateway socket: %w", err)
 	}
+	return nil
+}
+
+// ownLoopbackPort moves the forwarder of a run that shares the host's
+// network off the job's fixed address (every such run would want the same
+// port) to a free loopback port, and points the job's proxy variables at
+// it. A sandbox with a network namespace of its own keeps the fixed one.
+func ownLoopbackPort(job *runner.Job, gw *runner.JobGateway) error {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("gateway: a loopback port for the forwarder: %w", err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	old := gw.Listen
+	gw.Listen = addr
+	env := make(map[string]string, len(job.Env))
+	for k, v := range job.Env {
+		env[k] = strings.ReplaceAll(v, old, addr)
+	}
+	job.Env = env
 	return nil
 }
 
