@@ -127,7 +127,7 @@ func (a *attempt) openGateway(ctx context.Context, p *plan, token string) *failu
 	a.mu.Unlock()
 	env := map[string]string{}
 	for k, v := range a.d.opts.AgentEnv {
-		if !modelCredentials[k] {
+		if !IsModelCredential(k) {
 			env[k] = v
 		}
 	}
@@ -150,6 +150,10 @@ var modelCredentials = map[string]bool{
 	"ANTHROPIC_API_KEY": true, "ANTHROPIC_AUTH_TOKEN": true, "CLAUDE_CODE_OAUTH_TOKEN": true,
 	"OPENAI_API_KEY": true, "ANTHROPIC_BASE_URL": true, "OPENAI_BASE_URL": true,
 }
+
+// IsModelCredential reports whether an agent environment variable is a
+// model key or model URL, which a sandbox behind the gateway does not get.
+func IsModelCredential(name string) bool { return modelCredentials[name] }
 
 // recordEgress keeps one of the sandbox's egress attempts as a task event;
 // the gateway calls it from the connection's goroutine.

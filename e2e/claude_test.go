@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"math"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -79,6 +81,81 @@ func TestClaudeCodeEndToEnd(t *testing.T) {
 	}
 	if prs := w.gh.PullRequests(repo); len(prs) != 1 || !strings.Contains(prs[0].Body, summary) {
 		t.Errorf("pull requests: %+v", prs)
+	}
+}
+
+// TestClaudeCodeRunsTests is the agent free inside the bubblewrap sandbox:
+// the real Claude Code CLI runs the repository's test script with Bash and
+// writes a file, the pushed branch holds both effects, and neither Claude
+// Code's answer to the Bash call nor the task's log shows a refusal.
+func TestClaudeCodeRunsTests(t *testing.T) {
+	bin := testtool.Claude(t)
+	if _, err := lookBwrap(); err != nil {
+		testtool.Missing(t, "AGENTBOT_REQUIRE_BWRAP", "bubblewrap is not available: "+err.Error())
+	}
+	const summary = "Ran the tests and added NOTES.md."
+	api := fakeanthropic.New(t,
+		fakeanthropic.Turn{Text: "Running the tests first.", ToolUses: []fakeanthropic.ToolUse{{
+			Name:  "Bash",
+			Input: map[string]string{"command": "sh test.sh", "description": "Run the repository's tests"},
+		}}},
+		fakeanthropic.Turn{Text: "Tests pass; adding the notes.", ToolUses: []fakeanthropic.ToolUse{{
+			Name:  "Write",
+			Input: map[string]string{"file_path": "NOTES.md", "content": "tested by claude\n"},
+		}}},
+		fakeanthropic.Turn{Text: summary},
+	)
+	w := newWorld(t)
+	// The sandbox's uid passes through the test's temporary directories
+	// to the gateway socket in the data dir and to agent-runner, as it
+	// would through /var/lib.
+	must(t, os.Chmod(filepath.Dir(w.dataDir), 0o711))
+	must(t, os.Chmod(filepath.Dir(bins.scripted), 0o711))
+	w.settings("agent: claude\nmodel: claude-sonnet-4-5\nmax_turns: 6\n")
+	// The test script leaves a file behind and prints what it saw, so the
+	// tool result shows it ran inside the sandbox as the sandbox user.
+	w.gh.SetFile(repo, "test.sh", "#!/bin/sh\nset -e\nprintf 'widget ok: %s\\n' \"$(cat src/widget.txt)\" > test-output.txt\necho \"tests passed as uid $(id -u)\"\n")
+	b := w.start(
+		"AGENTBOT_LOCAL_ISOLATION=bwrap",
+		"AGENTBOT_AGENT=claude",
+		"AGENTBOT_CLAUDE_BIN="+bin,
+		"ANTHROPIC_API_KEY=sk-ant-e2e-bash-key-4321",
+		"ANTHROPIC_BASE_URL="+api.URL,
+		"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1",
+		"DISABLE_AUTOUPDATER=1",
+		"AGENTBOT_AGENT_ENV=CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC,DISABLE_AUTOUPDATER",
+	)
+	b.deliver("issues", w.issue(10, "Test and note", "Run the tests, then add NOTES.md."))
+	task := b.taskFor(10, agentbot.KindNew)
+	page := b.waitDone(task.ID, 3*time.Minute)
+	for _, r := range api.ToolResults("") {
+		t.Logf("tool result for %s (error %v): %q", r.Tool, r.IsError, r.Text)
+	}
+	if page.Task.State != agentbot.StateSucceeded {
+		t.Fatalf("task ended %s: %+v\nlog: %+v", page.Task.State, page.Result, page.Log)
+	}
+	for file, want := range map[string]string{"test-output.txt": "widget ok: a widget\n", "NOTES.md": "tested by claude\n"} {
+		if got, err := w.git.Show(repo.Owner, repo.Name, page.Result.Branch, file); err != nil || got != want {
+			t.Errorf("%s on %s = %q, %v; want %q", file, page.Result.Branch, got, err, want)
+		}
+	}
+	bash := api.ToolResults("Bash")
+	if len(bash) != 1 || bash[0].IsError || !strings.Contains(bash[0].Text, "tests passed as uid ") ||
+		strings.Contains(strings.TrimSpace(bash[0].Text)+"\n", "uid 0\n") {
+		t.Errorf("the Bash call's result = %+v, want one that ran the script as a non-root user", bash)
+	}
+	if write := api.ToolResults("Write"); len(write) != 1 || write[0].IsError {
+		t.Errorf("the Write call's result = %+v", write)
+	}
+	sawBash := false
+	for _, ev := range page.Log {
+		if strings.Contains(ev.Message, "not permitted") || strings.Contains(ev.Message, "permission") {
+			t.Errorf("the task log shows a refusal: %+v", ev)
+		}
+		sawBash = sawBash || (ev.Tool == "Bash" && strings.Contains(ev.Message, "sh test.sh"))
+	}
+	if !sawBash {
+		t.Errorf("the task log does not show the Bash call: %+v", page.Log)
 	}
 }
 

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/agentbot/agentbot/bundle"
+	"github.com/agentbot/agentbot/dispatch"
+	"github.com/agentbot/agentbot/gateway"
 	"github.com/agentbot/agentbot/github"
 	"github.com/agentbot/agentbot/runner"
 )
@@ -58,6 +60,9 @@ type oneShot struct {
 	Progress io.Writer
 	// Quiet drops the agent's output lines, keeping phases.
 	Quiet bool
+	// Egress is the gateway the sandbox leaves through (nil: none, the
+	// job carries AgentEnv's keys as they are).
+	Egress *dispatch.Egress
 }
 
 // oneShotResult is how a one-shot run ended.
@@ -101,6 +106,13 @@ func runOne(ctx context.Context, l runner.Launcher, o oneShot) (*oneShotResult, 
 	if err != nil {
 		return nil, err
 	}
+	var gw *gateway.Task
+	if o.Egress != nil {
+		if gw, err = openOneGateway(o.Egress, &job, src); err != nil {
+			return nil, err
+		}
+		defer gw.Close()
+	}
 	ui := newStatusLine(o.Progress)
 	defer ui.close()
 	ui.printf("agentbot run %s: %s → branch %s (agent %s)", job.TaskID, src.display, job.Branch, o.Agent.Name)
@@ -130,6 +142,10 @@ func runOne(ctx context.Context, l runner.Launcher, o oneShot) (*oneShotResult, 
 		TaskID: job.TaskID, Branch: job.Branch, Base: src.base, BaseSHA: res.BaseSHA, Commit: res.Commit,
 		Summary: res.Summary, CostUSD: res.CostUSD, Files: res.Files,
 		NoChanges: res.Status == runner.StatusNoChanges,
+	}
+	if gw != nil {
+		// The model relay's measure, not the sandbox's word.
+		out.CostUSD, _ = gw.Spent()
 	}
 	if !out.NoChanges {
 		ui.phase("taking the result in")

@@ -151,6 +151,13 @@ func (m *Main) runOnce(ctx context.Context) error {
 		return err
 	}
 	defer closeLauncher()
+	// The sandbox has a network namespace of its own: like serve's, it
+	// reaches the model and the allow-list only through the gateway.
+	eg, closeEgress, err := newEgress(o.DataDir, os.Getenv, logger)
+	if err != nil {
+		return err
+	}
+	defer closeEgress()
 	env := map[string]string{}
 	names := os.Getenv("AGENTBOT_AGENT_ENV")
 	if names == "" {
@@ -164,7 +171,7 @@ func (m *Main) runOnce(ctx context.Context) error {
 	res, err := runOne(ctx, l, oneShot{
 		Repo: o.Repo, Prompt: o.Prompt, Base: o.Base, Branch: o.Branch,
 		Agent:    runner.AgentSpec{Name: o.Agent, Command: o.AgentCommand, Model: o.Model},
-		AgentEnv: env, TimeLimit: o.TimeLimit, Progress: m.Stdout, Quiet: o.Quiet,
+		AgentEnv: env, TimeLimit: o.TimeLimit, Progress: m.Stdout, Quiet: o.Quiet, Egress: eg,
 	})
 	if err != nil {
 		return err

@@ -9,7 +9,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/agentbot/agentbot/internal/fakeanthropic"
 	"github.com/agentbot/agentbot/internal/scriptedagent"
+	"github.com/agentbot/agentbot/internal/testtool"
 )
 
 func gitOut(t *testing.T, dir string, args ...string) string {
@@ -126,4 +128,80 @@ func TestRunDemo(t *testing.T) {
 		t.Fatalf("second run: %v\n%s", err, out)
 	}
 	gitOut(t, demo, "rev-parse", "--verify", branch+"-2")
+}
+
+// TestRunClaudeThroughRelay is `agentbot run --agent claude` with the real
+// Claude Code CLI against the fake Messages API, under bubblewrap: the
+// sandbox, in a network namespace of its own, reaches the model only
+// through the run's egress gateway, so the fake sees the operator's
+// key on every call (never the sandbox's placeholder), the branch holds
+// the file Claude Code wrote, and the cost printed is the relay's measure.
+func TestRunClaudeThroughRelay(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs agent-runner and Claude Code")
+	}
+	bin := testtool.Claude(t)
+	if _, err := exec.LookPath("bwrap"); err != nil {
+		testtool.Missing(t, "AGENTBOT_REQUIRE_BWRAP", "bubblewrap is not available: "+err.Error())
+	}
+	runnerBin := scriptedagent.BuildAgentRunner(t)
+	repo, dataDir := t.TempDir(), t.TempDir()
+	if _, err := createDemoRepo(context.Background(), repo); err != nil {
+		t.Fatal(err)
+	}
+	// The sandbox's uid passes through to the repository, the workspaces,
+	// the gateway's socket and agent-runner.
+	for _, d := range []string{repo, dataDir, filepath.Dir(runnerBin)} {
+		for ; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+			if err := os.Chmod(d, 0o711); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	api := fakeanthropic.New(t,
+		fakeanthropic.Turn{Text: "Writing it.", ToolUses: []fakeanthropic.ToolUse{{
+			Name: "Write", Input: map[string]string{"file_path": "NOTES.md", "content": "from claude via the relay\n"}}}},
+		fakeanthropic.Turn{Text: "Added NOTES.md."},
+	)
+	const apiKey = "sk-ant-run-relay-key-9876"
+	t.Setenv("AGENTBOT_CLAUDE_BIN", bin)
+	t.Setenv("ANTHROPIC_API_KEY", apiKey)
+	t.Setenv("ANTHROPIC_BASE_URL", api.URL)
+	t.Setenv("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+	t.Setenv("DISABLE_AUTOUPDATER", "1")
+	t.Setenv("AGENTBOT_AGENT_ENV", "ANTHROPIC_API_KEY,ANTHROPIC_BASE_URL,CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC,DISABLE_AUTOUPDATER")
+	var stdout, stderr bytes.Buffer
+	m := NewMain()
+	m.Stdout, m.Stderr = &stdout, &stderr
+	err := m.ParseFlags([]string{"run", "--repo", repo, "--agent", "claude", "--model", "claude-sonnet-4-5",
+		"--prompt", "Add notes", "--isolation", "bwrap", "--agent-runner", runnerBin, "--data-dir", dataDir},
+		func(string) string { return "" })
+	if err == nil {
+		err = m.Run(context.Background())
+	}
+	if err != nil {
+		t.Fatalf("run: %v\n%s%s", err, stdout.String(), stderr.String())
+	}
+	if got := gitOut(t, repo, "show", "agentbot/run-add-notes:NOTES.md"); got != "from claude via the relay" {
+		t.Errorf("NOTES.md = %q", got)
+	}
+	main := 0
+	for _, r := range api.Requests() {
+		if r.APIKey != apiKey {
+			t.Errorf("the fake API got key %q on %s, not the operator's", r.APIKey, r.Path)
+		}
+		if r.Main {
+			main++
+		}
+	}
+	if main < 2 {
+		t.Errorf("the fake API saw %d main calls, want the script's 2", main)
+	}
+	out := stdout.String()
+	if !strings.Contains(out, "✓ done") || !strings.Contains(out, "cost: $") {
+		t.Errorf("output lacks the result or the relay's cost:\n%s", out)
+	}
+	if strings.Contains(out+stderr.String(), apiKey) {
+		t.Error("the API key leaked into the output")
+	}
 }

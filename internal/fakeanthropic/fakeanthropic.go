@@ -59,11 +59,26 @@ type Request struct {
 	// ToolResults are the tool_result blocks of the last user message, as
 	// text, so a test can see what Claude Code's tools answered.
 	ToolResults []string
+	// Results are the same tool_result blocks in full: which tool use each
+	// answers (and the tool's name, when the fake scripted that use) and
+	// whether Claude Code marked it an error (a failed command, a refused
+	// permission).
+	Results []ToolResult
 	// UserText is the text of the last user message (for the first request
 	// of a conversation: the prompt, with whatever Claude Code adds).
 	UserText string
 	// Answer is "turn N", "final", "helper", "count_tokens" or "404".
 	Answer string
+}
+
+// ToolResult is one tool_result block a request carried.
+type ToolResult struct {
+	ToolUseID string
+	// Tool is the name of the scripted tool use it answers ("" when the
+	// fake did not hand out ToolUseID).
+	Tool    string
+	Text    string
+	IsError bool
 }
 
 // The usage the fake reports for every message it answers; Claude Code
@@ -86,6 +101,8 @@ type Server struct {
 	mu       sync.Mutex
 	requests []Request
 	nextID   int
+	// tools names the tool uses the fake handed out, by id.
+	tools map[string]string
 }
 
 // New starts the fake on loopback with the main conversation's turns.
@@ -117,6 +134,20 @@ func (s *Server) Requests() []Request {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]Request(nil), s.requests...)
+}
+
+// ToolResults lists the tool_result blocks, in order, that answered the
+// fake's scripted uses of tool (every one when tool is "").
+func (s *Server) ToolResults(tool string) []ToolResult {
+	var out []ToolResult
+	for _, r := range s.Requests() {
+		for _, tr := range r.Results {
+			if tool == "" || tr.Tool == tool {
+				out = append(out, tr)
+			}
+		}
+	}
+	return out
 }
 
 // messagesRequest is the part of a Messages API request the fake reads.
@@ -176,7 +207,10 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	rec.Model, rec.Stream, rec.Tools, rec.Messages = req.Model, req.Stream, len(req.Tools), len(req.Messages)
 	rec.Main = rec.Tools > 0
 	if n := len(req.Messages); n > 0 && req.Messages[n-1].Role == "user" {
-		rec.ToolResults = toolResults(req.Messages[n-1].Content)
+		rec.Results = s.toolResults(req.Messages[n-1].Content)
+		for _, tr := range rec.Results {
+			rec.ToolResults = append(rec.ToolResults, tr.Text)
+		}
 		rec.UserText = userText(req.Messages[n-1].Content)
 	}
 
@@ -235,7 +269,14 @@ func (s *Server) blocks(turn Turn) []block {
 		if err != nil || string(in) == "null" {
 			in = []byte("{}")
 		}
-		bs = append(bs, block{Type: "tool_use", ID: s.id("toolu"), Name: tu.Name, Input: in})
+		id := s.id("toolu")
+		s.mu.Lock()
+		if s.tools == nil {
+			s.tools = map[string]string{}
+		}
+		s.tools[id] = tu.Name
+		s.mu.Unlock()
+		bs = append(bs, block{Type: "tool_use", ID: id, Name: tu.Name, Input: in})
 	}
 	return bs
 }
@@ -289,38 +330,47 @@ func halves(s string) []string {
 	return []string{string(r[:len(r)/2]), string(r[len(r)/2:])}
 }
 
-func toolResults(content json.RawMessage) []string {
+func (s *Server) toolResults(content json.RawMessage) []ToolResult {
 	var blocks []struct {
-		Type    string          `json:"type"`
-		Content json.RawMessage `json:"content"`
+		Type      string          `json:"type"`
+		ToolUseID string          `json:"tool_use_id"`
+		IsError   bool            `json:"is_error"`
+		Content   json.RawMessage `json:"content"`
 	}
 	if json.Unmarshal(content, &blocks) != nil {
 		return nil
 	}
-	var out []string
+	var out []ToolResult
 	for _, b := range blocks {
 		if b.Type != "tool_result" {
 			continue
 		}
-		var s string
-		if json.Unmarshal(b.Content, &s) == nil {
-			out = append(out, s)
-			continue
-		}
-		var parts []struct {
-			Text string `json:"text"`
-		}
-		if json.Unmarshal(b.Content, &parts) == nil {
-			var texts []string
-			for _, p := range parts {
-				texts = append(texts, p.Text)
-			}
-			out = append(out, strings.Join(texts, " "))
-			continue
-		}
-		out = append(out, string(b.Content))
+		s.mu.Lock()
+		tool := s.tools[b.ToolUseID]
+		s.mu.Unlock()
+		out = append(out, ToolResult{ToolUseID: b.ToolUseID, Tool: tool, Text: resultText(b.Content), IsError: b.IsError})
 	}
 	return out
+}
+
+// resultText is a tool_result's content as text: a string, or the text of
+// its blocks joined by spaces.
+func resultText(content json.RawMessage) string {
+	var s string
+	if json.Unmarshal(content, &s) == nil {
+		return s
+	}
+	var parts []struct {
+		Text string `json:"text"`
+	}
+	if json.Unmarshal(content, &parts) == nil {
+		var texts []string
+		for _, p := range parts {
+			texts = append(texts, p.Text)
+		}
+		return strings.Join(texts, " ")
+	}
+	return string(content)
 }
 
 func userText(content json.RawMessage) string {

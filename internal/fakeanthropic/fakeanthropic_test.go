@@ -127,3 +127,31 @@ func TestStreamsScriptedTurns(t *testing.T) {
 		t.Errorf("first request = %+v", r)
 	}
 }
+
+// TestToolResultsNameTheScriptedUse: a tool_result answering a tool use the
+// fake handed out is recorded with that tool's name and its error flag.
+func TestToolResultsNameTheScriptedUse(t *testing.T) {
+	s := New(t, Turn{ToolUses: []ToolUse{{Name: "Bash", Input: map[string]string{"command": "sh test.sh"}}}})
+	var msg struct {
+		Content []struct {
+			ID string `json:"id"`
+		} `json:"content"`
+	}
+	if err := json.NewDecoder(post(t, s.URL+"/v1/messages", `{"model":"m",`+tools+`,"messages":[{"role":"user","content":"go"}]}`).Body).Decode(&msg); err != nil {
+		t.Fatal(err)
+	}
+	if len(msg.Content) != 1 || msg.Content[0].ID == "" {
+		t.Fatalf("answer = %+v", msg)
+	}
+	id := msg.Content[0].ID
+	post(t, s.URL+"/v1/messages", `{"model":"m",`+tools+`,"messages":[{"role":"user","content":"go"},{"role":"assistant","content":[]},`+
+		`{"role":"user","content":[{"type":"tool_result","tool_use_id":"`+id+`","is_error":true,"content":[{"type":"text","text":"denied"}]},`+
+		`{"type":"tool_result","tool_use_id":"other","content":"x"}]}]}`)
+	got := s.ToolResults("Bash")
+	if len(got) != 1 || got[0] != (ToolResult{ToolUseID: id, Tool: "Bash", Text: "denied", IsError: true}) {
+		t.Errorf("Bash results = %+v", got)
+	}
+	if all := s.ToolResults(""); len(all) != 2 || all[1].Tool != "" || all[1].IsError {
+		t.Errorf("all results = %+v", all)
+	}
+}
