@@ -44,6 +44,7 @@ type DispatchOptions struct {
 	Kubeconfig     string
 	KubeQPS        string
 	KubeBurst      string
+	GatewayAddr    string
 	SandboxMemory  string
 	SandboxPIDs    string
 	SandboxCPUs    string
@@ -87,6 +88,7 @@ var dispatchSettings = []setting[DispatchOptions]{
 	{"warm-pool", "AGENTBOT_WARM_POOL", kubernetes.DefaultWarmPool, "kubernetes launcher: the SandboxWarmPool every claim names", func(o *DispatchOptions) any { return &o.WarmPool }},
 	{"kube-qps", "AGENTBOT_KUBE_QPS", strconv.Itoa(kubernetes.DefaultQPS), "kubernetes launcher: API requests per second, on average (exec streams not counted)", func(o *DispatchOptions) any { return &o.KubeQPS }},
 	{"kube-burst", "AGENTBOT_KUBE_BURST", strconv.Itoa(kubernetes.DefaultBurst), "kubernetes launcher: API requests at once above that rate", func(o *DispatchOptions) any { return &o.KubeBurst }},
+	{"gateway-addr", "AGENTBOT_GATEWAY_ADDR", "", "kubernetes launcher: host:port at which sandbox pods reach agentbot's egress gateway (the Service's gateway port; the bot serves it on AGENTBOT_GATEWAY_LISTEN)", func(o *DispatchOptions) any { return &o.GatewayAddr }},
 	{"kubeconfig", "KUBECONFIG", "", "kubernetes launcher: kubeconfig file when not running in a cluster", func(o *DispatchOptions) any { return &o.Kubeconfig }},
 	{"protected-paths", "AGENTBOT_PROTECTED_PATHS", ".github/**", "comma-separated path patterns no pushed bundle may touch, whatever a repository's protected_paths say (a repository can only add to them)", func(o *DispatchOptions) any { return &o.ProtectedPaths }},
 	{"mentions", "AGENTBOT_MENTIONS", "", "comma-separated names that, as @name at the start of a comment line, act like /agent (the App's own slug is always one)", func(o *DispatchOptions) any { return &o.Mentions }},
@@ -235,7 +237,7 @@ func (o DispatchOptions) validateLauncher(c *DispatchConfig, add func(error)) {
 	}
 	c.AgentRunner = o.AgentRunner
 	if c.Launcher == "kubernetes" {
-		c.Kubernetes = kubernetes.Config{Namespace: o.Namespace, WarmPool: o.WarmPool}
+		c.Kubernetes = kubernetes.Config{Namespace: o.Namespace, WarmPool: o.WarmPool, GatewayAddr: o.GatewayAddr}
 		if v, err := strconv.ParseFloat(o.KubeQPS, 32); err != nil || v < 1 {
 			add(dispatchProblem("kube-qps", "%q is not a number of at least 1", o.KubeQPS))
 		} else {
