@@ -1,78 +1,20 @@
 package kubernetes
 
-import (
-	"crypto/sha256"
-	"encoding/hex"
-	"strings"
-)
+import "github.com/agentbot/agentbot/runner/kubernetes/kname"
 
 // Labels and annotations agentbot puts on its SandboxClaims. Label values are
 // restricted (63 characters of [A-Za-z0-9._-]), so the exact task id and
 // repository also travel as annotations.
 const (
-	LabelManagedBy      = "app.kubernetes.io/managed-by"
-	ManagedByValue      = "agentbot"
-	LabelTaskID         = "agentbot.dev/task-id"
-	LabelRepo           = "agentbot.dev/repo"
-	AnnotationTaskID    = "agentbot.dev/task-id"
-	AnnotationRepo      = "agentbot.dev/repo"
-	claimNamePrefix     = "agentbot-"
-	claimNameSlugMax    = 40
-	claimNameHashLength = 10
+	LabelManagedBy   = "app.kubernetes.io/managed-by"
+	ManagedByValue   = "agentbot"
+	LabelTaskID      = "agentbot.dev/task-id"
+	LabelRepo        = "agentbot.dev/repo"
+	AnnotationTaskID = "agentbot.dev/task-id"
+	AnnotationRepo   = "agentbot.dev/repo"
 )
 
-// ClaimName is the SandboxClaim name of a task: deterministic, so a restarted
-// bot finds the claim again, and safe as a DNS-1035 label, because on a cold
-// start the Sandbox, Pod and Service take the claim's name. The hash keeps
-// two task ids that slug to the same text apart.
-func ClaimName(taskID string) string {
-	sum := sha256.Sum256([]byte(taskID))
-	slug := slugify(taskID, claimNameSlugMax)
-	name := claimNamePrefix
-	if slug != "" {
-		name += slug + "-"
-	}
-	return name + hex.EncodeToString(sum[:])[:claimNameHashLength]
-}
+// ClaimName is the SandboxClaim name of a task (see kname.ClaimName).
+func ClaimName(taskID string) string { return kname.ClaimName(taskID) }
 
-// slugify lowers s, replaces every run of characters outside [a-z0-9] by one
-// hyphen, trims hyphens and cuts the result to max characters.
-func slugify(s string, max int) string {
-	var b strings.Builder
-	hyphen := false
-	for _, r := range strings.ToLower(s) {
-		switch {
-		case r >= 'a' && r <= 'z', r >= '0' && r <= '9':
-			b.WriteRune(r)
-			hyphen = false
-		default:
-			if !hyphen && b.Len() > 0 {
-				b.WriteByte('-')
-				hyphen = true
-			}
-		}
-		if b.Len() >= max {
-			break
-		}
-	}
-	return strings.Trim(b.String(), "-")
-}
-
-// labelValue turns s into a valid label value: characters outside
-// [A-Za-z0-9._-] become '_', at most 63 characters, alphanumeric at both
-// ends. A repository "owner/name" becomes "owner_name".
-func labelValue(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_'
-		if !ok {
-			b[i] = '_'
-		}
-	}
-	if len(b) > 63 {
-		b = b[:63]
-	}
-	return strings.TrimFunc(string(b), func(r rune) bool {
-		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9')
-	})
-}
+func labelValue(s string) string { return kname.LabelValue(s) }
