@@ -2,6 +2,10 @@ package doctor
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
 	"os"
 	"path/filepath"
 	"strings"
@@ -72,8 +76,13 @@ func TestGitHubChecks(t *testing.T) {
 			t.Errorf("the App check failed with the right key: %v", f)
 		}
 
-		other := githubtest.New(t) // another App's key: the JWT is refused
-		f = failures(t, Run(ctx, GitHubChecks(client(t, gh, other.PrivateKeyPEM), gh.AppID)[:1], 10*time.Second))
+		// Another App's key: the JWT is refused.
+		otherKey, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			t.Fatal(err)
+		}
+		otherPEM := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(otherKey)})
+		f = failures(t, Run(ctx, GitHubChecks(client(t, gh, otherPEM), gh.AppID)[:1], 10*time.Second))
 		if d := f["github app"]; !strings.Contains(d, "did not accept") {
 			t.Errorf("app check with a wrong key = %q", d)
 		}

@@ -452,7 +452,9 @@ func (s *stall) RoundTrip(r *http.Request) (*http.Response, error) {
 
 func TestEachAttemptHasItsOwnTimeout(t *testing.T) {
 	st := &stall{next: http.DefaultTransport}
-	h := newHarness(t, func(c *Config) { c.Transport = st; c.Timeout = 50 * time.Millisecond })
+	// The stalled attempt waits out the whole timeout; the others must fit
+	// in it too, also on a loaded machine (50 ms failed there), so a second.
+	h := newHarness(t, func(c *Config) { c.Transport = st; c.Timeout = time.Second })
 	if _, err := h.client.Repository(context.Background(), instID, h.repo); err != nil {
 		t.Fatalf("the attempt after the stalled one should succeed: %v", err)
 	}

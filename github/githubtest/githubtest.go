@@ -229,10 +229,16 @@ type failure struct {
 	after bool
 }
 
-// New starts a fake GitHub for t, with a fresh App key.
+// appKey is the App key of every fake in the process: a 2048-bit RSA key
+// takes from 50 ms to seconds to generate under the race detector, and
+// the packages' tests start hundreds of fakes. A test that needs a key the
+// fake does not know generates its own.
+var appKey = sync.OnceValues(func() (*rsa.PrivateKey, error) { return rsa.GenerateKey(rand.Reader, 2048) })
+
+// New starts a fake GitHub for t, with the process's App key.
 func New(t testing.TB) *Server {
 	t.Helper()
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	key, err := appKey()
 	if err != nil {
 		t.Fatalf("githubtest: generate key: %v", err)
 	}
