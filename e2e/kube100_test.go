@@ -243,7 +243,7 @@ func sampleBot(env *kubetest.Env, bot *bot, stop <-chan struct{}, r *kube100Resu
 		if g, err := metricOf(bot.base+"/metrics", nil, "go_goroutines"); err == nil {
 			r.peakGoroutines = math.Max(r.peakGoroutines, g)
 		}
-		if n, err := claimWatches(env); err == nil {
+		if n, err := env.Watches(context.Background(), "sandboxclaims"); err == nil {
 			r.peakWatches = math.Max(r.peakWatches, n)
 		}
 		select {
@@ -252,27 +252,6 @@ func sampleBot(env *kubetest.Env, bot *bot, stop <-chan struct{}, r *kube100Resu
 		case <-tick.C:
 		}
 	}
-}
-
-// claimWatches is the number of namespaced watches on SandboxClaims the
-// API server holds: the bot's (the agent-sandbox controller watches across
-// the cluster; a watch of one claim by name has scope "resource").
-func claimWatches(env *kubetest.Env) (float64, error) {
-	raw, err := env.Client.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(context.Background())
-	if err != nil {
-		return 0, err
-	}
-	var n float64
-	for _, line := range strings.Split(string(raw), "\n") {
-		if strings.HasPrefix(line, "apiserver_longrunning_requests{") &&
-			strings.Contains(line, `resource="sandboxclaims"`) && !strings.Contains(line, `scope="cluster"`) &&
-			strings.Contains(line, `verb="WATCH"`) {
-			f := strings.Fields(line)
-			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
-			n += v
-		}
-	}
-	return n, nil
 }
 
 // procStatusKB reads a "kB" field of /proc/<pid>/status.

@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -462,4 +463,29 @@ func tail(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// Watches is the number of watches on resource (a plural such as
+// "sandboxclaims") that the API server holds below the cluster scope: those
+// of a namespace or of one object by name, which is how a client of one
+// namespace watches. Controllers watch across the cluster and are left out.
+func (e *Env) Watches(ctx context.Context, resource string) (float64, error) {
+	raw, err := e.Client.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var n float64
+	for _, line := range strings.Split(string(raw), "\n") {
+		if strings.HasPrefix(line, "apiserver_longrunning_requests{") &&
+			strings.Contains(line, `resource="`+resource+`"`) && !strings.Contains(line, `scope="cluster"`) &&
+			strings.Contains(line, `verb="WATCH"`) {
+			f := strings.Fields(line)
+			v, err := strconv.ParseFloat(f[len(f)-1], 64)
+			if err != nil {
+				return 0, fmt.Errorf("apiserver metrics: %q: %w", line, err)
+			}
+			n += v
+		}
+	}
+	return n, nil
 }

@@ -11,8 +11,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/watch"
 	sandboxv1beta1 "sigs.k8s.io/agent-sandbox/api/v1beta1"
 	extv1beta1 "sigs.k8s.io/agent-sandbox/extensions/api/v1beta1"
 )
@@ -67,99 +65,6 @@ func (l *Launcher) waitGone(ctx context.Context, name string) error {
 		return fmt.Errorf("wait for claim %s to be deleted: %w", l.claimRef(name), err)
 	}
 	return nil
-}
-
-// watchClaim lists and watches the one claim until cond is true or fails,
-// or ctx ends. cond sees nil when the claim does not exist (any more). A
-// watch that ends (server timeout, expired resource version) is resumed
-// from a fresh list, so no change is lost; errors back off up to 5 s.
-//
-// A plain list+watch rather than an informer: the informer's initial-events
-// handshake added about 50 ms to every claim's time to Ready.
-func (l *Launcher) watchClaim(ctx context.Context, name string, cond func(*extv1beta1.SandboxClaim) (bool, error)) (*extv1beta1.SandboxClaim, error) {
-	selector := fields.OneTermEqualSelector("metadata.name", name).String()
-	backoff := 100 * time.Millisecond
-	pause := func() error {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 5*time.Second)
-		return nil
-	}
-	for {
-		// A failed list or watch is logged and tried again after a pause,
-		// until ctx ends.
-		retry := func(op string, err error) error {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			l.log.Warn(op+" claim", "claim", name, "err", err)
-			return pause()
-		}
-		list, err := l.claims.List(ctx, metav1.ListOptions{FieldSelector: selector})
-		if err != nil {
-			if err := retry("list", err); err != nil {
-				return nil, err
-			}
-			continue
-		}
-		var current *extv1beta1.SandboxClaim
-		if len(list.Items) > 0 {
-			current = &list.Items[0]
-		}
-		if ok, err := cond(current); ok || err != nil {
-			return current, err
-		}
-		w, err := l.claims.Watch(ctx, metav1.ListOptions{FieldSelector: selector, ResourceVersion: list.ResourceVersion, AllowWatchBookmarks: true})
-		if err != nil {
-			if err := retry("watch", err); err != nil {
-				return nil, err
-			}
-			continue
-		}
-		found, done, err := watchEvents(ctx, w, cond)
-		w.Stop()
-		if done || err != nil {
-			return found, err
-		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-	}
-}
-
-// watchEvents feeds w's claim events to cond until cond decides, the watch
-// ends (done false: list again) or ctx ends.
-func watchEvents(ctx context.Context, w watch.Interface, cond func(*extv1beta1.SandboxClaim) (bool, error)) (*extv1beta1.SandboxClaim, bool, error) {
-	for {
-		select {
-		case <-ctx.Done():
-			return nil, false, nil
-		case ev, open := <-w.ResultChan():
-			if !open {
-				return nil, false, nil
-			}
-			var c *extv1beta1.SandboxClaim
-			switch ev.Type {
-			case watch.Added, watch.Modified:
-				var ok bool
-				if c, ok = ev.Object.(*extv1beta1.SandboxClaim); !ok {
-					continue
-				}
-			case watch.Deleted:
-			case watch.Error:
-				// Typically 410 Gone: the resource version is too old.
-				return nil, false, nil
-			default:
-				continue
-			}
-			if ok, err := cond(c); ok || err != nil {
-				return c, true, err
-			}
-		}
-	}
 }
 
 // sandboxFailure reports why the claim's sandbox cannot (any longer) run

@@ -448,7 +448,8 @@ func drained(t *testing.T, r runner.Run) {
 }
 
 // runGoroutines counts the goroutines in a run's methods (its loop, the
-// claim watcher) and returns their stacks. Tests in this package do not run
+// claim watcher) and the launcher's shared claim watch, and returns their
+// stacks. Tests in this package do not run
 // in parallel, and every launcher is closed when its test ends.
 func runGoroutines() (int, string) {
 	buf := make([]byte, 1<<20)
@@ -462,7 +463,7 @@ func runGoroutines() (int, string) {
 	}
 	var found []string
 	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.Contains(g, "agentbot/runner/kubernetes.(*run).") {
+		if strings.Contains(g, "agentbot/runner/kubernetes.(*run).") || strings.Contains(g, "agentbot/runner/kubernetes.(*claimCache).") {
 			found = append(found, g)
 		}
 	}

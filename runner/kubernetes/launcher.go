@@ -42,6 +42,8 @@ type Launcher struct {
 	metrics *metrics
 	log     *slog.Logger
 
+	claimCache *claimCache // the shared watch of agentbot's claims
+
 	// life is the launcher's lifetime, not a request's: the context of
 	// every run's loop, which outlives the call that started it and ends
 	// with Close (endLife). wg counts the loops for Close.
@@ -114,6 +116,7 @@ func New(cfg Config, restConfig *rest.Config, reg *prometheus.Registry, log *slo
 		l.exec = pe
 	}
 	l.life, l.endLife = context.WithCancel(context.Background())
+	l.claimCache = newClaimCache(l)
 	return l, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
@@ -645,5 +646,62 @@ func TestCloseDetachesAndWaits(t *testing.T) {
 	checkSeqs(t, append(seen, rest...))
 	if err := next.Cleanup(ctx, job.TaskID, false); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestTasksShareOneClaimWatch: however many tasks run, the launcher holds
+// one watch on the API server (the shared watch of agentbot's claims), not
+// one per task, and each task still sees its own claim become Ready and
+// its sandbox fail.
+func TestTasksShareOneClaimWatch(t *testing.T) {
+	f := newFixture(t, fixtureOptions{warmReplicas: 0})
+	l, _ := f.launcher(t, nil, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	release := f.gate("release")
+	agent := f.script(t, "agent.sh", release.wait()+editScript)
+	const tasks = 4
+	runs := make([]runner.Run, tasks)
+	errs := make(chan error, tasks)
+	for i := range tasks {
+		go func() {
+			var err error
+			runs[i], err = l.Start(ctx, f.job(fmt.Sprintf("01JTASK-SHARE-%d", i), agent))
+			errs <- err
+		}()
+	}
+	for range tasks {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, r := range runs {
+		until(ctx, t, r, isPhase(runner.PhaseAgent))
+	}
+	// Every run's sandbox watcher is waiting now.
+	n, err := f.env.Watches(ctx, "sandboxclaims")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 {
+		t.Fatalf("%v watches on sandboxclaims while %d tasks run; want the one shared watch", n, tasks)
+	}
+
+	// The shared watch still tells one run that its claim went away.
+	victim := kubernetes.ClaimName("01JTASK-SHARE-0")
+	if err := f.env.Sandbox.ExtensionsV1beta1().SandboxClaims(f.ns).Delete(ctx, victim, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	collect(ctx, t, runs[0])
+	var serr *kubernetes.SandboxError
+	if _, err := runs[0].Wait(ctx); !errors.As(err, &serr) || serr.Reason != "ClaimDeleted" {
+		t.Fatalf("Wait of the run whose claim was deleted = %v; want a ClaimDeleted SandboxError", err)
+	}
+	release.open(t)
+	for i, r := range runs[1:] {
+		evs := collect(ctx, t, r)
+		if exit, err := r.Wait(ctx); err != nil || exit.Code != runner.ExitOK {
+			t.Fatalf("run %d: Wait = %d, %v; events %+v", i+1, exit.Code, err, evs)
+		}
 	}
 }
