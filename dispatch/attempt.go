@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/agentbot/agentbot"
 	"github.com/agentbot/agentbot/gateway"
+	"github.com/agentbot/agentbot/github"
 	"github.com/agentbot/agentbot/runner"
 )
 
@@ -32,7 +34,12 @@ type attempt struct {
 	// once the run is past its agent; cancels are refused from then on.
 	delivering string
 	token      string // the run's read token, for redaction
-	note       string // a sentence every report of this run adds
+	// relay is the read token the git relay adds, renewed before it
+	// expires (the sandbox never holds it, so a long task keeps fetching);
+	// renewed lists every token minted after the first, for revocation.
+	relay   github.Token
+	renewed []string
+	note    string // a sentence every report of this run adds
 	// gw is the run's gateway task (nil without Options.Egress, or for a
 	// run re-attached after a restart).
 	gw     *gateway.Task
@@ -72,10 +79,40 @@ func (a *attempt) startDelivery(branch string) (lateBy string) {
 	return a.requestedBy
 }
 
-func (a *attempt) setToken(tok string) {
+func (a *attempt) setToken(tok github.Token) {
 	a.mu.Lock()
-	a.token = tok
+	a.token, a.relay = tok.Value, tok
 	a.mu.Unlock()
+}
+
+// relayTokenMargin is how long before its expiry the relay's read token is
+// replaced: GitHub's installation tokens live an hour, tasks may run longer.
+const relayTokenMargin = 5 * time.Minute
+
+// relayToken is the git relay's TokenSource: the attempt's read token, or
+// a new one minted (for the same repository, contents:read) when it is
+// within relayTokenMargin of its expiry.
+func (a *attempt) relayToken(ctx context.Context) (string, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.relay.ExpiresAt.IsZero() || time.Until(a.relay.ExpiresAt) > relayTokenMargin {
+		return a.relay.Value, nil
+	}
+	t := a.task
+	tok, err := a.d.gh.TokenFor(ctx, t.Trigger.InstallationID, t.Ref().Repo, github.Permissions{"contents": "read"})
+	if err != nil {
+		return "", fmt.Errorf("renew the read token: %w", err)
+	}
+	a.relay = tok
+	a.renewed = append(a.renewed, tok.Value)
+	return tok.Value, nil
+}
+
+// renewedTokens are the relay's tokens minted after the first.
+func (a *attempt) renewedTokens() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.renewed)
 }
 
 // addNote adds a sentence to the ones every report of the run adds.

@@ -99,7 +99,7 @@ func (a *attempt) push(ctx context.Context, p *plan, run runner.Run, rr *runner.
 		ProtectedPaths: a.d.protectedPaths(p.settings),
 		MaxBytes:       d.opts.MaxBundleBytes,
 		ObjectsFrom:    p.mirrorPath(),
-	}, a.readToken())
+	}, a.pushReadToken(ctx))
 	var rej *bundle.Rejected
 	switch {
 	case errors.As(err, &rej):

@@ -88,7 +88,8 @@ func plural(n int) string {
 // openGateway opens the attempt's gateway task and points the job at it:
 // the relay's clone URL instead of the repository's, no token, the proxy
 // and the placeholder model key in the environment. token is the read
-// token the git relay adds on agentbot's side.
+// token; with a gateway the sandbox gets none and the git relay adds
+// relayToken's on agentbot's side.
 func (a *attempt) openGateway(ctx context.Context, p *plan, token string) *failure {
 	eg := a.d.opts.Egress
 	if eg == nil {
@@ -114,7 +115,7 @@ func (a *attempt) openGateway(ctx context.Context, p *plan, token string) *failu
 	t := a.task
 	task, err := eg.Gateway.Open(gateway.TaskSpec{
 		TaskID: t.ID, Repo: t.Ref().Repo.FullName(), Allow: allow,
-		GitToken:   func(context.Context) (string, error) { return token, nil },
+		GitToken:   a.relayToken,
 		GitRemote:  remote,
 		MaxCostUSD: p.settings.MaxCostUSD,
 		Record:     a.recordEgress,

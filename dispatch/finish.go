@@ -165,10 +165,16 @@ func (a *attempt) end(ctx context.Context, to agentbot.TaskState, outcome string
 	d.cleanup(ctx, t, !ok && to == agentbot.StateFailed)
 }
 
-// readToken is the read token the attempt gave its sandbox, "" for a run
-// re-attached after a restart.
-func (a *attempt) readToken() string {
-	token, _ := a.secrets()
+// pushReadToken is the read token the push verifies with: the attempt's,
+// renewed if it is about to expire (after a long task); "" for a run
+// re-attached after a restart, or when no new one can be minted (the push
+// then mints its own).
+func (a *attempt) pushReadToken(ctx context.Context) string {
+	token, err := a.relayToken(ctx)
+	if err != nil {
+		logFrom(ctx).Warn("cannot renew the read token for the push", "err", err)
+		return ""
+	}
 	return token
 }
 
@@ -182,6 +188,9 @@ func (a *attempt) readToken() string {
 func (a *attempt) revokeToken(ctx context.Context) (costUSD float64, ok bool) {
 	costUSD, ok = a.closeGateway()
 	if token, _ := a.secrets(); token != "" {
+		a.d.gh.RevokeToken(ctx, a.task.Ref().Repo, token)
+	}
+	for _, token := range a.renewedTokens() {
 		a.d.gh.RevokeToken(ctx, a.task.Ref().Repo, token)
 	}
 	return costUSD, ok

@@ -268,7 +268,7 @@ func (a *attempt) plan(ctx context.Context, l *lookups) (*plan, *failure) {
 	if err != nil {
 		return nil, failf("preparing", "cannot mint a read-only token for %s: %v", ref.Repo, err)
 	}
-	a.setToken(tok.Value)
+	a.setToken(tok)
 	a.attachMirror(ctx, p, tok.Value)
 	if fail := a.openGateway(ctx, p, tok.Value); fail != nil {
 		return nil, fail

@@ -388,3 +388,37 @@ func checkRelayTokenRevoked(t *testing.T, w *world, page web.TaskPage) {
 		t.Errorf("the relay's read token is still live after the task ended (%d fetches with it)", tok.GitReads)
 	}
 }
+
+// TestRelayRenewsTheReadToken: a task that outlives its read token still
+// fetches through the git relay, which mints a new read token when the one
+// it holds is about to expire; every token it used is revoked when the
+// task ends. Tokens live 3 s here (an hour on GitHub) and the agent
+// fetches 4 s into its run, after the first token expired.
+func TestRelayRenewsTheReadToken(t *testing.T) {
+	w := newWorld(t)
+	w.gh.SetTokenLifetime(3 * time.Second)
+	b := w.start()
+	b.deliver("issues", w.issue(1, "Fetch late", "scripted: sleep 4; git fetch -q origin; write late.txt fetched"))
+	task := b.taskFor(1, agentbot.KindNew)
+	page := b.waitDone(task.ID, 60*time.Second)
+	if page.Task.State != agentbot.StateSucceeded {
+		t.Fatalf("task ended %s (%s): the fetch after the first token expired failed?", page.Task.State, page.Result.Error)
+	}
+	var readers []githubtest.Token
+	for _, tok := range w.gh.Tokens() {
+		if tok.GitReads > 0 {
+			readers = append(readers, tok)
+		}
+	}
+	if len(readers) < 2 {
+		t.Fatalf("%d tokens fetched from the git server; want the relay to have renewed its token", len(readers))
+	}
+	for _, tok := range readers {
+		if tok.Permissions["contents"] != "read" || len(tok.Repos) != 1 || tok.Repos[0] != repo.FullName() {
+			t.Errorf("a relay token is not read-only for %s alone: %v %v", repo.FullName(), tok.Permissions, tok.Repos)
+		}
+		if !tok.Revoked && time.Until(tok.ExpiresAt) > 0 {
+			t.Errorf("a relay token is still live after the task ended (%d fetches with it)", tok.GitReads)
+		}
+	}
+}
