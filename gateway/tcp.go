@@ -50,6 +50,8 @@ type TCPServer struct {
 	g   *Gateway
 	srv *http.Server
 
+	refused *refusals // wrong capabilities, per source
+
 	mu     sync.Mutex
 	lns    map[*Task]*connListener // the tasks' servers' listeners for upgraded connections
 	closed bool
@@ -59,7 +61,7 @@ type TCPServer struct {
 // NewTCPServer makes the shared server of g; it listens on nothing until
 // Serve.
 func NewTCPServer(g *Gateway) *TCPServer {
-	s := &TCPServer{g: g, lns: map[*Task]*connListener{}}
+	s := &TCPServer{g: g, lns: map[*Task]*connListener{}, refused: newRefusals(time.Now)}
 	s.srv = &http.Server{Handler: s, ReadHeaderTimeout: 30 * time.Second, ErrorLog: g.errLog}
 	return s
 }
@@ -97,7 +99,17 @@ func (s *TCPServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	t := s.g.byCapability(key)
 	if t == nil {
-		s.g.log.Warn("gateway: request without a running task's capability", "remote", r.RemoteAddr, "method", r.Method, "upgrade", upgrade)
+		logIt, cut := s.refused.note(r.RemoteAddr)
+		switch {
+		case logIt:
+			s.g.log.Warn("gateway: request without a running task's capability", "remote", r.RemoteAddr, "method", r.Method, "upgrade", upgrade)
+		case cut > 0:
+			s.g.log.Warn("gateway: requests without a running task's capability, not logged one by one", "remote", r.RemoteAddr, "count", cut, "per", refusalSummary)
+		}
+		if !logIt {
+			http.Error(w, "agentbot gateway: too many requests without a running task's capability", http.StatusTooManyRequests)
+			return
+		}
 		if proxied {
 			w.Header().Set("Proxy-Authenticate", `Basic realm="agentbot"`)
 			http.Error(w, "agentbot gateway: this is not the capability of a running task", http.StatusProxyAuthRequired)
