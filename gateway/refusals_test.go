@@ -1,13 +1,13 @@
 package gateway
 
 import (
-	"bytes"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/agentbot/agentbot/internal/testtool"
 )
 
 // TestRefusalsBoundTheLog: a source gets refusalBurst log lines at once,
@@ -67,7 +67,7 @@ func TestRefusalsRememberBoundedSources(t *testing.T) {
 // wrong capabilities gets refusalBurst 407s and log lines, then 429s and no
 // more lines; a valid capability from the same address is still served.
 func TestTCPServerBoundsRefusals(t *testing.T) {
-	var logs lockedBuffer
+	var logs testtool.Buffer
 	g := newGateway(t, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	addr := serveTCP(t, g)
 	task := openShared(t, g, TaskSpec{TaskID: "t"})
@@ -84,21 +84,4 @@ func TestTCPServerBoundsRefusals(t *testing.T) {
 	if status := upgradeStatus(t, addr, task.Key()); !strings.HasPrefix(status, statusSwitched) {
 		t.Fatalf("the task's own capability after the flood: %q; want 101", status)
 	}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
