@@ -83,7 +83,10 @@ step "CGO_ENABLED=0 go build ./cmd/agent-runner (static)"
 CGO_ENABLED=0 go build -o /dev/null ./cmd/agent-runner
 
 step "go test -race ./... (real node: AGENTBOT_REAL_NODE=$AGENTBOT_REAL_NODE)"
-go test -race -timeout 30m ./...
+# The slowest packages first: go test runs two packages at a time on two
+# cores, in the order given, and a slow one started late is the run's tail.
+slow=(./e2e ./dispatch ./runner/local ./internal/kubetest ./github ./runner/kubernetes ./cmd/agentbot ./runner/agentrun)
+go test -race -timeout 30m "${slow[@]}" ./...
 
 step "fuzz briefly"
 for target in $(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do

@@ -59,7 +59,7 @@ echo done
 // hostileLimits are the agents that each run into one limit.
 var hostileLimits = map[string]string{
 	"pids":   `i=0; while [ $i -lt 2000 ]; do sleep 60 & i=$((i+1)); done; wait; exit 1`,
-	"memory": `head -c 1500m /dev/zero | tail -c 1400m >/dev/null; exit 1`,
+	"memory": `dd if=/dev/zero of=/dev/null bs=1400M count=1 2>/dev/null; exit 1`,
 	"disk":   `while :; do dd if=/dev/zero bs=1M count=16 >> big.bin 2>/dev/null || exit 1; sleep 0.1; done`,
 }
 
