@@ -166,21 +166,20 @@ func (cc *claimCache) follow(ctx context.Context, w watch.Interface) bool {
 			if !open {
 				return seen
 			}
-			c, ok := ev.Object.(*extv1beta1.SandboxClaim)
-			switch {
-			case ev.Type == watch.Error:
+			if ev.Type == watch.Error {
 				// Typically 410 Gone: the resource version is too old.
 				return seen
-			case !ok:
-				continue
+			}
+			c, ok := ev.Object.(*extv1beta1.SandboxClaim)
+			if !ok || c.Name == "" || (ev.Type != watch.Added && ev.Type != watch.Modified && ev.Type != watch.Deleted) {
+				continue // a bookmark, or nothing a waiter needs
 			}
 			seen = true
 			cc.mu.Lock()
-			switch ev.Type {
-			case watch.Added, watch.Modified:
-				cc.claims[c.Name] = c
-			case watch.Deleted:
+			if ev.Type == watch.Deleted {
 				delete(cc.claims, c.Name)
+			} else {
+				cc.claims[c.Name] = c
 			}
 			cc.notifyLocked(c.Name)
 			cc.mu.Unlock()
