@@ -134,11 +134,11 @@ func phaseList(tl []web.Phase) string {
 // end, sampling the bot while they run.
 func kube100Round(b *testing.B, env *kubetest.Env, w *world, bot *bot, round, tasks int) kube100Result {
 	var r kube100Result
-	cpu0 := botMetric(b, bot.base, "process_cpu_seconds_total")
+	cpu0 := botMetric(b, bot, "process_cpu_seconds_total")
 	readyLogs0 := len(readySeconds(bot))
-	errs0 := botMetric(b, bot.base, "agentbot_kubernetes_exec_errors_total")
-	re0 := botMetric(b, bot.base, "agentbot_kubernetes_reattaches_total")
-	cf0 := botMetric(b, bot.base, "agentbot_kubernetes_claim_failures_total")
+	errs0 := botMetric(b, bot, "agentbot_kubernetes_exec_errors_total")
+	re0 := botMetric(b, bot, "agentbot_kubernetes_reattaches_total")
+	cf0 := botMetric(b, bot, "agentbot_kubernetes_claim_failures_total")
 
 	stop := make(chan struct{})
 	var sampler sync.WaitGroup
@@ -207,10 +207,10 @@ func kube100Round(b *testing.B, env *kubetest.Env, w *world, bot *bot, round, ta
 	close(stop)
 	sampler.Wait()
 
-	r.cpuSeconds = botMetric(b, bot.base, "process_cpu_seconds_total") - cpu0
-	r.execErrors = botMetric(b, bot.base, "agentbot_kubernetes_exec_errors_total") - errs0
-	r.reattaches = botMetric(b, bot.base, "agentbot_kubernetes_reattaches_total") - re0
-	r.claimFailures = botMetric(b, bot.base, "agentbot_kubernetes_claim_failures_total") - cf0
+	r.cpuSeconds = botMetric(b, bot, "process_cpu_seconds_total") - cpu0
+	r.execErrors = botMetric(b, bot, "agentbot_kubernetes_exec_errors_total") - errs0
+	r.reattaches = botMetric(b, bot, "agentbot_kubernetes_reattaches_total") - re0
+	r.claimFailures = botMetric(b, bot, "agentbot_kubernetes_claim_failures_total") - cf0
 	ready := readySeconds(bot)[readyLogs0:]
 	sort.Float64s(ready)
 	r.readyN = len(ready)
@@ -240,7 +240,7 @@ func sampleBot(env *kubetest.Env, bot *bot, stop <-chan struct{}, r *kube100Resu
 		if kb := procStatusKB(pid, "VmHWM"); kb > 0 {
 			r.peakRSSMB = float64(kb) / 1024
 		}
-		if g, err := metricOf(bot.base+"/metrics", nil, "go_goroutines"); err == nil {
+		if g, err := metricOf(bot, "go_goroutines"); err == nil {
 			r.peakGoroutines = math.Max(r.peakGoroutines, g)
 		}
 		if n, err := env.Watches(context.Background(), "sandboxclaims"); err == nil {
@@ -307,24 +307,30 @@ func percentile(sorted []float64, p float64) float64 {
 }
 
 // botMetric sums every series of name on the bot's /metrics.
-func botMetric(tb testing.TB, base, name string) float64 {
+func botMetric(tb testing.TB, bot *bot, name string) float64 {
 	tb.Helper()
-	v, err := metricOf(base+"/metrics", nil, name)
+	v, err := metricOf(bot, name)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	return v
 }
 
-func metricOf(url string, client *http.Client, name string) (float64, error) {
-	if client == nil {
-		client = http.DefaultClient
+func metricOf(bot *bot, name string) (float64, error) {
+	req, err := http.NewRequest(http.MethodGet, bot.base+"/metrics", nil)
+	if err != nil {
+		return 0, err
 	}
-	resp, err := client.Get(url)
+	// /metrics needs the pages' token; a refusal must not read as zeros.
+	req.Header.Set("Authorization", "Bearer "+bot.token)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return 0, err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("GET /metrics: %s", resp.Status)
+	}
 	var sum float64
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
