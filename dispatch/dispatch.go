@@ -128,6 +128,10 @@ type Options struct {
 	// bundles are verified against (nil: plain clones, base fetched from
 	// GitHub).
 	Mirrors *mirror.Manager
+	// MirrorPushOnly keeps the mirrors out of the jobs: the sandboxes
+	// cannot see the bot's disk (Kubernetes pods) and clone plainly; the
+	// mirror still spares the push its fetch of the base.
+	MirrorPushOnly bool
 	// RescanInterval is how often the store is scanned without a wake-up
 	// (default 15s), to retry acknowledgements GitHub refused.
 	RescanInterval time.Duration

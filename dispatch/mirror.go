@@ -29,6 +29,9 @@ func (a *attempt) attachMirror(ctx context.Context, p *plan, token string) {
 		}
 	}
 	p.mirror = lease
+	if a.d.opts.MirrorPushOnly {
+		return
+	}
 	p.job.Mirror = &runner.JobMirror{Path: lease.Path, Heads: heads}
 }
 

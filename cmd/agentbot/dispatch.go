@@ -186,8 +186,8 @@ func newDispatchParts(m *Main) (_ *dispatchParts, err error) {
 		return nil, err
 	}
 	if p.d, err = dispatch.New(dispatch.Options{
-		Mirrors: mirrors,
-		Store:   m.Store, GitHub: p.gh, Launcher: p.launcher, Logs: logs,
+		Mirrors: mirrors, MirrorPushOnly: dc.MirrorPushOnly,
+		Store: m.Store, GitHub: p.gh, Launcher: p.launcher, Logs: logs,
 		MaxConcurrent: dc.MaxConcurrent, PublicURL: dc.PublicURL,
 		TimeLimit: dc.TimeLimit, MaxTimeLimit: dc.MaxTimeLimit,
 		// A run past its agent may finish delivering within most of the

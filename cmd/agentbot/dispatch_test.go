@@ -27,8 +27,13 @@ func TestDispatchOptions(t *testing.T) {
 			}
 		}},
 		{"mirror on by default", nil, nil, func(t *testing.T, c DispatchConfig) {
-			if !c.Mirror || c.MirrorDir != "" || c.MirrorMax != 20<<30 {
-				t.Errorf("mirror %v %q %d", c.Mirror, c.MirrorDir, c.MirrorMax)
+			if !c.Mirror || c.MirrorPushOnly || c.MirrorDir != "" || c.MirrorMax != 20<<30 {
+				t.Errorf("mirror %v push-only %v %q %d", c.Mirror, c.MirrorPushOnly, c.MirrorDir, c.MirrorMax)
+			}
+		}},
+		{"kubernetes: the mirror verifies pushes only", map[string]string{"AGENTBOT_LAUNCHER": "kubernetes", "AGENTBOT_NAMESPACE": "agents"}, nil, func(t *testing.T, c DispatchConfig) {
+			if !c.Mirror || !c.MirrorPushOnly {
+				t.Errorf("mirror %v push-only %v; want a mirror kept out of the pods", c.Mirror, c.MirrorPushOnly)
 			}
 		}},
 		{"mirror settings", map[string]string{"AGENTBOT_MIRROR": "off", "AGENTBOT_MIRROR_DIR": "/srv/mirrors", "AGENTBOT_MIRROR_MAX": "500MiB"}, nil, func(t *testing.T, c DispatchConfig) {

@@ -93,7 +93,7 @@ var dispatchSettings = []setting[DispatchOptions]{
 	{"protected-paths", "AGENTBOT_PROTECTED_PATHS", ".github/**", "comma-separated path patterns no pushed bundle may touch, whatever a repository's protected_paths say (a repository can only add to them)", func(o *DispatchOptions) any { return &o.ProtectedPaths }},
 	{"mentions", "AGENTBOT_MENTIONS", "", "comma-separated names that, as @name at the start of a comment line, act like /agent (the App's own slug is always one)", func(o *DispatchOptions) any { return &o.Mentions }},
 	{"api-token-file", "AGENTBOT_API_TOKEN_FILE", "", "file of task API tokens, one \"<name> <token> <repos>\" a line (repos: * or owner/name,...); the pages token is one too", func(o *DispatchOptions) any { return &o.APITokenFile }},
-	{"mirror", "AGENTBOT_MIRROR", "on", "local launcher: keep a git mirror per repository that sandboxes clone from and bundles are verified against (on or off)", func(o *DispatchOptions) any { return &o.Mirror }},
+	{"mirror", "AGENTBOT_MIRROR", "on", "keep a git mirror per repository that bundles are verified against and, with the local launcher, sandboxes clone from (on or off)", func(o *DispatchOptions) any { return &o.Mirror }},
 	{"mirror-dir", "AGENTBOT_MIRROR_DIR", "", "directory of the repository mirrors (default: <data-dir>/mirrors)", func(o *DispatchOptions) any { return &o.MirrorDir }},
 	{"mirror-max", "AGENTBOT_MIRROR_MAX", "20GiB", "total size of the repository mirrors; the least recently used ones no task holds are removed past it", func(o *DispatchOptions) any { return &o.MirrorMax }},
 	{"pages-basic-auth-file", "AGENTBOT_PAGES_BASIC_AUTH_FILE", "", "file holding user:password for the task pages (basic auth)", func(o *DispatchOptions) any { return &o.PagesBasicFile }},
@@ -123,11 +123,13 @@ type DispatchConfig struct {
 	Mentions []string
 	// APITokens are the task API's credentials (none: no API).
 	APITokens []api.Token
-	// Mirror says whether repository mirrors are kept (local launcher
-	// only); MirrorDir "" is <data-dir>/mirrors.
-	Mirror    bool
-	MirrorDir string
-	MirrorMax int64
+	// Mirror says whether repository mirrors are kept; MirrorDir "" is
+	// <data-dir>/mirrors. MirrorPushOnly (the Kubernetes launcher) keeps
+	// them out of the sandboxes, for the push's verification alone.
+	Mirror         bool
+	MirrorPushOnly bool
+	MirrorDir      string
+	MirrorMax      int64
 	// SecretFiles are hidden from sandboxes.
 	SecretFiles []string
 }

@@ -8,11 +8,13 @@ import (
 )
 
 // validateMirror checks the repository mirror's settings. The Kubernetes
-// launcher's pods cannot see the bot's disk, so it keeps plain clones.
+// launcher's pods cannot see the bot's disk: they clone plainly, and the
+// mirror serves the bot's push verification only.
 func (o DispatchOptions) validateMirror(c *DispatchConfig, add func(error)) {
+	c.MirrorPushOnly = o.Launcher == "kubernetes"
 	switch o.Mirror {
 	case "on", "true", "1", "":
-		c.Mirror = o.Launcher != "kubernetes"
+		c.Mirror = true
 	case "off", "false", "0":
 	default:
 		add(dispatchProblem("mirror", "%q is not on or off", o.Mirror))
