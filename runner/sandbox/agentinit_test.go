@@ -1,7 +1,6 @@
 package sandbox
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -11,7 +10,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -63,21 +61,7 @@ func TestRunscAgentInit(t *testing.T) {
 	self := p.Mounts[len(p.Mounts)-2].Source
 	bundle := filepath.Join(t.TempDir(), "bundle")
 	env := append(p.Env(), helperEnv+"=initrunner", "AGENTBOT_PROBE_SELF="+self)
-	if err := p.WriteOCIBundle(bundle, []string{self}, env); err != nil {
-		t.Fatal(err)
-	}
-	id, err := ContainerID("init-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := r.Remove(ctx, id); err != nil {
-			t.Error(err)
-		}
-	})
-	got := runJSON(t, r.Command(bundle, id), 60*time.Second)
+	got := runInRunsc(t, r, p, bundle, "init-1", []string{self}, env)
 	want := map[string]string{
 		// CHOWN, DAC_OVERRIDE, FOWNER, KILL, SETGID, SETUID, SYS_ADMIN.
 		"runner uid": "0", "runner CapEff": "00000000002000eb", "uid": strconv.Itoa(testHostUID), "gid": strconv.Itoa(testHostUID),

@@ -44,21 +44,7 @@ func TestRunscSandboxView(t *testing.T) {
 	bundle := filepath.Join(t.TempDir(), "bundle")
 	env := append(p.Env(), helperEnv+"=view",
 		"AGENTBOT_PROBE_READ="+strings.Join([]string{"/etc/shadow", "/root", home, data, other, "/etc/hosts", self}, ":"))
-	if err := p.WriteOCIBundle(bundle, []string{self}, env); err != nil {
-		t.Fatal(err)
-	}
-	id, err := ContainerID("view-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := r.Remove(ctx, id); err != nil {
-			t.Error(err)
-		}
-	})
-	got := runJSON(t, r.Command(bundle, id), 60*time.Second)
+	got := runInRunsc(t, r, p, bundle, "view-1", []string{self}, env)
 	want := map[string]string{
 		"uid": strconv.Itoa(testHostUID), "user": "agent", "home": "/workspace/home",
 		"CapEff": "0000000000000000", "hostname": "agentbot-sandbox",
@@ -138,4 +124,25 @@ func BenchmarkSandboxStart(b *testing.B) {
 			}
 		}
 	})
+}
+
+// runInRunsc writes p's OCI bundle for argv and env, runs it under runsc as
+// container name (removed when t ends) and decodes the JSON it prints.
+func runInRunsc(t *testing.T, r Runsc, p *Plan, bundle, name string, argv, env []string) map[string]string {
+	t.Helper()
+	if err := p.WriteOCIBundle(bundle, argv, env); err != nil {
+		t.Fatal(err)
+	}
+	id, err := ContainerID(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := r.Remove(ctx, id); err != nil {
+			t.Error(err)
+		}
+	})
+	return runJSON(t, r.Command(bundle, id), 60*time.Second)
 }
