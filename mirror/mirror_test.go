@@ -2,7 +2,6 @@ package mirror
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -10,6 +9,7 @@ import (
 
 	"github.com/agentbot/agentbot"
 	"github.com/agentbot/agentbot/internal/gitserver"
+	"github.com/agentbot/agentbot/internal/testtool"
 )
 
 const token = "ghs_mirrorREADtoken0123456789abcdef"
@@ -26,28 +26,17 @@ func origin(t *testing.T, names ...string) *gitserver.Server {
 	return srv
 }
 
-func git(t *testing.T, dir string, args ...string) string {
-	t.Helper()
-	cmd := exec.Command("git", args...)
-	cmd.Dir = dir
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("git %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return strings.TrimSpace(string(out))
-}
-
 // commit pushes a commit writing file to acme/name's main.
 func commit(t *testing.T, srv *gitserver.Server, name, file, content string) string {
 	t.Helper()
 	work := t.TempDir()
-	git(t, "", "clone", "-q", srv.BarePath("acme", name), work)
+	testtool.Git(t, "", "clone", "-q", srv.BarePath("acme", name), work)
 	if err := os.WriteFile(filepath.Join(work, file), []byte(content), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	git(t, work, "add", "-A")
-	git(t, work, "-c", "user.name=dev", "-c", "user.email=dev@example.com", "commit", "-q", "-m", "change "+file)
-	git(t, work, "push", "-q", "origin", "HEAD:main")
+	testtool.Git(t, work, "add", "-A")
+	testtool.Git(t, work, "-c", "user.name=dev", "-c", "user.email=dev@example.com", "commit", "-q", "-m", "change "+file)
+	testtool.Git(t, work, "push", "-q", "origin", "HEAD:main")
 	return srv.RevParse("acme", name, "main")
 }
 
@@ -119,7 +108,7 @@ func TestFetchRunsNoHooks(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The hook is live: git itself runs it on a ref update.
-	git(t, "", "--git-dir", l.Path, "update-ref", "refs/heads/probe", l.Head("main"))
+	testtool.Git(t, "", "--git-dir", l.Path, "update-ref", "refs/heads/probe", l.Head("main"))
 	if _, err := os.Stat(marker); err != nil {
 		t.Fatalf("the test's hook does not run at all: %v", err)
 	}
@@ -170,9 +159,9 @@ func TestConcurrentTasksOnOneRepository(t *testing.T) {
 			t.Fatalf("acquire %d: %v", i, errs[i])
 		}
 		defer l.Release()
-		git(t, "", "--git-dir", l.Path, "cat-file", "-e", l.Head("main")+"^{commit}")
+		testtool.Git(t, "", "--git-dir", l.Path, "cat-file", "-e", l.Head("main")+"^{commit}")
 	}
-	git(t, "", "--git-dir", leases[0].Path, "fsck", "--no-dangling", "--no-progress")
+	testtool.Git(t, "", "--git-dir", leases[0].Path, "fsck", "--no-dangling", "--no-progress")
 }
 
 // TestEvictionSkipsMirrorsInUse: past the size bound the least recently
@@ -183,7 +172,7 @@ func TestEvictionSkipsMirrorsInUse(t *testing.T) {
 	m := newManager(t, 1) // every mirror is over the bound
 	held := acquire(t, m, srv, "one")
 	clone := filepath.Join(t.TempDir(), "clone")
-	git(t, "", "clone", "-q", "--reference", held.Path, "--", held.Path, clone)
+	testtool.Git(t, "", "clone", "-q", "--reference", held.Path, "--", held.Path, clone)
 
 	two := acquire(t, m, srv, "two")
 	two.Release() // idle: evicted at once
@@ -195,8 +184,8 @@ func TestEvictionSkipsMirrorsInUse(t *testing.T) {
 	if _, err := os.Stat(held.Path); err != nil {
 		t.Fatalf("the leased mirror was evicted: %v", err)
 	}
-	git(t, clone, "fsck", "--no-dangling", "--no-progress")
-	if got := git(t, clone, "show", "origin/main:README.md"); got != "# one" {
+	testtool.Git(t, clone, "fsck", "--no-dangling", "--no-progress")
+	if got := testtool.Git(t, clone, "show", "origin/main:README.md"); got != "# one" {
 		t.Errorf("README.md = %q", got)
 	}
 	held.Release()

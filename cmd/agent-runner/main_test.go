@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/agentbot/agentbot/internal/scriptedagent"
+	"github.com/agentbot/agentbot/internal/testtool"
 	"github.com/agentbot/agentbot/runner"
 )
 
@@ -60,24 +61,13 @@ func TestAgentRunnerIsStatic(t *testing.T) {
 func localRepo(t *testing.T) (string, string) {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "src")
-	git(t, "", "init", "-q", "--initial-branch=main", dir)
+	testtool.Git(t, "", "init", "-q", "--initial-branch=main", dir)
 	if err := os.WriteFile(filepath.Join(dir, "README.md"), []byte("hi\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	git(t, dir, "add", "-A")
-	git(t, dir, "-c", "user.name=dev", "-c", "user.email=dev@example.com", "commit", "-q", "-m", "init")
-	return dir, git(t, dir, "rev-parse", "HEAD")
-}
-
-func git(t *testing.T, dir string, args ...string) string {
-	t.Helper()
-	cmd := exec.Command("git", args...)
-	cmd.Dir = dir
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("git %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return strings.TrimSpace(string(out))
+	testtool.Git(t, dir, "add", "-A")
+	testtool.Git(t, dir, "-c", "user.name=dev", "-c", "user.email=dev@example.com", "commit", "-q", "-m", "init")
+	return dir, testtool.Git(t, dir, "rev-parse", "HEAD")
 }
 
 func jobJSON(t *testing.T, cloneURL, body string) []byte {
@@ -161,8 +151,8 @@ func TestRunAttachBundle(t *testing.T) {
 			if err := os.WriteFile(bf, bundle, 0o644); err != nil {
 				t.Fatal(err)
 			}
-			git(t, src, "fetch", "-q", bf, "refs/heads/agentbot/issue-1-x:refs/heads/result")
-			if got := git(t, src, "rev-parse", "result"); got != last.Result.Commit {
+			testtool.Git(t, src, "fetch", "-q", bf, "refs/heads/agentbot/issue-1-x:refs/heads/result")
+			if got := testtool.Git(t, src, "rev-parse", "result"); got != last.Result.Commit {
 				t.Errorf("bundle head %s, result commit %s", got, last.Result.Commit)
 			}
 		})

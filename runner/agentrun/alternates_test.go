@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/agentbot/agentbot"
+	"github.com/agentbot/agentbot/internal/testtool"
 	"github.com/agentbot/agentbot/mirror"
 	"github.com/agentbot/agentbot/runner"
 )
@@ -45,13 +46,13 @@ func TestRunCloneFromMirror(t *testing.T) {
 			f.pushBranch(t, "main", map[string]string{"README.md": "# widgets, moved on\n"})
 		}},
 		{name: "a blob deleted", fallback: true, spoil: func(t *testing.T, f *fixture, l *mirror.Lease) {
-			blob := mustGit(t, "", "--git-dir", l.Path, "rev-parse", "main:README.md")
+			blob := testtool.Git(t, "", "--git-dir", l.Path, "rev-parse", "main:README.md")
 			if err := os.Remove(looseObject(l.Path, blob)); err != nil {
 				t.Fatal(err)
 			}
 		}},
 		{name: "a blob garbled", fallback: true, spoil: func(t *testing.T, f *fixture, l *mirror.Lease) {
-			blob := mustGit(t, "", "--git-dir", l.Path, "rev-parse", "main:README.md")
+			blob := testtool.Git(t, "", "--git-dir", l.Path, "rev-parse", "main:README.md")
 			p := looseObject(l.Path, blob)
 			_ = os.Chmod(p, 0o644)
 			if err := os.WriteFile(p, []byte("not a zlib stream at all"), 0o644); err != nil {
@@ -59,7 +60,7 @@ func TestRunCloneFromMirror(t *testing.T) {
 			}
 		}},
 		{name: "the pack garbled", fallback: true, spoil: func(t *testing.T, f *fixture, l *mirror.Lease) {
-			mustGit(t, "", "--git-dir", l.Path, "repack", "-q", "-a", "-d")
+			testtool.Git(t, "", "--git-dir", l.Path, "repack", "-q", "-a", "-d")
 			packs, _ := filepath.Glob(filepath.Join(l.Path, "objects", "pack", "*.pack"))
 			if len(packs) != 1 {
 				t.Fatalf("packs = %v", packs)
@@ -108,7 +109,7 @@ func TestRunCloneFromMirror(t *testing.T) {
 			if err != nil || string(got) != wantReadme {
 				t.Errorf("README.md = %q (%v), want %q", got, err, wantReadme)
 			}
-			mustGit(t, o.ws.RepoDir(), "fsck", "--no-dangling", "--no-progress")
+			testtool.Git(t, o.ws.RepoDir(), "fsck", "--no-dangling", "--no-progress")
 			fellBack := strings.Contains(o.logs(), "mirror is not usable")
 			if fellBack != c.fallback {
 				t.Errorf("fell back to a plain clone: %v, want %v; logs:\n%s", fellBack, c.fallback, o.logs())
@@ -118,7 +119,7 @@ func TestRunCloneFromMirror(t *testing.T) {
 				t.Errorf("the clone borrows the mirror's objects: %v, want %v", borrowed, !c.fallback)
 			}
 			bot := applyBundle(t, f, o.ws.BundleFile(), job.Branch)
-			if got := mustGit(t, bot, "show", res.Commit+":hello.txt"); got != "hello world" {
+			if got := testtool.Git(t, bot, "show", res.Commit+":hello.txt"); got != "hello world" {
 				t.Errorf("hello.txt = %q", got)
 			}
 			if strings.Contains(string(o.stdout), testToken) {

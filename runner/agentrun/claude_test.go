@@ -88,7 +88,7 @@ func TestRealClaudeCode(t *testing.T) {
 		t.Errorf("no progress event for the Write:\n%s", stdout.String())
 	}
 	bot := applyBundle(t, f, ws.BundleFile(), job.Branch)
-	if got := mustGit(t, bot, "show", res.Commit+":hello.txt"); got != "hello from claude" {
+	if got := testtool.Git(t, bot, "show", res.Commit+":hello.txt"); got != "hello from claude" {
 		t.Errorf("hello.txt = %q", got)
 	}
 	if bytes.Contains(stdout.Bytes(), []byte(apiKey)) {

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/agentbot/agentbot/internal/gitserver"
 	"github.com/agentbot/agentbot/internal/scriptedagent"
+	"github.com/agentbot/agentbot/internal/testtool"
 	"github.com/agentbot/agentbot/runner"
 )
 
@@ -64,7 +64,7 @@ func newFixture(t *testing.T) *fixture {
 	})
 	// Serve partial clones as GitHub does, so the blob filter is real and
 	// any lazy fetch after the clone (which would have no token) shows.
-	mustGit(t, "", "--git-dir", srv.BarePath(owner, repoName), "config", "uploadpack.allowFilter", "true")
+	testtool.Git(t, "", "--git-dir", srv.BarePath(owner, repoName), "config", "uploadpack.allowFilter", "true")
 	return &fixture{srv: srv, base: base}
 }
 
@@ -91,7 +91,7 @@ func (f *fixture) pushBranch(t *testing.T, branch string, files map[string]strin
 	t.Helper()
 	work := t.TempDir()
 	bare := f.srv.BarePath(owner, repoName)
-	mustGit(t, "", "clone", "-q", bare, work)
+	testtool.Git(t, "", "clone", "-q", bare, work)
 	for p, c := range files {
 		if err := os.MkdirAll(filepath.Dir(filepath.Join(work, p)), 0o755); err != nil {
 			t.Fatal(err)
@@ -100,21 +100,10 @@ func (f *fixture) pushBranch(t *testing.T, branch string, files map[string]strin
 			t.Fatal(err)
 		}
 	}
-	mustGit(t, work, "add", "-A")
-	mustGit(t, work, "-c", "user.name=dev", "-c", "user.email=dev@example.com", "commit", "-q", "-m", "work on "+branch)
-	mustGit(t, work, "push", "-q", "origin", "HEAD:refs/heads/"+branch)
+	testtool.Git(t, work, "add", "-A")
+	testtool.Git(t, work, "-c", "user.name=dev", "-c", "user.email=dev@example.com", "commit", "-q", "-m", "work on "+branch)
+	testtool.Git(t, work, "push", "-q", "origin", "HEAD:refs/heads/"+branch)
 	return f.srv.RevParse(owner, repoName, branch)
-}
-
-func mustGit(t *testing.T, dir string, args ...string) string {
-	t.Helper()
-	cmd := exec.Command("git", args...)
-	cmd.Dir = dir
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("git %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return strings.TrimSpace(string(out))
 }
 
 // outcome is one finished run.

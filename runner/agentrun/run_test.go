@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentbot/agentbot/internal/testtool"
 	"github.com/agentbot/agentbot/runner"
 )
 
@@ -57,9 +58,9 @@ func bundleHeader(t *testing.T, path string) (prereqs []string, refs map[string]
 func applyBundle(t *testing.T, f *fixture, bundle, branch string) string {
 	t.Helper()
 	bot := filepath.Join(t.TempDir(), "bot.git")
-	mustGit(t, "", "clone", "-q", "--bare", f.srv.BarePath(owner, repoName), bot)
-	mustGit(t, bot, "bundle", "verify", "-q", bundle)
-	mustGit(t, bot, "fetch", "-q", bundle, "refs/heads/"+branch+":refs/heads/"+branch)
+	testtool.Git(t, "", "clone", "-q", "--bare", f.srv.BarePath(owner, repoName), bot)
+	testtool.Git(t, bot, "bundle", "verify", "-q", bundle)
+	testtool.Git(t, bot, "fetch", "-q", bundle, "refs/heads/"+branch+":refs/heads/"+branch)
 	return bot
 }
 
@@ -96,7 +97,7 @@ func TestRunNewTask(t *testing.T) {
 		t.Errorf("the agent's stdout is not in the log events:\n%s", o.logs())
 	}
 
-	if got := mustGit(t, o.ws.RepoDir(), "config", "remote.origin.partialclonefilter"); got != "blob:none" {
+	if got := testtool.Git(t, o.ws.RepoDir(), "config", "remote.origin.partialclonefilter"); got != "blob:none" {
 		t.Errorf("the clone is not partial: filter %q", got)
 	}
 	prereqs, refs := bundleHeader(t, o.ws.BundleFile())
@@ -104,13 +105,13 @@ func TestRunNewTask(t *testing.T) {
 		t.Errorf("bundle: prerequisites %v refs %v; want [%s] and %s at %s", prereqs, refs, f.base, job.Branch, res.Commit)
 	}
 	bot := applyBundle(t, f, o.ws.BundleFile(), job.Branch)
-	if got := mustGit(t, bot, "show", res.Commit+":hello.txt"); got != "hello world" {
+	if got := testtool.Git(t, bot, "show", res.Commit+":hello.txt"); got != "hello world" {
 		t.Errorf("hello.txt = %q", got)
 	}
-	if got := mustGit(t, bot, "log", "-1", "--format=%an <%ae>|%s|%b", res.Commit); !strings.HasPrefix(got, "agentbot[bot] <agentbot@example.com>|Add hello (#7)|") || !strings.Contains(got, "Agentbot-Task: task-1") {
+	if got := testtool.Git(t, bot, "log", "-1", "--format=%an <%ae>|%s|%b", res.Commit); !strings.HasPrefix(got, "agentbot[bot] <agentbot@example.com>|Add hello (#7)|") || !strings.Contains(got, "Agentbot-Task: task-1") {
 		t.Errorf("commit = %q", got)
 	}
-	if got := mustGit(t, bot, "rev-parse", res.Commit+"^"); got != f.base {
+	if got := testtool.Git(t, bot, "rev-parse", res.Commit+"^"); got != f.base {
 		t.Errorf("parent of the commit = %s, want base %s", got, f.base)
 	}
 	if got := f.srv.Branches(owner, repoName); !slices.Equal(got, []string{"main"}) {
@@ -146,10 +147,10 @@ func TestRunFollowUp(t *testing.T) {
 		t.Errorf("bundle: prerequisites %v refs %v", prereqs, refs)
 	}
 	bot := applyBundle(t, f, o.ws.BundleFile(), branch)
-	if got := mustGit(t, bot, "show", res.Commit+":hello.txt"); got != "hello\ngoodbye" {
+	if got := testtool.Git(t, bot, "show", res.Commit+":hello.txt"); got != "hello\ngoodbye" {
 		t.Errorf("hello.txt = %q", got)
 	}
-	if got := mustGit(t, bot, "log", "-1", "--format=%s", res.Commit); got != "Follow-up: Also say goodbye. (#7)" {
+	if got := testtool.Git(t, bot, "log", "-1", "--format=%s", res.Commit); got != "Follow-up: Also say goodbye. (#7)" {
 		t.Errorf("subject = %q", got)
 	}
 }
@@ -222,10 +223,10 @@ func TestRunTemplateInit(t *testing.T) {
 			if tc.mode != 0 {
 				// pushBranch writes 0644; make init executable in a second commit.
 				work := t.TempDir()
-				mustGit(t, "", "clone", "-q", "--branch", branch, f.srv.BarePath(owner, repoName), work)
-				mustGit(t, work, "update-index", "--chmod=+x", ".task-templates/go/scripts/init")
-				mustGit(t, work, "-c", "user.name=dev", "-c", "user.email=dev@example.com", "commit", "-q", "-m", "chmod")
-				mustGit(t, work, "push", "-q", "origin", "HEAD:refs/heads/"+branch)
+				testtool.Git(t, "", "clone", "-q", "--branch", branch, f.srv.BarePath(owner, repoName), work)
+				testtool.Git(t, work, "update-index", "--chmod=+x", ".task-templates/go/scripts/init")
+				testtool.Git(t, work, "-c", "user.name=dev", "-c", "user.email=dev@example.com", "commit", "-q", "-m", "chmod")
+				testtool.Git(t, work, "push", "-q", "origin", "HEAD:refs/heads/"+branch)
 				head = f.srv.RevParse(owner, repoName, branch)
 			}
 			job := f.job("scripted: write agent.txt by the agent")
@@ -322,7 +323,7 @@ func TestRunAgentOutcomes(t *testing.T) {
 			check: func(t *testing.T, f *fixture, o outcome) {
 				res := o.result(t)
 				bot := applyBundle(t, f, o.ws.BundleFile(), "agentbot/issue-7-add-hello")
-				log := mustGit(t, bot, "log", "--format=%s", f.base+".."+res.Commit)
+				log := testtool.Git(t, bot, "log", "--format=%s", f.base+".."+res.Commit)
 				if log != "Add hello (#7)\nagent commit one" {
 					t.Errorf("log = %q", log)
 				}
@@ -338,7 +339,7 @@ func TestRunAgentOutcomes(t *testing.T) {
 			check: func(t *testing.T, f *fixture, o outcome) {
 				res := o.result(t)
 				bot := applyBundle(t, f, o.ws.BundleFile(), "agentbot/issue-7-add-hello")
-				if log := mustGit(t, bot, "log", "--format=%s", f.base+".."+res.Commit); log != "agent did it" {
+				if log := testtool.Git(t, bot, "log", "--format=%s", f.base+".."+res.Commit); log != "agent did it" {
 					t.Errorf("log = %q", log)
 				}
 			},
@@ -712,7 +713,7 @@ func TestAgentGitConfigRunsNothingAfterTheAgent(t *testing.T) {
 	}
 	res := o.result(t)
 	bot := applyBundle(t, f, o.ws.BundleFile(), job.Branch)
-	if got := mustGit(t, bot, "show", res.Commit+":hello.txt"); got != "hello" {
+	if got := testtool.Git(t, bot, "show", res.Commit+":hello.txt"); got != "hello" {
 		t.Errorf("hello.txt = %q", got)
 	}
 	if cfg, err := os.ReadFile(filepath.Join(o.ws.RepoDir(), ".git", "config")); err != nil || strings.Contains(string(cfg), "touch") {
