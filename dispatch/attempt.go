@@ -34,16 +34,20 @@ type attempt struct {
 	// once the run is past its agent; cancels are refused from then on.
 	delivering string
 	token      string // the run's read token, for redaction
+	note       string // a sentence every report of this run adds
+	// gw is the run's gateway task (nil without Options.Egress, or for a
+	// run re-attached after a restart).
+	gw     *gateway.Task
+	egress egressLog
+
+	// relayMu guards relay and renewed apart from mu: renewing mints over
+	// the network, which a cancel or a progress render must not wait for.
+	relayMu sync.Mutex
 	// relay is the read token the git relay adds, renewed before it
 	// expires (the sandbox never holds it, so a long task keeps fetching);
 	// renewed lists every token minted after the first, for revocation.
 	relay   github.Token
 	renewed []string
-	note    string // a sentence every report of this run adds
-	// gw is the run's gateway task (nil without Options.Egress, or for a
-	// run re-attached after a restart).
-	gw     *gateway.Task
-	egress egressLog
 }
 
 func (d *Dispatcher) newAttempt(t *agentbot.Task) *attempt {
@@ -81,8 +85,11 @@ func (a *attempt) startDelivery(branch string) (lateBy string) {
 
 func (a *attempt) setToken(tok github.Token) {
 	a.mu.Lock()
-	a.token, a.relay = tok.Value, tok
+	a.token = tok.Value
 	a.mu.Unlock()
+	a.relayMu.Lock()
+	a.relay = tok
+	a.relayMu.Unlock()
 }
 
 // relayTokenMargin is how long before its expiry the relay's read token is
@@ -93,8 +100,8 @@ const relayTokenMargin = 5 * time.Minute
 // a new one minted (for the same repository, contents:read) when it is
 // within relayTokenMargin of its expiry.
 func (a *attempt) relayToken(ctx context.Context) (string, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
+	a.relayMu.Lock()
+	defer a.relayMu.Unlock()
 	if a.relay.ExpiresAt.IsZero() || time.Until(a.relay.ExpiresAt) > relayTokenMargin {
 		return a.relay.Value, nil
 	}
@@ -110,8 +117,8 @@ func (a *attempt) relayToken(ctx context.Context) (string, error) {
 
 // renewedTokens are the relay's tokens minted after the first.
 func (a *attempt) renewedTokens() []string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
+	a.relayMu.Lock()
+	defer a.relayMu.Unlock()
 	return slices.Clone(a.renewed)
 }
 
